@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: system packages the integration tests need (installed with apt-get when
+# root and missing), type check, lint, then vitest. Services are started by the tests themselves
+# on loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing test dependencies: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "missing system packages for the tests: ${need[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+fi
+# Debian starts a cluster on install; the tests run their own servers and do not need it.
+if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
+  pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
+fi
+
+echo "== typecheck"; npx tsc --noEmit -p .
+echo "== lint"; npx biome lint src test bench
+echo "== tests"; npx vitest run "$@"

@@ -1,0 +1,85 @@
+// The public entry of src/auth: accounts (internal provider over storage), SASL mechanisms and
+// login throttling. Later providers (LDAP, SSO tokens) plug in behind the same AccountService.
+import type { AccountRecord, ScramHash, ScramSecret, Storage } from '../storage/types.js';
+import { Jid } from '../xmpp/jid.js';
+import { deriveScramAsync, verifyPasswordAgainstScramAsync } from './scram-secrets.js';
+
+export { saslMechanisms, findMechanism } from './sasl/index.js';
+export { LoginThrottle } from './backoff.js';
+export type { SaslMechanism, SaslContext, ChannelBindingType } from './sasl/types.js';
+
+export class AccountError extends Error {
+  override name = 'AccountError';
+}
+
+const HASHES: ScramHash[] = ['SHA-1', 'SHA-256'];
+
+export class AccountService {
+  constructor(
+    private readonly storage: Storage,
+    private readonly iterations = 4096,
+  ) {}
+
+  private async secrets(password: string): Promise<AccountRecord['scram']> {
+    if (!password) throw new AccountError('empty password');
+    const out: AccountRecord['scram'] = {};
+    for (const h of HASHES) out[h] = await deriveScramAsync(password, h, this.iterations);
+    return out;
+  }
+
+  /** Creates an account; throws AccountError if the JID is invalid or the account exists. */
+  async create(bare: string, password: string): Promise<Jid> {
+    const jid = parseAccountJid(bare);
+    const ok = await this.storage.accounts.create({
+      jid: jid.bare,
+      username: jid.local,
+      host: jid.domain,
+      scram: await this.secrets(password),
+      createdAt: Date.now(),
+    });
+    if (!ok) throw new AccountError(`account ${jid.bare} already exists`);
+    return jid;
+  }
+
+  async setPassword(bare: string, password: string): Promise<void> {
+    const jid = parseAccountJid(bare);
+    const ok = await this.storage.accounts.setScram(jid.bare, await this.secrets(password));
+    if (!ok) throw new AccountError(`no account ${jid.bare}`);
+  }
+
+  async remove(bare: string): Promise<void> {
+    const jid = parseAccountJid(bare);
+    if (!(await this.storage.accounts.remove(jid.bare))) throw new AccountError(`no account ${jid.bare}`);
+  }
+
+  async exists(bare: string): Promise<boolean> {
+    return (await this.storage.accounts.get(bare)) !== null;
+  }
+
+  async getScram(username: string, host: string, hash: ScramHash): Promise<ScramSecret | null> {
+    const jid = Jid.tryParse(`${username}@${host}`);
+    if (!jid || jid.local !== username) return null;
+    const rec = await this.storage.accounts.get(jid.bare);
+    return rec?.scram[hash] ?? null;
+  }
+
+  async verifyPassword(username: string, host: string, password: string): Promise<boolean> {
+    const jid = Jid.tryParse(`${username}@${host}`);
+    if (!jid?.local) return false;
+    const rec = await this.storage.accounts.get(jid.bare);
+    const secret = rec?.scram['SHA-256'] ?? rec?.scram['SHA-1'];
+    if (!rec || !secret) return false;
+    return verifyPasswordAgainstScramAsync(password, secret, rec.scram['SHA-256'] ? 'SHA-256' : 'SHA-1');
+  }
+}
+
+export function parseAccountJid(bare: string): Jid {
+  let jid: Jid;
+  try {
+    jid = Jid.parse(bare);
+  } catch (err) {
+    throw new AccountError(`invalid JID ${bare}: ${(err as Error).message}`);
+  }
+  if (!jid.local || jid.resource) throw new AccountError(`invalid account JID ${bare}: expected user@host`);
+  return jid;
+}

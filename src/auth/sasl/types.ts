@@ -1,0 +1,44 @@
+// Server-side SASL mechanism contract (RFC 6120 §6, RFC 4422).
+import type { ScramHash, ScramSecret } from '../../storage/types.js';
+
+export type SaslFailureCondition =
+  | 'aborted' | 'account-disabled' | 'credentials-expired' | 'encryption-required'
+  | 'incorrect-encoding' | 'invalid-authzid' | 'invalid-mechanism' | 'malformed-request'
+  | 'mechanism-too-weak' | 'not-authorized' | 'temporary-auth-failure';
+
+export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point';
+
+/** What a mechanism may ask of the session and the account provider. */
+export interface SaslContext {
+  /** The virtual host the stream is addressed to. */
+  host: string;
+  /** True when the stream is TLS-protected. */
+  secure: boolean;
+  /** Channel-binding types the transport can provide, in preference order (empty when not TLS). */
+  channelBindingTypes: ChannelBindingType[];
+  /** Channel-binding data for a type, or null if unavailable. */
+  channelBinding(type: ChannelBindingType): Buffer | null;
+  /** SCRAM secrets of an account, or null if there is no such account (or it has none for this hash). */
+  getScram(username: string, hash: ScramHash): Promise<ScramSecret | null>;
+  /** Verifies a plaintext password (for PLAIN); false when wrong or no such account. */
+  verifyPassword(username: string, password: string): Promise<boolean>;
+  /** Server-wide secret used to fake SCRAM salts for unknown users (no account enumeration). */
+  serverSecret: Buffer;
+}
+
+export type SaslStep =
+  | { kind: 'challenge'; data: Buffer }
+  | { kind: 'success'; username: string; data?: Buffer }
+  | { kind: 'failure'; condition: SaslFailureCondition; text?: string; username?: string };
+
+export interface SaslServerSession {
+  /** Feeds the client's data (initial response, or a response to a challenge). */
+  step(input: Buffer): Promise<SaslStep>;
+}
+
+export interface SaslMechanism {
+  readonly name: string;
+  /** Whether the mechanism may be offered on this stream (e.g. PLAIN only over TLS, -PLUS only with channel binding). */
+  available(ctx: Pick<SaslContext, 'secure' | 'channelBindingTypes'>, opts: { allowPlainWithoutTls: boolean }): boolean;
+  start(ctx: SaslContext): SaslServerSession;
+}

@@ -1,0 +1,180 @@
+#!/usr/bin/env node
+// The `parley` command: start, user add|remove|passwd|list, check-config, status.
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Command } from 'commander';
+import { loadConfig, ConfigError, type ResolvedConfig } from '../core/config.js';
+import { createLogger } from '../core/logger.js';
+import { AccountService, AccountError, parseAccountJid } from '../auth/index.js';
+import { builtinModules } from '../modules/index.js';
+import { openConfiguredStorage, startParley } from './app.js';
+
+const program = new Command();
+program.name('parley').description('Parley enterprise instant messaging (XMPP)').option('-c, --config <file>', 'configuration file', undefined);
+
+function config(): Readonly<ResolvedConfig> {
+  return loadConfig(program.opts().config);
+}
+
+async function readPassword(prompt: string): Promise<string> {
+  if (process.env.PARLEY_PASSWORD) return process.env.PARLEY_PASSWORD;
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY });
+  if (process.stdin.isTTY) process.stderr.write(prompt);
+  const line: string = await new Promise((resolve) => {
+    rl.once('line', resolve);
+    rl.once('close', () => resolve(''));
+  });
+  rl.close();
+  return line;
+}
+
+async function withAccounts<T>(fn: (accounts: AccountService, cfg: Readonly<ResolvedConfig>) => Promise<T>): Promise<T> {
+  const cfg = config();
+  const storage = await openConfiguredStorage(cfg);
+  try {
+    return await fn(new AccountService(storage, cfg.auth.scramIterations), cfg);
+  } finally {
+    await storage.close();
+  }
+}
+
+function checkHost(cfg: Readonly<ResolvedConfig>, jid: string): void {
+  const j = parseAccountJid(jid);
+  if (!cfg.hosts.some((h) => h.domain === j.domain)) {
+    throw new AccountError(`${j.domain} is not a host of this server (hosts: ${cfg.hosts.map((h) => h.domain).join(', ')})`);
+  }
+}
+
+program
+  .command('start')
+  .description('start the server with the configuration (embedded defaults when there is no parley.yaml)')
+  .action(async () => {
+    const cfg = config();
+    const log = createLogger({ level: cfg.log.level });
+    process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception (kept running)'));
+    process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+    const running = await startParley(cfg, { log, statusFile: true });
+    const hosts = cfg.hosts.map((h) => h.domain).join(', ');
+    const lines = [
+      `Parley is running for ${hosts}`,
+      running.ports.c2s !== null ? `  client connections (STARTTLS): ${cfg.listen.address} port ${running.ports.c2s}` : null,
+      running.ports.c2sDirectTls !== null ? `  client connections (direct TLS): ${cfg.listen.address} port ${running.ports.c2sDirectTls}` : null,
+      `  storage: ${cfg.storage.type}${cfg.storage.type === 'sqlite' ? ` (${cfg.storage.path})` : ''}`,
+      `  certificate: ${running.certPath}`,
+      `Add a user:  ./bin/parley user add alice@${cfg.hosts[0]?.domain ?? 'localhost'}`,
+    ].filter(Boolean);
+    process.stdout.write(`${lines.join('\n')}\n`);
+    const shutdown = async (sig: string) => {
+      log.info({ sig }, 'shutting down');
+      await running.stop();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void shutdown('SIGINT'));
+    process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  });
+
+const user = program.command('user').description('manage accounts');
+user
+  .command('add <jid>')
+  .description('create an account (password from --password, $PARLEY_PASSWORD or standard input)')
+  .option('-p, --password <password>', 'the password')
+  .action(async (jid: string, o: { password?: string }) => {
+    await withAccounts(async (accounts, cfg) => {
+      checkHost(cfg, jid);
+      const pw = o.password ?? (await readPassword('Password: '));
+      if (!pw) throw new AccountError('a password is required');
+      const j = await accounts.create(jid, pw);
+      process.stdout.write(`created ${j.bare}\n`);
+    });
+  });
+user
+  .command('remove <jid>')
+  .description('delete an account and all its data')
+  .action(async (jid: string) => {
+    await withAccounts(async (accounts) => {
+      await accounts.remove(jid);
+      process.stdout.write(`removed ${parseAccountJid(jid).bare}\n`);
+    });
+  });
+user
+  .command('passwd <jid>')
+  .description('set a new password')
+  .option('-p, --password <password>', 'the new password')
+  .action(async (jid: string, o: { password?: string }) => {
+    await withAccounts(async (accounts) => {
+      const pw = o.password ?? (await readPassword('New password: '));
+      if (!pw) throw new AccountError('a password is required');
+      await accounts.setPassword(jid, pw);
+      process.stdout.write(`password changed for ${parseAccountJid(jid).bare}\n`);
+    });
+  });
+user
+  .command('list [host]')
+  .description('list accounts of a host (default: every host)')
+  .action(async (host?: string) => {
+    const cfg = config();
+    const storage = await openConfiguredStorage(cfg);
+    try {
+      const hosts = host ? [host] : cfg.hosts.map((h) => h.domain);
+      for (const h of hosts) for (const j of await storage.accounts.list(h)) process.stdout.write(`${j}\n`);
+    } finally {
+      await storage.close();
+    }
+  });
+
+program
+  .command('check-config')
+  .description('validate the configuration and print every error with its path')
+  .action(() => {
+    const cfg = config();
+    const problems: string[] = [];
+    for (const def of builtinModules) {
+      const raw = cfg.modules[def.name];
+      if (raw === false) continue;
+      const r = def.options.safeParse(raw === true || raw === undefined ? {} : raw);
+      if (!r.success) for (const i of r.error.issues) problems.push(`modules.${def.name}.${i.path.join('.')}: ${i.message}`);
+    }
+    const known = new Set(builtinModules.map((m) => m.name));
+    for (const name of Object.keys(cfg.modules)) if (!known.has(name)) problems.push(`modules.${name}: unknown module`);
+    if (problems.length) throw new ConfigError(problems);
+    process.stdout.write(`configuration OK: hosts ${cfg.hosts.map((h) => h.domain).join(', ')}; storage ${cfg.storage.type}\n`);
+  });
+
+program
+  .command('status')
+  .description('show whether the server is running, its ports and session counts')
+  .action(() => {
+    const cfg = config();
+    const path = join(cfg.dataDir, 'status.json');
+    if (!existsSync(path)) {
+      process.stdout.write('parley is not running (no status file)\n');
+      process.exitCode = 3;
+      return;
+    }
+    const st = JSON.parse(readFileSync(path, 'utf8')) as { pid: number; updatedAt: string; sessions: number; connections: number; ports: unknown; hosts: string[]; storage: string };
+    let alive = false;
+    try {
+      process.kill(st.pid, 0);
+      alive = Date.now() - Date.parse(st.updatedAt) < 30_000;
+    } catch {
+      alive = false;
+    }
+    if (!alive) {
+      process.stdout.write(`parley is not running (last seen ${st.updatedAt}, pid ${st.pid})\n`);
+      process.exitCode = 3;
+      return;
+    }
+    process.stdout.write(
+      `parley is running (pid ${st.pid})\n  hosts: ${st.hosts.join(', ')}\n  ports: ${JSON.stringify(st.ports)}\n  sessions: ${st.sessions}, connections: ${st.connections}\n  storage: ${st.storage}\n  updated: ${st.updatedAt}\n`,
+    );
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof ConfigError || err instanceof AccountError) {
+    process.stderr.write(`parley: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`parley: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

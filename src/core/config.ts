@@ -1,0 +1,187 @@
+// Configuration: one YAML file (parley.yaml), validated once at start with a schema and frozen.
+// Every error is reported with its path (`parley check-config`). Every limit has a default in code.
+import { readFileSync, existsSync } from 'node:fs';
+import { resolve, dirname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const port = z.number().int().min(0).max(65535);
+
+export const hostSchema = z
+  .object({
+    domain: z.string().min(1).describe('The virtual host domain, e.g. example.com'),
+    cert: z.string().optional().describe('PEM certificate for this host (default: the global one)'),
+    key: z.string().optional().describe('PEM private key for this host'),
+    registration: z
+      .object({
+        enabled: z.boolean().default(false).describe('Allow XEP-0077 in-band registration on this host'),
+        minPasswordLength: z.number().int().min(1).default(8),
+      })
+      .prefault({})
+      .describe('In-band registration (off by default)'),
+  })
+  .strict();
+
+export const limitsSchema = z
+  .object({
+    maxStanzaBytes: z.number().int().min(1024).default(262144).describe('Largest stanza a client may send (bytes)'),
+    maxDepth: z.number().int().min(4).max(256).default(32).describe('Deepest element nesting in a stanza'),
+    maxAttributes: z.number().int().min(8).default(64).describe('Most attributes on one element'),
+    connectionsPerAddress: z.number().int().min(1).default(100).describe('Open client connections per IP address'),
+    preAuthPerAddress: z.number().int().min(1).default(20).describe('Unauthenticated connections per IP address'),
+    negotiationTimeoutMs: z.number().int().min(100).default(60000).describe('Deadline for TLS+SASL+bind'),
+    resourcesPerAccount: z.number().int().min(1).default(10).describe('Concurrent sessions per account'),
+    rosterSize: z.number().int().min(1).default(1000).describe('Most roster items per account'),
+    offlineQuota: z.number().int().min(0).default(500).describe('Most stored offline messages per account'),
+    bytesPerSecond: z.number().int().min(1024).default(65536).describe('Sustained inbound bytes/s per session'),
+    burstBytes: z.number().int().min(1024).default(524288).describe('Inbound byte burst per session'),
+    stanzasPerSecond: z.number().int().min(1).default(200).describe('Sustained inbound stanzas/s per session'),
+    burstStanzas: z.number().int().min(1).default(1000).describe('Inbound stanza burst per session'),
+    outputBufferBytes: z.number().int().min(16384).default(4194304).describe('Unsent bytes to a client before it is disconnected'),
+    idlePingSeconds: z.number().int().min(0).default(300).describe('Ping a client silent this long (0: never)'),
+    pingTimeoutSeconds: z.number().int().min(1).default(60).describe('Close a client that does not answer the idle ping'),
+    privateStorageItems: z.number().int().min(1).default(100).describe('Most XEP-0049 namespaces per account'),
+    privateItemBytes: z.number().int().min(256).default(65536).describe('Largest private XML / vCard document'),
+    blocklistSize: z.number().int().min(1).default(1000).describe('Most blocked JIDs per account'),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    hosts: z
+      .array(z.union([z.string().min(1).transform((domain) => hostSchema.parse({ domain })), hostSchema]))
+      .min(1)
+      .prefault(['localhost'])
+      .describe('Virtual hosts served by this server'),
+    dataDir: z.string().default('./data').describe('Where the database, generated certificate and secrets live'),
+    listen: z
+      .object({
+        address: z.string().default('::').describe('Address to bind client listeners to'),
+        c2s: port.nullable().default(5222).describe('Client port with STARTTLS (null: off)'),
+        c2sDirectTls: port.nullable().default(5223).describe('Client port with direct TLS, XEP-0368 (null: off)'),
+      })
+      .strict()
+      .prefault({}),
+    tls: z
+      .object({
+        cert: z.string().optional().describe('PEM certificate (default: generated self-signed in dataDir)'),
+        key: z.string().optional().describe('PEM private key'),
+        required: z.boolean().default(true).describe('Require STARTTLS before authentication'),
+      })
+      .strict()
+      .prefault({}),
+    storage: z
+      .discriminatedUnion('type', [
+        z.object({ type: z.literal('sqlite'), path: z.string().optional() }).strict(),
+        z
+          .object({
+            type: z.literal('postgres'),
+            url: z.string().optional(),
+            host: z.string().optional(),
+            port: port.optional(),
+            user: z.string().optional(),
+            password: z.string().optional(),
+            database: z.string().optional(),
+            max: z.number().int().min(1).optional(),
+          })
+          .strict(),
+      ])
+      .default({ type: 'sqlite' })
+      .describe('sqlite (default: dataDir/parley.sqlite) or postgres'),
+    auth: z
+      .object({
+        allowPlainWithoutTls: z.boolean().default(false).describe('Offer PLAIN on unencrypted streams (never do this in production)'),
+        scramIterations: z.number().int().min(4096).default(4096).describe('PBKDF2 iterations for new SCRAM secrets'),
+        maxFailuresPerAddress: z.number().int().min(1).default(10),
+        maxFailuresPerAccount: z.number().int().min(1).default(5),
+        banSeconds: z.number().int().min(1).default(300),
+      })
+      .strict()
+      .prefault({}),
+    sessions: z
+      .object({
+        conflict: z.enum(['kick-old', 'refuse']).default('kick-old').describe('What happens when a resource is bound twice'),
+      })
+      .strict()
+      .prefault({}),
+    modules: z
+      .record(z.string(), z.union([z.boolean(), z.record(z.string(), z.unknown())]))
+      .default({})
+      .describe('Per-module options; `name: false` disables a module'),
+    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().prefault({}),
+  })
+  .strict();
+
+export type ParleyConfig = z.infer<typeof configSchema>;
+export type HostConfig = z.infer<typeof hostSchema>;
+export type Limits = z.infer<typeof limitsSchema>;
+export type ResolvedConfig = ParleyConfig & { limits: Limits };
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function formatIssues(error: z.ZodError, prefix = ''): string[] {
+  return error.issues.map((i) => {
+    const path = [prefix, ...i.path.map(String)].filter(Boolean).join('.');
+    return `${path || '(root)'}: ${i.message}`;
+  });
+}
+
+/** Validates a parsed document; throws ConfigError listing every problem with its path. */
+export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<ResolvedConfig> {
+  const doc = (raw ?? {}) as Record<string, unknown>;
+  const { limits: rawLimits, ...rest } = typeof doc === 'object' && !Array.isArray(doc) ? doc : ({} as Record<string, unknown>);
+  const problems: string[] = [];
+  const main = configSchema.safeParse(rest);
+  if (!main.success) problems.push(...formatIssues(main.error));
+  const limits = limitsSchema.safeParse(rawLimits ?? {});
+  if (!limits.success) problems.push(...formatIssues(limits.error, 'limits'));
+  if (!main.success || !limits.success) throw new ConfigError(problems);
+  const cfg: ResolvedConfig = { ...main.data, limits: limits.data };
+  const domains = new Set<string>();
+  for (const h of cfg.hosts) {
+    const d = h.domain.toLowerCase();
+    if (domains.has(d)) problems.push(`hosts: duplicate host ${d}`);
+    domains.add(d);
+    h.domain = d;
+  }
+  if (!!cfg.tls.cert !== !!cfg.tls.key) problems.push('tls: cert and key must be given together');
+  if (problems.length) throw new ConfigError(problems);
+  cfg.dataDir = resolve(baseDir, cfg.dataDir);
+  if (cfg.tls.cert) cfg.tls.cert = resolve(baseDir, cfg.tls.cert);
+  if (cfg.tls.key) cfg.tls.key = resolve(baseDir, cfg.tls.key);
+  for (const h of cfg.hosts) {
+    if (h.cert) h.cert = resolve(baseDir, h.cert);
+    if (h.key) h.key = resolve(baseDir, h.key);
+  }
+  if (cfg.storage.type === 'sqlite') cfg.storage.path = resolve(cfg.dataDir, cfg.storage.path ?? 'parley.sqlite');
+  return deepFreeze(cfg);
+}
+
+/** Loads parley.yaml (or the given path). A missing default file means embedded defaults. */
+export function loadConfig(path?: string): Readonly<ResolvedConfig> {
+  const file = path ?? 'parley.yaml';
+  if (!existsSync(file)) {
+    if (path) throw new ConfigError([`${path}: file not found`]);
+    return validateConfig({});
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(file, 'utf8'), { prettyErrors: true });
+  } catch (err) {
+    throw new ConfigError([`${file}: ${(err as Error).message}`]);
+  }
+  return validateConfig(doc, dirname(resolve(file)));
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}

@@ -1,0 +1,82 @@
+// The module contract (DESIGN.md §3). A feature registers everything through its context; the
+// context records each registration and undoes it on unload.
+import type { Element } from 'ltx';
+import type { z } from 'zod';
+import type { Jid } from '../xmpp/jid.js';
+import type { Storage } from '../storage/types.js';
+import type { Logger } from './logger.js';
+import type { HookMap, HookResult } from './hooks.js';
+import type { ResolvedConfig } from './config.js';
+import type { C2SSession } from './session.js';
+import type { SessionRegistry } from './sessions.js';
+import type { DiscoRegistry } from './disco.js';
+
+export type IqType = 'get' | 'set';
+
+/** Where an iq handler answers: the server's own domain, an account's bare JID, or both. */
+export type IqTarget = 'server' | 'account' | 'both';
+
+export interface IqRequest {
+  stanza: Element;
+  payload: Element;
+  from: Jid;
+  to: Jid;
+  /** The sending session, when the iq came from a local client. */
+  session?: C2SSession;
+  /** The iq is from the account it is addressed to (a client talking to its own account). */
+  self: boolean;
+}
+
+export type IqHandler = (req: IqRequest) => Element | undefined | Promise<Element | undefined>;
+
+export interface DiscoIdentity {
+  category: string;
+  type: string;
+  name?: string;
+}
+
+export interface ModuleDefinition<O extends z.ZodType = z.ZodType> {
+  name: string;
+  xeps?: string[];
+  /** Options schema; its defaults apply when the module has no entry in parley.yaml. */
+  options: O;
+  setup(ctx: ModuleContext<z.infer<O>>): void | Promise<void>;
+}
+
+export function defineModule<O extends z.ZodType>(def: ModuleDefinition<O>): ModuleDefinition<O> {
+  return def;
+}
+
+/** What the server offers modules. Implemented by the Server (src/core/server.ts). */
+export interface ModuleHost {
+  readonly config: Readonly<ResolvedConfig>;
+  readonly storage: Storage;
+  readonly sessions: SessionRegistry;
+  readonly log: Logger;
+  isLocalHost(domain: string): boolean;
+  hostNames(): string[];
+  /** Routes a stanza that already carries `from` and `to`. */
+  route(stanza: Element): Promise<void>;
+  /** Sends an iq from the server and resolves its result (rejects with StanzaError on an error reply or timeout). */
+  request(iq: Element, timeoutMs?: number): Promise<Element>;
+  /** Whether an account exists (cached briefly). */
+  accountExists(bare: string): Promise<boolean>;
+}
+
+export interface ModuleContext<O = unknown> extends ModuleHost {
+  readonly name: string;
+  readonly options: O;
+  addFeature(ns: string, target?: IqTarget): void;
+  addIdentity(identity: DiscoIdentity): void;
+  iq(type: IqType, ns: string, name: string, handler: IqHandler, target?: IqTarget): void;
+  hook<K extends keyof HookMap & string>(name: K, fn: (event: HookMap[K]) => HookResult | Promise<HookResult>, priority?: number): void;
+  fold<K extends keyof HookMap & string>(name: K, fn: (value: HookMap[K]) => HookMap[K] | Promise<HookMap[K]>, priority?: number): void;
+  onUnload(fn: () => void | Promise<void>): void;
+  /** Identities and features every module declared (for disco#info and caps). */
+  discoRegistry(): DiscoRegistry;
+  /** Namespaces that have iq handlers for a target. */
+  iqNamespaces(target: 'server' | 'account'): string[];
+  /** Fires a hook (see HookBus.fire). */
+  fire<K extends keyof HookMap & string>(name: K, event: HookMap[K]): Promise<boolean>;
+  foldValue<K extends keyof HookMap & string>(name: K, value: HookMap[K]): Promise<HookMap[K]>;
+}

@@ -1,0 +1,427 @@
+// The server kernel: hosts, sessions, routing (RFC 6121 §8), iq dispatch, modules and connection
+// accounting. Listeners live in src/transports and hand connections to `acceptConnection`.
+import { randomBytes } from 'node:crypto';
+import type { Element } from 'ltx';
+import { StanzaError, stanzaError } from '../xmpp/errors.js';
+import { Jid } from '../xmpp/jid.js';
+import { NS } from '../xmpp/ns.js';
+import { errorReply, iqResult } from '../xmpp/stanza.js';
+import type { Storage } from '../storage/types.js';
+import { AccountService, LoginThrottle, saslMechanisms, type SaslMechanism } from '../auth/index.js';
+import type { ResolvedConfig } from './config.js';
+import { HookBus, HANDLED } from './hooks.js';
+import type { Logger } from './logger.js';
+import { IqDispatcher } from './iq.js';
+import { DiscoRegistry } from './disco.js';
+import { SessionRegistry } from './sessions.js';
+import { C2SSession } from './session.js';
+import type { Transport } from './transport.js';
+import type { ModuleContext, ModuleDefinition, ModuleHost } from './module.js';
+
+declare module './hooks.js' {
+  interface HookMap {
+    /** A stanza to an account of a local host, before the RFC 6121 §8.5 delivery rules (blocking, subscriptions, probes). */
+    'route.user': { stanza: Element; to: Jid; from: Jid | null };
+    /** A message/presence addressed to a local host itself. */
+    'route.server': { stanza: Element; to: Jid; from: Jid | null };
+    /** A stanza for a domain that is not a local host (components, federation). */
+    'route.remote': { stanza: Element; to: Jid; from: Jid | null };
+    /** A message for an account with no available resource: store it (XEP-0160) or throw StanzaError. */
+    'message.offline': { stanza: Element; to: Jid };
+  }
+}
+
+export interface ServerOptions {
+  config: Readonly<ResolvedConfig>;
+  storage: Storage;
+  log: Logger;
+  /** Server-wide secret (fake SCRAM salts, tokens); persisted by the caller. */
+  secret: Buffer;
+  modules: ModuleDefinition[];
+}
+
+export class Server implements ModuleHost {
+  readonly config: Readonly<ResolvedConfig>;
+  readonly storage: Storage;
+  readonly log: Logger;
+  readonly hooks: HookBus;
+  readonly sessions = new SessionRegistry();
+  readonly iqs: IqDispatcher;
+  readonly disco = new DiscoRegistry();
+  readonly auth: AccountService;
+  readonly throttle: LoginThrottle;
+  readonly secret: Buffer;
+  private readonly hosts: Set<string>;
+  private readonly mechanisms = saslMechanisms();
+  private readonly pending = new Map<string, { resolve: (el: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private readonly unloaders: (() => void | Promise<void>)[] = [];
+  private readonly connections = new Map<string, { total: number; preAuth: number }>();
+  private readonly allConnections = new Set<C2SSession>();
+  private readonly preAuthSessions = new WeakSet<C2SSession>();
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly moduleDefs: ModuleDefinition[];
+  private readonly accountCache = new Map<string, { exists: boolean; at: number }>();
+
+  constructor(opts: ServerOptions) {
+    this.config = opts.config;
+    this.storage = opts.storage;
+    this.log = opts.log;
+    this.secret = opts.secret;
+    this.hooks = new HookBus(opts.log);
+    this.iqs = new IqDispatcher(opts.log);
+    this.hosts = new Set(opts.config.hosts.map((h) => h.domain));
+    this.auth = new AccountService(opts.storage, opts.config.auth.scramIterations);
+    const ban = opts.config.auth.banSeconds * 1000;
+    this.throttle = new LoginThrottle({
+      perAddress: { maxFailures: opts.config.auth.maxFailuresPerAddress, windowMs: ban, banMs: ban },
+      perAccount: { maxFailures: opts.config.auth.maxFailuresPerAccount, windowMs: ban, banMs: ban },
+    });
+    this.moduleDefs = opts.modules;
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------
+
+  async start(): Promise<void> {
+    for (const def of this.moduleDefs) {
+      const raw = this.config.modules[def.name];
+      if (raw === false) continue;
+      const parsed = def.options.safeParse(raw === true || raw === undefined ? {} : raw);
+      if (!parsed.success) {
+        throw new Error(`modules.${def.name}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      }
+      await def.setup(this.contextFor(def.name, parsed.data));
+    }
+    const l = this.config.limits;
+    if (l.idlePingSeconds > 0) {
+      const every = Math.max(1000, Math.min(10_000, (l.idlePingSeconds * 1000) / 4));
+      this.sweepTimer = setInterval(() => this.sweep(), every);
+      this.sweepTimer.unref();
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const s of [...this.allConnections]) s.close('server shutting down');
+    for (const fn of this.unloaders.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        this.log.error({ err }, 'module unload failed');
+      }
+    }
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new Error('server stopping'));
+    }
+    this.pending.clear();
+  }
+
+  private sweep(): void {
+    const l = this.config.limits;
+    const now = Date.now();
+    for (const s of this.sessions.all()) s.pingIfIdle(now, l.idlePingSeconds * 1000, l.pingTimeoutSeconds * 1000);
+  }
+
+  private contextFor<O>(name: string, options: O): ModuleContext<O> {
+    const log = this.log.child({ module: name });
+    const undo = (fn: () => void | Promise<void>) => this.unloaders.push(fn);
+    // biome-ignore lint/complexity/noUselessThisAlias: the context closes over the server
+    const server = this;
+    return {
+      name,
+      options,
+      config: this.config,
+      storage: this.storage,
+      sessions: this.sessions,
+      log,
+      isLocalHost: (d) => this.isLocalHost(d),
+      hostNames: () => this.hostNames(),
+      route: (st) => this.route(st),
+      request: (iq, t) => this.request(iq, t),
+      accountExists: (b) => this.accountExists(b),
+      addFeature: (ns, target) => undo(this.disco.addFeature(ns, target)),
+      addIdentity: (id) => undo(this.disco.addIdentity(id)),
+      iq: (type, ns, elName, handler, target = 'server') => undo(this.iqs.register(type, ns, elName, handler, target, name)),
+      hook: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
+      fold: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
+      onUnload: (fn) => undo(fn),
+      discoRegistry: () => this.disco,
+      iqNamespaces: (target) => this.iqs.namespaces(target),
+      fire: (hook, ev) => server.hooks.fire(hook, ev),
+      foldValue: (hook, v) => server.hooks.fold(hook, v),
+    };
+  }
+
+  // ---- hosts and accounts ------------------------------------------------------------------
+
+  isLocalHost(domain: string): boolean {
+    return this.hosts.has(domain);
+  }
+
+  hostNames(): string[] {
+    return [...this.hosts];
+  }
+
+  hostConfig(domain: string) {
+    return this.config.hosts.find((h) => h.domain === domain);
+  }
+
+  async accountExists(bare: string): Promise<boolean> {
+    const now = Date.now();
+    const hit = this.accountCache.get(bare);
+    if (hit && now - hit.at < 5000) return hit.exists;
+    const exists = await this.auth.exists(bare);
+    if (this.accountCache.size > 10_000) this.accountCache.clear();
+    this.accountCache.set(bare, { exists, at: now });
+    return exists;
+  }
+
+  /** Forget a cached account lookup (after create/remove). */
+  invalidateAccount(bare: string): void {
+    this.accountCache.delete(bare);
+  }
+
+  saslMechanisms(session: C2SSession): SaslMechanism[] {
+    const ctx = { secure: session.secure, channelBindingTypes: session.transport.channelBindingTypes() };
+    const opts = { allowPlainWithoutTls: this.config.auth.allowPlainWithoutTls };
+    return this.mechanisms.filter((m) => m.available(ctx, opts));
+  }
+
+  // ---- connections ---------------------------------------------------------------------------
+
+  /** Takes a new client connection; refuses it (returns null) over the per-address caps. */
+  acceptConnection(transport: Transport): C2SSession | null {
+    const addr = transport.remoteAddress;
+    const c = this.connections.get(addr) ?? { total: 0, preAuth: 0 };
+    const l = this.config.limits;
+    if (c.total >= l.connectionsPerAddress || c.preAuth >= l.preAuthPerAddress) {
+      this.log.warn({ addr }, 'connection refused: per-address limit');
+      return null;
+    }
+    c.total++;
+    c.preAuth++;
+    this.connections.set(addr, c);
+    const session = new C2SSession(this, transport);
+    this.allConnections.add(session);
+    this.preAuthSessions.add(session);
+    return session;
+  }
+
+  /** Called by the session when SASL succeeds. */
+  preAuthDone(session: C2SSession): void {
+    if (!this.preAuthSessions.has(session)) return;
+    this.preAuthSessions.delete(session);
+    const c = this.connections.get(session.remoteAddress);
+    if (c) c.preAuth--;
+  }
+
+  /** Called by the session when it ends. */
+  connectionClosed(session: C2SSession, _wasAuthenticated: boolean): void {
+    if (!this.allConnections.delete(session)) return;
+    const c = this.connections.get(session.remoteAddress);
+    if (!c) return;
+    c.total--;
+    if (this.preAuthSessions.has(session)) {
+      this.preAuthSessions.delete(session);
+      c.preAuth--;
+    }
+    if (c.total <= 0) this.connections.delete(session.remoteAddress);
+  }
+
+  get connectionCount(): number {
+    return this.allConnections.size;
+  }
+
+  /** Removes what clients must not forge: server-added stanza-id/occupant-id and server delays (HARDENING.md). */
+  sanitizeInbound(el: Element, session: C2SSession): void {
+    if (el.name !== 'message' && el.name !== 'presence') return;
+    const own = session.jid?.bare;
+    el.children = el.children.filter((c) => {
+      if (typeof c === 'string') return true;
+      const ns = c.attrs.xmlns;
+      if (c.name === 'stanza-id' && ns === NS.STANZA_ID) return !(c.attrs.by === own || this.isLocalHost(c.attrs.by ?? '') || isLocalSub(this, c.attrs.by));
+      if (c.name === 'occupant-id' && ns === NS.OCCUPANT_ID) return false;
+      if (c.name === 'delay' && ns === NS.DELAY) return !(c.attrs.from && (this.isLocalHost(c.attrs.from) || isLocalSub(this, c.attrs.from)));
+      return true;
+    });
+  }
+
+  // ---- routing (RFC 6121 §8) -------------------------------------------------------------------
+
+  /** Routes a stanza carrying from/to. `origin` is the local session that sent it, if any. */
+  async route(stanza: Element, origin?: C2SSession): Promise<void> {
+    const to = Jid.tryParse(stanza.attrs.to);
+    const from = Jid.tryParse(stanza.attrs.from);
+    if (!to) {
+      this.bounce(stanza, stanzaError('jid-malformed'), origin);
+      return;
+    }
+    try {
+      if (!this.isLocalHost(to.domain)) {
+        if (await this.hooks.fire('route.remote', { stanza, to, from })) return;
+        this.bounce(stanza, stanzaError('remote-server-not-found'), origin);
+        return;
+      }
+      if (!to.local) return await this.toServer(stanza, to, from, origin);
+      return await this.toUser(stanza, to, from, origin);
+    } catch (err) {
+      if (err instanceof StanzaError) {
+        this.bounce(stanza, err, origin);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  /** Answers a stanza with an error (never answers an error). */
+  bounce(stanza: Element, err: StanzaError, origin?: C2SSession): void {
+    if (stanza.attrs.type === 'error') return;
+    const reply = errorReply(stanza, err);
+    if (origin && reply.attrs.to === origin.jid?.full) {
+      origin.send(reply);
+      return;
+    }
+    if (!reply.attrs.to) return;
+    void this.route(reply).catch((e) => this.log.error({ err: e }, 'bounce failed'));
+  }
+
+  private async toServer(stanza: Element, to: Jid, from: Jid | null, origin?: C2SSession): Promise<void> {
+    if (to.resource && stanza.name === 'iq' && (stanza.attrs.type === 'get' || stanza.attrs.type === 'set')) {
+      throw stanzaError('service-unavailable');
+    }
+    if (stanza.name === 'iq') return this.handleIq(stanza, to, from, 'server', origin);
+    if (await this.hooks.fire('route.server', { stanza, to, from })) return;
+    // RFC 6120 §10.4.1: a message to the server itself that nobody handles gets service-unavailable; presence is ignored.
+    if (stanza.name === 'message') throw stanzaError('service-unavailable');
+  }
+
+  private async handleIq(stanza: Element, to: Jid, from: Jid | null, target: 'server' | 'account', origin?: C2SSession): Promise<void> {
+    const type = stanza.attrs.type;
+    if (type === 'result' || type === 'error') {
+      const key = `${to.bare}\u0000${stanza.attrs.id}`;
+      const p = this.pending.get(key);
+      if (p && (!from || stanza.attrs.from)) {
+        this.pending.delete(key);
+        clearTimeout(p.timer);
+        if (type === 'result') p.resolve(stanza);
+        else p.reject(errorFromStanza(stanza));
+      }
+      return;
+    }
+    if (!from) throw stanzaError('bad-request');
+    const self = target === 'account' && from.bare === to.bare;
+    const payload = await this.iqs.dispatch({ stanza, from, to, session: origin, self }, target);
+    const reply = iqResult(stanza, payload);
+    if (origin && reply.attrs.to === origin.jid?.full) origin.send(reply);
+    else await this.route(reply);
+  }
+
+  private async toUser(stanza: Element, to: Jid, from: Jid | null, origin?: C2SSession): Promise<void> {
+    if (await this.hooks.fire('route.user', { stanza, to, from })) return;
+    const name = stanza.name;
+    const type = stanza.attrs.type;
+    if (name === 'iq') {
+      if (to.resource) {
+        const s = this.sessions.get(to);
+        if (s) return s.send(stanza);
+        if (type === 'get' || type === 'set') throw stanzaError('service-unavailable');
+        return;
+      }
+      if (!(await this.accountExists(to.bare)) && !this.sessions.count(to.bare)) {
+        if (type === 'get' || type === 'set') throw stanzaError('service-unavailable');
+        return;
+      }
+      return this.handleIq(stanza, to, from, 'account', origin);
+    }
+    if (name === 'presence') {
+      // Subscription types and probes were taken by the roster module in route.user.
+      if (to.resource) {
+        const s = this.sessions.get(to);
+        if (s && (type === undefined || type === 'unavailable' || type === 'error')) s.send(stanza);
+        return;
+      }
+      if (type === undefined || type === 'unavailable' || type === 'error') {
+        for (const s of this.sessions.available(to.bare)) s.send(stanza);
+      }
+      return;
+    }
+    if (name === 'message') return this.deliverMessage(stanza, to);
+    // Any other top-level element is not routable.
+    throw stanzaError('bad-request');
+  }
+
+  private async deliverMessage(stanza: Element, to: Jid): Promise<void> {
+    const type = stanza.attrs.type ?? 'normal';
+    if (to.resource) {
+      const s = this.sessions.get(to);
+      if (s) return s.send(stanza);
+      // RFC 6121 §8.5.3.2.1: no such resource.
+      if (type === 'groupchat') throw stanzaError('service-unavailable');
+      if (type === 'headline' || type === 'error') return;
+      // normal/chat: treat as addressed to the bare JID.
+    }
+    if (type === 'error') {
+      // Errors go to the exact resource only; nothing else to do.
+      return;
+    }
+    const available = this.sessions.available(to.bare).filter((s) => s.priority >= 0);
+    if (type === 'groupchat') {
+      if (!to.resource) throw stanzaError('service-unavailable');
+      throw stanzaError('service-unavailable');
+    }
+    if (available.length) {
+      if (type === 'headline') {
+        for (const s of available) s.send(stanza);
+        return;
+      }
+      // normal/chat: every resource sharing the highest non-negative priority (RFC 6121 §8.5.2.1.1).
+      let max = -1;
+      for (const s of available) if (s.priority > max) max = s.priority;
+      for (const s of available) if (s.priority === max) s.send(stanza);
+      return;
+    }
+    if (!(await this.accountExists(to.bare))) throw stanzaError('service-unavailable');
+    if (type === 'headline') {
+      await this.hooks.fire('message.offline', { stanza, to });
+      return;
+    }
+    if (!(await this.hooks.fire('message.offline', { stanza, to }))) {
+      // No offline storage: RFC 6121 §8.5.2.2.1 lets the server return service-unavailable.
+      throw stanzaError('service-unavailable');
+    }
+  }
+
+  /** Sends an iq from the server and resolves its result. */
+  request(iq: Element, timeoutMs = 30_000): Promise<Element> {
+    if (!iq.attrs.id) iq.attrs.id = randomBytes(8).toString('hex');
+    const from = Jid.tryParse(iq.attrs.from);
+    if (!from) return Promise.reject(new Error('request needs a from address'));
+    const key = `${from.bare}\u0000${iq.attrs.id}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(key);
+        reject(stanzaError('remote-server-timeout'));
+      }, timeoutMs);
+      timer.unref();
+      this.pending.set(key, { resolve, reject, timer });
+      this.route(iq).catch((err) => {
+        clearTimeout(timer);
+        this.pending.delete(key);
+        reject(err);
+      });
+    });
+  }
+}
+
+function isLocalSub(server: Server, jid: string | undefined): boolean {
+  const j = Jid.tryParse(jid);
+  return !!j && server.isLocalHost(j.domain);
+}
+
+function errorFromStanza(stanza: Element): StanzaError {
+  const err = stanza.getChild('error');
+  const cond = err?.getChildElements().find((c) => c.attrs.xmlns === NS.STANZAS)?.name ?? 'undefined-condition';
+  return new StanzaError((err?.attrs.type as StanzaError['type']) ?? 'cancel', cond as StanzaError['condition']);
+}
+
+export { HANDLED };

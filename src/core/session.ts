@@ -1,0 +1,659 @@
+// A client-to-server session (RFC 6120 §4-§7): stream negotiation (STARTTLS, SASL, resource
+// binding, legacy session), then stanza intake for the bound session. Transport-agnostic: TCP,
+// the mux link, BOSH and WebSocket all drive the same code through the Transport interface.
+import { randomBytes } from 'node:crypto';
+import { Element } from 'ltx';
+import { StreamParser } from '../xmpp/parser.js';
+import { StreamError, StanzaError, stanzaError } from '../xmpp/errors.js';
+import { Jid, JidError } from '../xmpp/jid.js';
+import { NS } from '../xmpp/ns.js';
+import { errorReply, iqResult, iqPayload } from '../xmpp/stanza.js';
+import type { SaslContext, SaslServerSession } from '../auth/sasl/types.js';
+import type { Transport } from './transport.js';
+import type { Server } from './server.js';
+import type { Logger } from './logger.js';
+import { TokenBucket } from './bucket.js';
+
+declare module './hooks.js' {
+  interface HookMap {
+    /** Stream features offered at a negotiation stage; modules append children. */
+    'c2s.features': { session: C2SSession; features: Element; stage: 'pre-tls' | 'pre-auth' | 'post-auth' };
+    /** A stanza received before authentication (e.g. XEP-0077 registration); unhandled ones end the stream. */
+    'c2s.preauth': { session: C2SSession; stanza: Element };
+    /** A top-level non-stanza element on a bound stream (XEP-0198, XEP-0352 ...). */
+    'c2s.nonza': { session: C2SSession; element: Element };
+    /** A stanza from a bound client, after `from` stamping, before routing. */
+    'c2s.stanza': { session: C2SSession; stanza: Element };
+    /** A resource was bound. */
+    'session.bound': { session: C2SSession };
+    /** A bound session ended (already removed from the registry). */
+    'session.closed': { session: C2SSession; reason: string };
+    /** Every stanza written to a client passes here (sync); return null to hold it back. */
+    'c2s.send': { session: C2SSession; stanza: Element | null };
+  }
+}
+
+export type SessionState = 'connected' | 'stream-opened' | 'tls' | 'authenticated' | 'bound' | 'closed';
+
+const STREAM_CLOSE = '</stream:stream>';
+
+export class C2SSession {
+  readonly id = randomBytes(12).toString('base64url');
+  state: SessionState = 'connected';
+  host = '';
+  username = '';
+  jid: Jid | null = null;
+  /** Initial presence sent and not yet unavailable. */
+  available = false;
+  priority = 0;
+  /** Last broadcast presence (available), re-serialized. */
+  presence: Element | null = null;
+  /** The client requested the roster (RFC 6121 §2.1.6 "interested resource"). */
+  interested = false;
+  /** Full JIDs this session sent directed presence to (RFC 6121 §4.6). */
+  readonly directed = new Set<string>();
+  /** Module-private per-session state. */
+  readonly data = new Map<string | symbol, unknown>();
+  readonly createdAt = Date.now();
+  lastActivity = Date.now();
+
+  private parser: StreamParser;
+  private headerSent = false;
+  private sasl: SaslServerSession | null = null;
+  private saslMechanism = '';
+  private authFailures = 0;
+  private negotiationTimer: NodeJS.Timeout | null = null;
+  private queue: Element[] = [];
+  private processing = false;
+  private readonly bytesBucket: TokenBucket;
+  private readonly stanzaBucket: TokenBucket;
+  private throttleTimer: NodeJS.Timeout | null = null;
+  private paused = false;
+  private pingPending: string | null = null;
+  readonly log: Logger;
+
+  constructor(
+    readonly server: Server,
+    readonly transport: Transport,
+  ) {
+    const limits = server.config.limits;
+    this.log = server.log.child({ session: this.id, addr: transport.remoteAddress });
+    this.parser = this.newParser();
+    this.bytesBucket = new TokenBucket(limits.bytesPerSecond, limits.burstBytes);
+    this.stanzaBucket = new TokenBucket(limits.stanzasPerSecond, limits.burstStanzas);
+    transport.setHandlers({
+      data: (chunk) => this.onData(chunk),
+      close: (reason) => this.onTransportClose(reason ?? 'connection closed'),
+      drain: () => {},
+    });
+    this.negotiationTimer = setTimeout(() => {
+      this.fail(new StreamError('connection-timeout', 'negotiation took too long'));
+    }, limits.negotiationTimeoutMs);
+    this.negotiationTimer.unref();
+  }
+
+  get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  get remoteAddress(): string {
+    return this.transport.remoteAddress;
+  }
+
+  get secure(): boolean {
+    return this.transport.secure;
+  }
+
+  get authenticated(): boolean {
+    return this.state === 'authenticated' || this.state === 'bound';
+  }
+
+  private newParser(): StreamParser {
+    const l = this.server.config.limits;
+    return new StreamParser(
+      {
+        streamStart: (attrs, info) => this.onStreamStart(attrs, info),
+        stanza: (el) => this.onElement(el),
+        streamEnd: () => this.onStreamEnd(),
+        error: (err) => this.fail(err),
+      },
+      { maxStanzaBytes: l.maxStanzaBytes, maxDepth: l.maxDepth, maxAttributes: l.maxAttributes },
+    );
+  }
+
+  // ---- input ------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    this.lastActivity = Date.now();
+    if (this.authenticated) {
+      // Flood control: sustained bytes/s with a burst; over budget, stop reading for the deficit.
+      const wait = this.bytesBucket.take(chunk.length);
+      if (wait > 0) this.throttle(wait);
+    }
+    this.parser.write(chunk);
+  }
+
+  private throttle(ms: number): void {
+    if (this.throttleTimer || this.state === 'closed') return;
+    this.setPaused(true);
+    this.throttleTimer = setTimeout(() => {
+      this.throttleTimer = null;
+      this.setPaused(false);
+    }, Math.min(ms, 10_000));
+    this.throttleTimer.unref();
+  }
+
+  private setPaused(p: boolean): void {
+    const want = p || this.throttleTimer !== null || this.queue.length > 64;
+    if (want === this.paused) return;
+    this.paused = want;
+    if (want) this.transport.pause();
+    else this.transport.resume();
+  }
+
+  private onStreamStart(attrs: Record<string, string>, info: { name: string; ns: string; defaultNs: string }): void {
+    // RFC 6120 §4.9.1.3: a stream error before our header still needs a header first.
+    const to = attrs.to;
+    if (info.defaultNs !== NS.CLIENT) {
+      this.fail(new StreamError('invalid-namespace', 'default namespace must be jabber:client'));
+      return;
+    }
+    if (!to) {
+      this.fail(new StreamError('improper-addressing', "stream header lacks 'to'"));
+      return;
+    }
+    let host: string;
+    try {
+      host = Jid.parse(to).domain;
+    } catch {
+      this.fail(new StreamError('host-unknown'));
+      return;
+    }
+    if (!this.server.isLocalHost(host) || (this.host && host !== this.host)) {
+      this.host ||= host;
+      this.fail(new StreamError('host-unknown'));
+      return;
+    }
+    this.host = host;
+    const version = attrs.version;
+    if (!version || !/^1\.\d+$/.test(version)) {
+      this.fail(new StreamError('unsupported-version', 'XMPP 1.0 streams only'));
+      return;
+    }
+    this.sendHeader(attrs.from);
+    if (this.state === 'connected') this.state = 'stream-opened';
+    void this.sendFeatures();
+  }
+
+  private sendHeader(clientFrom?: string): void {
+    const from = this.host || this.server.hostNames()[0] || 'localhost';
+    let to = '';
+    if (clientFrom) {
+      const j = Jid.tryParse(clientFrom);
+      if (j) to = ` to='${escapeAttr(j.full)}'`;
+    }
+    this.transport.write(
+      `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='${randomBytes(12).toString('base64url')}' from='${escapeAttr(from)}'${to} version='1.0' xml:lang='en'>`,
+    );
+    this.headerSent = true;
+  }
+
+  private async sendFeatures(): Promise<void> {
+    const features = new Element('stream:features');
+    let stage: 'pre-tls' | 'pre-auth' | 'post-auth';
+    const tlsRequired = this.server.config.tls.required;
+    if (!this.authenticated) {
+      if (!this.secure && this.transport.canStartTls) {
+        const st = features.c('starttls', { xmlns: NS.TLS });
+        if (tlsRequired) st.c('required');
+      }
+      if (!this.secure && tlsRequired && this.transport.canStartTls) {
+        stage = 'pre-tls';
+      } else {
+        stage = 'pre-auth';
+        const mechs = features.c('mechanisms', { xmlns: NS.SASL });
+        for (const m of this.server.saslMechanisms(this)) mechs.c('mechanism').t(m.name);
+      }
+    } else {
+      stage = 'post-auth';
+      features.c('bind', { xmlns: NS.BIND });
+      features.c('session', { xmlns: NS.SESSION }).c('optional');
+    }
+    await this.server.hooks.fold('c2s.features', { session: this, features, stage });
+    this.write(features.toString());
+  }
+
+  private onStreamEnd(): void {
+    this.close('client closed the stream');
+  }
+
+  /** Top-level elements, processed strictly in order. */
+  private onElement(el: Element): void {
+    if (this.state === 'closed') return;
+    // TLS and SASL negotiation are handled synchronously so that the parser reset (stream restart)
+    // happens before any further buffered byte is parsed.
+    if (!this.authenticated) {
+      this.negotiate(el);
+      return;
+    }
+    if (this.state === 'bound') {
+      const wait = this.stanzaBucket.take(1);
+      if (wait > 0) this.throttle(wait);
+    }
+    this.queue.push(el);
+    if (this.queue.length > 64) this.setPaused(true);
+    if (!this.processing) void this.drainQueue();
+  }
+
+  private async drainQueue(): Promise<void> {
+    this.processing = true;
+    try {
+      while (this.queue.length && this.state !== 'closed') {
+        const el = this.queue.shift() as Element;
+        try {
+          await this.handleAuthenticated(el);
+        } catch (err) {
+          if (err instanceof StreamError) {
+            this.fail(err);
+            return;
+          }
+          this.log.error({ err }, 'stanza handling failed');
+          if (el.name === 'iq' || el.name === 'message' || el.name === 'presence') {
+            this.bounce(el, stanzaError('internal-server-error'));
+          }
+        }
+        if (this.paused && this.queue.length <= 16) this.setPaused(false);
+      }
+    } finally {
+      this.processing = false;
+    }
+  }
+
+  // ---- negotiation (pre-auth) ---------------------------------------------------------------
+
+  private negotiate(el: Element): void {
+    const name = el.name;
+    const ns = el.attrs.xmlns;
+    if (name === 'starttls' && ns === NS.TLS) return void this.onStartTls();
+    if (ns === NS.SASL && (name === 'auth' || name === 'response' || name === 'abort')) {
+      // SASL steps are async (PBKDF2, storage); chain them so they run one at a time, in order.
+      this.preauthChain = this.preauthChain.then(() =>
+        this.onSasl(el).catch((err) => {
+          this.log.error({ err }, 'SASL failure');
+          this.fail(new StreamError('internal-server-error'));
+        }),
+      );
+      return;
+    }
+    if (this.server.config.tls.required && !this.secure && this.transport.canStartTls) {
+      this.fail(new StreamError('policy-violation', 'STARTTLS is required'));
+      return;
+    }
+    if (name === 'iq') {
+      // Pre-auth iq (XEP-0077 registration); queued to keep order with async handlers.
+      this.processPreauth(el);
+      return;
+    }
+    this.fail(new StreamError('not-authorized'));
+  }
+
+  private preauthChain: Promise<void> = Promise.resolve();
+
+  private processPreauth(el: Element): void {
+    this.preauthChain = this.preauthChain.then(async () => {
+      if (this.state === 'closed') return;
+      try {
+        const handled = await this.server.hooks.fire('c2s.preauth', { session: this, stanza: el });
+        if (!handled) this.fail(new StreamError('not-authorized'));
+      } catch (err) {
+        if (err instanceof StanzaError) this.write(errorReply(el, err).toString());
+        else this.fail(new StreamError('internal-server-error'));
+      }
+    });
+  }
+
+  private onStartTls(): void {
+    if (this.secure || !this.transport.canStartTls || this.sasl) {
+      this.write(`<failure xmlns='${NS.TLS}'/>`);
+      this.close('starttls refused');
+      return;
+    }
+    this.write(`<proceed xmlns='${NS.TLS}'/>`);
+    // Stream restart: anything the client sent after <starttls/> in plaintext is discarded.
+    this.parser.reset();
+    this.headerSent = false;
+    this.state = 'tls';
+    this.transport.startTls(this.host).then(
+      () => {
+        this.log.debug('TLS established');
+      },
+      (err: Error) => {
+        this.log.info({ err: err.message }, 'TLS handshake failed');
+        this.destroy('tls handshake failed');
+      },
+    );
+  }
+
+  private async onSasl(el: Element): Promise<void> {
+    if (this.server.config.tls.required && !this.secure && this.transport.canStartTls) {
+      this.saslFailure('encryption-required', 'STARTTLS first');
+      return;
+    }
+    if (el.name === 'abort') {
+      this.sasl = null;
+      this.saslFailure('aborted');
+      return;
+    }
+    if (el.name === 'auth') {
+      if (this.sasl) {
+        this.saslFailure('malformed-request', 'authentication already in progress');
+        this.sasl = null;
+        return;
+      }
+      const throttle = this.server.throttle.check(this.remoteAddress);
+      if (!throttle.allowed) {
+        this.saslFailure('temporary-auth-failure', 'too many failed attempts; try later');
+        return;
+      }
+      const mechName = el.attrs.mechanism ?? '';
+      const mech = this.server.saslMechanisms(this).find((m) => m.name === mechName);
+      if (!mech) {
+        this.saslFailure('invalid-mechanism');
+        return;
+      }
+      this.saslMechanism = mechName;
+      this.sasl = mech.start(this.saslContext());
+    } else if (!this.sasl) {
+      this.saslFailure('malformed-request', 'no authentication in progress');
+      return;
+    }
+    const text = el.getText().trim();
+    let input: Buffer;
+    if (text === '' || text === '=') input = Buffer.alloc(0);
+    else if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 !== 0) {
+      this.sasl = null;
+      this.saslFailure('incorrect-encoding');
+      return;
+    } else input = Buffer.from(text, 'base64');
+    const session = this.sasl;
+    const step = await session.step(input);
+    if (this.state === 'closed' || this.sasl !== session) return;
+    if (step.kind === 'challenge') {
+      this.write(`<challenge xmlns='${NS.SASL}'>${step.data.length ? step.data.toString('base64') : '='}</challenge>`);
+      return;
+    }
+    this.sasl = null;
+    if (step.kind === 'failure') {
+      const account = step.username ? (Jid.tryParse(`${step.username}@${this.host}`)?.bare ?? undefined) : undefined;
+      const delay = this.server.throttle.delayFor(this.remoteAddress, account);
+      this.server.throttle.fail(this.remoteAddress, account);
+      this.log.info({ mechanism: this.saslMechanism, condition: step.condition, account }, 'authentication failed');
+      if (delay > 0) await sleep(delay);
+      if (this.closed) return;
+      this.saslFailure(step.condition, step.text);
+      return;
+    }
+    // success
+    let jid: Jid;
+    try {
+      jid = Jid.of(step.username, this.host);
+    } catch {
+      this.saslFailure('not-authorized');
+      return;
+    }
+    const accountCheck = this.server.throttle.check(this.remoteAddress, jid.bare);
+    if (!accountCheck.allowed) {
+      this.saslFailure('temporary-auth-failure', 'too many failed attempts for this account; try later');
+      return;
+    }
+    this.server.throttle.succeed(this.remoteAddress, jid.bare);
+    this.username = jid.local;
+    this.state = 'authenticated';
+    this.server.preAuthDone(this);
+    const data = step.data?.length ? step.data.toString('base64') : '';
+    this.write(`<success xmlns='${NS.SASL}'>${data}</success>`);
+    this.log.info({ user: jid.bare, mechanism: this.saslMechanism }, 'authenticated');
+    this.parser.reset();
+    this.headerSent = false;
+  }
+
+  private saslFailure(condition: string, text?: string): void {
+    const t = text ? `<text xml:lang='en'>${escapeText(text)}</text>` : '';
+    this.write(`<failure xmlns='${NS.SASL}'><${condition}/>${t}</failure>`);
+    if (condition !== 'aborted' && ++this.authFailures >= 5) {
+      this.fail(new StreamError('policy-violation', 'too many authentication attempts'));
+    }
+  }
+
+  private saslContext(): SaslContext {
+    const t = this.transport;
+    const host = this.host;
+    return {
+      host,
+      secure: t.secure,
+      channelBindingTypes: t.channelBindingTypes(),
+      channelBinding: (type) => t.channelBinding(type),
+      getScram: (username, hash) => this.server.auth.getScram(username, host, hash),
+      verifyPassword: (username, password) => this.server.auth.verifyPassword(username, host, password),
+      serverSecret: this.server.secret,
+    };
+  }
+
+  // ---- authenticated -------------------------------------------------------------------------
+
+  private async handleAuthenticated(el: Element): Promise<void> {
+    if (this.state === 'authenticated') {
+      if (el.name === 'iq' && el.attrs.type === 'set') {
+        const bind = el.getChild('bind', NS.BIND);
+        if (bind) return this.onBind(el, bind);
+      }
+      throw new StreamError('not-authorized', 'bind a resource first');
+    }
+    const name = el.name;
+    if (name !== 'message' && name !== 'presence' && name !== 'iq') {
+      const handled = await this.server.hooks.fire('c2s.nonza', { session: this, element: el });
+      if (!handled) throw new StreamError('unsupported-stanza-type');
+      return;
+    }
+    const jid = this.jid as Jid;
+    // RFC 6120 §8.1.2.1: the server stamps 'from'; a client-supplied one must be the full JID (or the bare JID).
+    const from = el.attrs.from;
+    if (from !== undefined && from !== jid.full) {
+      const parsed = Jid.tryParse(from);
+      if (!parsed || (parsed.full !== jid.full && parsed.full !== jid.bare)) throw new StreamError('invalid-from');
+    }
+    el.attrs.from = jid.full;
+    if (el.attrs.to !== undefined) {
+      const to = Jid.tryParse(el.attrs.to);
+      if (!to) {
+        this.bounce(el, stanzaError('jid-malformed'));
+        return;
+      }
+      el.attrs.to = to.full;
+    }
+    if (name === 'iq') {
+      const type = el.attrs.type;
+      if (type !== 'get' && type !== 'set' && type !== 'result' && type !== 'error') {
+        this.bounce(el, stanzaError('bad-request', 'invalid iq type'));
+        return;
+      }
+      if (el.attrs.id === undefined) {
+        if (type === 'get' || type === 'set') this.bounce(el, stanzaError('bad-request', 'iq without id'));
+        return;
+      }
+      if (type === 'set' && el.getChild('session', NS.SESSION) && (!el.attrs.to || el.attrs.to === this.host)) {
+        this.send(iqResult(el)); // legacy session establishment (RFC 3921), accepted as a no-op
+        return;
+      }
+      if (type === 'result' && this.pingPending !== null && el.attrs.id === this.pingPending && (!el.attrs.to || el.attrs.to === this.host)) {
+        this.pingPending = null;
+        return;
+      }
+    }
+    this.server.sanitizeInbound(el, this);
+    const handled = await this.server.hooks.fire('c2s.stanza', { session: this, stanza: el });
+    if (handled) return;
+    if (el.attrs.to === undefined) {
+      if (name === 'presence') return; // broadcast presence is the presence module's job
+      // RFC 6120 §10.3: no 'to' means the account itself.
+      el.attrs.to = jid.bare;
+    }
+    await this.server.route(el, this);
+  }
+
+  private async onBind(iq: Element, bind: Element): Promise<void> {
+    const requested = bind.getChildText('resource')?.trim();
+    let resource: string;
+    try {
+      resource = requested ? Jid.of(this.username, this.host, requested).resource : '';
+    } catch (e) {
+      if (e instanceof JidError) return this.sendBindError(iq, stanzaError('bad-request', 'invalid resource'));
+      throw e;
+    }
+    if (!resource) resource = `parley-${randomBytes(6).toString('hex')}`;
+    const jid = Jid.of(this.username, this.host, resource);
+    const existing = this.server.sessions.get(jid);
+    const limit = this.server.config.limits.resourcesPerAccount;
+    const count = this.server.sessions.count(jid.bare) - (existing ? 1 : 0);
+    if (count >= limit) {
+      return this.sendBindError(iq, new StanzaError('wait', 'resource-constraint', 'too many resources for this account'));
+    }
+    if (existing) {
+      if (this.server.config.sessions.conflict === 'refuse') {
+        return this.sendBindError(iq, stanzaError('conflict', 'resource in use'));
+      }
+      existing.fail(new StreamError('conflict', 'replaced by new connection'));
+    }
+    this.jid = jid;
+    this.state = 'bound';
+    if (this.negotiationTimer) clearTimeout(this.negotiationTimer);
+    this.negotiationTimer = null;
+    this.server.sessions.add(this);
+    const res = new Element('bind', { xmlns: NS.BIND });
+    res.c('jid').t(jid.full);
+    const reply = new Element('iq', { type: 'result', id: iq.attrs.id });
+    reply.cnode(res);
+    this.write(reply.toString());
+    this.log.info({ jid: jid.full }, 'resource bound');
+    await this.server.hooks.fire('session.bound', { session: this });
+  }
+
+  private sendBindError(iq: Element, err: StanzaError): void {
+    const reply = new Element('iq', { type: 'error', id: iq.attrs.id });
+    reply.cnode(err.toElement());
+    this.write(reply.toString());
+  }
+
+  // ---- output ------------------------------------------------------------------------------
+
+  /** Sends a stanza to this client (through the c2s.send filters). */
+  send(stanza: Element): void {
+    if (this.state === 'closed') return;
+    const out = this.server.hooks.foldSync('c2s.send', { session: this, stanza }).stanza;
+    if (!out) return;
+    this.write(out.toString());
+  }
+
+  /** Writes raw serialized XML, enforcing the output buffer cap. */
+  write(data: string): void {
+    if (this.state === 'closed') return;
+    this.transport.write(data);
+    if (this.transport.bufferedBytes > this.server.config.limits.outputBufferBytes) {
+      this.log.warn('client not reading; output buffer exceeded');
+      this.transport.write(`<stream:error><policy-violation xmlns='${NS.STREAMS}'/><text xmlns='${NS.STREAMS}'>output buffer exceeded</text></stream:error>${STREAM_CLOSE}`);
+      this.destroy('output buffer exceeded');
+    }
+  }
+
+  bounce(stanza: Element, err: StanzaError): void {
+    if (stanza.attrs.type === 'error') return;
+    const reply = errorReply(stanza, err);
+    if (this.jid) reply.attrs.to = this.jid.full;
+    this.send(reply);
+  }
+
+  /** XEP-0199: the server pings an idle client; an unanswered ping closes the session. */
+  pingIfIdle(now: number, idleMs: number, timeoutMs: number): void {
+    if (this.state !== 'bound') return;
+    if (this.pingPending !== null) {
+      if (now - this.lastActivity > timeoutMs) this.fail(new StreamError('connection-timeout', 'no answer to ping'));
+      return;
+    }
+    if (now - this.lastActivity < idleMs) return;
+    this.pingPending = `ping-${randomBytes(6).toString('hex')}`;
+    this.lastActivity = now;
+    this.write(`<iq type='get' id='${this.pingPending}' from='${escapeAttr(this.host)}' to='${escapeAttr((this.jid as Jid).full)}'><ping xmlns='${NS.PING}'/></iq>`);
+  }
+
+  // ---- closing -----------------------------------------------------------------------------
+
+  /** Sends a stream error and closes. */
+  fail(err: StreamError): void {
+    if (this.state === 'closed') return;
+    if (!this.headerSent) this.sendHeader();
+    this.log.info({ condition: err.condition, text: err.text }, 'stream error');
+    this.transport.write(`${err.toElement().toString()}${STREAM_CLOSE}`);
+    this.finish(`stream error: ${err.condition}`);
+    this.transport.close();
+  }
+
+  /** Closes the stream gracefully. */
+  close(reason = 'closed'): void {
+    if (this.state === 'closed') return;
+    if (!this.headerSent) this.sendHeader();
+    this.transport.write(STREAM_CLOSE);
+    this.finish(reason);
+    this.transport.close();
+  }
+
+  private destroy(reason: string): void {
+    if (this.state === 'closed') return;
+    this.finish(reason);
+    this.transport.destroy();
+  }
+
+  private onTransportClose(reason: string): void {
+    this.finish(reason);
+  }
+
+  private finish(reason: string): void {
+    if (this.state === 'closed') return;
+    const wasBound = this.state === 'bound';
+    const wasAuthenticated = this.authenticated;
+    this.state = 'closed';
+    this.queue.length = 0;
+    if (this.negotiationTimer) clearTimeout(this.negotiationTimer);
+    if (this.throttleTimer) clearTimeout(this.throttleTimer);
+    this.negotiationTimer = this.throttleTimer = null;
+    this.server.connectionClosed(this, wasAuthenticated);
+    if (wasBound) {
+      this.server.sessions.remove(this);
+      this.log.info({ reason }, 'session closed');
+      void this.server.hooks.fire('session.closed', { session: this, reason }).catch((err) => {
+        this.log.error({ err }, 'session.closed hook failed');
+      });
+    }
+  }
+}
+
+function escapeAttr(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function escapeText(s: string): string {
+  return s.replace(/[&<>]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export { iqPayload };
+
+declare module './hooks.js' {
+  interface HookMap {
+    /** A session sent its initial presence (XEP-0160 offline delivery, pending subscription requests). */
+    'presence.initial': { session: C2SSession };
+  }
+}

@@ -1,0 +1,36 @@
+// What a session needs from the connection under it. The TCP listener (src/transports/tcp.ts) and,
+// later, the mux link, BOSH and WebSocket implement it, so that every client speaks to the same
+// session code.
+import type { ChannelBindingType } from '../auth/sasl/types.js';
+
+export interface TransportEvents {
+  data(chunk: Buffer): void;
+  /** The connection is gone (either side); called once. */
+  close(reason?: string): void;
+  /** The transport's output buffer drained below its high-water mark. */
+  drain(): void;
+}
+
+export interface Transport {
+  /** The client's real address (never a proxy's or mux's). */
+  readonly remoteAddress: string;
+  readonly localPort: number;
+  /** TLS is established on this connection. */
+  readonly secure: boolean;
+  /** STARTTLS can be offered (a TLS context exists and TLS is not on yet). */
+  readonly canStartTls: boolean;
+  /** Bytes written but not yet flushed to the client. */
+  readonly bufferedBytes: number;
+  setHandlers(events: TransportEvents): void;
+  write(data: string): void;
+  /** Upgrades to TLS for `servername` after <proceed/> was written. Bytes received before the handshake completes are discarded. */
+  startTls(servername: string): Promise<void>;
+  channelBindingTypes(): ChannelBindingType[];
+  channelBinding(type: ChannelBindingType): Buffer | null;
+  pause(): void;
+  resume(): void;
+  /** Flushes and closes. */
+  close(): void;
+  /** Closes at once, dropping unsent data. */
+  destroy(): void;
+}

@@ -1,0 +1,169 @@
+// Schema migrations, kept as data so that both backends evolve in lock step: every entry carries the
+// SQLite and the PostgreSQL text of the same change. A backend applies the entries it has not yet
+// recorded in `schema_migrations`, in version order, inside one transaction, and refuses to open a
+// database whose recorded version is newer than the last entry here (an older Parley must not write
+// into a schema it does not understand).
+//
+// Rules for new entries: append only, never edit a released entry, keep versions consecutive.
+// Column `user` is reserved in PostgreSQL, hence `user_jid` everywhere.
+
+export interface Migration {
+  version: number;
+  name: string;
+  sqlite: string;
+  postgres: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sqlite: `
+      CREATE TABLE accounts (
+        jid        TEXT PRIMARY KEY,
+        username   TEXT NOT NULL,
+        host       TEXT NOT NULL,
+        scram      TEXT NOT NULL,            -- JSON: Partial<Record<ScramHash, ScramSecret>>
+        created_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX accounts_host ON accounts (host, jid);
+
+      CREATE TABLE roster_items (
+        user_jid     TEXT NOT NULL,
+        contact      TEXT NOT NULL,
+        name         TEXT,
+        subscription TEXT NOT NULL CHECK (subscription IN ('none', 'to', 'from', 'both')),
+        ask          INTEGER NOT NULL,       -- 0/1
+        approved     INTEGER NOT NULL,       -- 0/1
+        groups       TEXT NOT NULL,          -- JSON array of strings
+        PRIMARY KEY (user_jid, contact)
+      ) WITHOUT ROWID;
+
+      CREATE TABLE roster_versions (
+        user_jid TEXT PRIMARY KEY,
+        version  INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE roster_pending (
+        user_jid TEXT NOT NULL,
+        contact  TEXT NOT NULL,
+        stanza   TEXT NOT NULL,
+        PRIMARY KEY (user_jid, contact)
+      ) WITHOUT ROWID;
+
+      -- AUTOINCREMENT: ids are never reused, even after the newest rows were deleted.
+      CREATE TABLE offline (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_jid TEXT NOT NULL,
+        stanza   TEXT NOT NULL,
+        stamp    INTEGER NOT NULL
+      );
+      CREATE INDEX offline_user ON offline (user_jid, id);
+
+      CREATE TABLE keyval (
+        user_jid TEXT NOT NULL,
+        store    TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        value    TEXT NOT NULL,
+        PRIMARY KEY (user_jid, store, key)
+      ) WITHOUT ROWID;
+
+      CREATE TABLE blocks (
+        user_jid TEXT NOT NULL,
+        jid      TEXT NOT NULL,
+        PRIMARY KEY (user_jid, jid)
+      ) WITHOUT ROWID;
+    `,
+    postgres: `
+      CREATE TABLE accounts (
+        jid        text PRIMARY KEY,
+        username   text NOT NULL,
+        host       text NOT NULL,
+        scram      text NOT NULL,
+        created_at bigint NOT NULL
+      );
+      CREATE INDEX accounts_host ON accounts (host, jid);
+
+      CREATE TABLE roster_items (
+        user_jid     text NOT NULL,
+        contact      text NOT NULL,
+        name         text,
+        subscription text NOT NULL CHECK (subscription IN ('none', 'to', 'from', 'both')),
+        ask          boolean NOT NULL,
+        approved     boolean NOT NULL,
+        groups       text NOT NULL,
+        PRIMARY KEY (user_jid, contact)
+      );
+
+      CREATE TABLE roster_versions (
+        user_jid text PRIMARY KEY,
+        version  bigint NOT NULL
+      );
+
+      CREATE TABLE roster_pending (
+        user_jid text NOT NULL,
+        contact  text NOT NULL,
+        stanza   text NOT NULL,
+        PRIMARY KEY (user_jid, contact)
+      );
+
+      CREATE TABLE offline (
+        id       bigserial PRIMARY KEY,
+        user_jid text NOT NULL,
+        stanza   text NOT NULL,
+        stamp    bigint NOT NULL
+      );
+      CREATE INDEX offline_user ON offline (user_jid, id);
+
+      CREATE TABLE keyval (
+        user_jid text NOT NULL,
+        store    text NOT NULL,
+        key      text NOT NULL,
+        value    text NOT NULL,
+        PRIMARY KEY (user_jid, store, key)
+      );
+
+      CREATE TABLE blocks (
+        user_jid text NOT NULL,
+        jid      text NOT NULL,
+        PRIMARY KEY (user_jid, jid)
+      );
+    `,
+  },
+];
+
+// Catch a malformed list at startup rather than half-way through migrating somebody's database.
+for (const [i, m] of MIGRATIONS.entries()) {
+  if (m.version !== i + 1) throw new Error(`migrations must be numbered 1, 2, 3…: entry ${i} is version ${m.version}`);
+}
+
+export const LATEST_SCHEMA_VERSION = MIGRATIONS.length;
+
+/** DDL for the bookkeeping table; the same text works on both backends. */
+export const SCHEMA_MIGRATIONS_DDL = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  version    INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL,
+  applied_at BIGINT NOT NULL
+)`;
+
+export class SchemaTooNewError extends Error {
+  override name = 'SchemaTooNewError';
+  constructor(
+    readonly databaseVersion: number,
+    readonly codeVersion: number,
+  ) {
+    super(
+      `database schema is at version ${databaseVersion}, but this Parley only knows versions up to ` +
+        `${codeVersion}: it was written by a newer Parley; upgrade Parley or point it at another database`,
+    );
+  }
+}
+
+/** The migrations still to apply, given the versions already recorded; throws SchemaTooNewError. */
+export function pendingMigrations(applied: Iterable<number>): Migration[] {
+  const done = new Set<number>();
+  for (const v of applied) done.add(Number(v));
+  const newest = Math.max(0, ...done);
+  if (newest > LATEST_SCHEMA_VERSION) throw new SchemaTooNewError(newest, LATEST_SCHEMA_VERSION);
+  return MIGRATIONS.filter((m) => !done.has(m.version));
+}

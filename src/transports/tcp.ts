@@ -1,0 +1,200 @@
+// TCP client listeners: port 5222 with STARTTLS (RFC 6120 §5) and 5223 with direct TLS (XEP-0368).
+// Each accepted socket becomes a Transport handed to the server's session code.
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { ChannelBindingType } from '../auth/sasl/types.js';
+import type { Transport, TransportEvents } from '../core/transport.js';
+import type { TlsMaterial } from '../core/tls.js';
+import { TLS_BASE_OPTIONS } from '../core/tls.js';
+import type { Server } from '../core/server.js';
+
+export class TcpTransport implements Transport {
+  private socket: net.Socket | TLSSocket;
+  private events: TransportEvents | null = null;
+  private closed = false;
+  private tls: TLSSocket | null = null;
+  readonly remoteAddress: string;
+  readonly localPort: number;
+
+  constructor(
+    raw: net.Socket,
+    private readonly material: TlsMaterial | null,
+    directTls: boolean,
+    private readonly handshakeTimeoutMs = 30_000,
+  ) {
+    this.remoteAddress = normalizeAddress(raw.remoteAddress ?? 'unknown');
+    this.localPort = raw.localPort ?? 0;
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, 60_000);
+    this.socket = raw;
+    if (directTls) {
+      if (!material) throw new Error('direct TLS needs TLS material');
+      this.socket = this.wrap(raw, undefined);
+    }
+    this.attach(this.socket);
+  }
+
+  private wrap(raw: net.Socket, _servername: string | undefined): TLSSocket {
+    const material = this.material as TlsMaterial;
+    const tls = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: material.defaultContext,
+      SNICallback: (name, cb) => cb(null, material.contextFor(name)),
+      ...TLS_BASE_OPTIONS,
+    });
+    this.tls = tls;
+    const timer = setTimeout(() => tls.destroy(new Error('TLS handshake timeout')), this.handshakeTimeoutMs);
+    timer.unref();
+    tls.once('secure', () => {
+      clearTimeout(timer);
+      this.tlsReady = true;
+    });
+    tls.once('close', () => clearTimeout(timer));
+    return tls;
+  }
+
+  private attach(sock: net.Socket): void {
+    sock.on('data', (chunk: Buffer) => {
+      if (this.socket === sock) this.events?.data(chunk);
+    });
+    sock.on('drain', () => this.events?.drain());
+    sock.on('error', () => {
+      /* reported through close */
+    });
+    sock.on('close', () => {
+      if (this.socket !== sock) return;
+      this.closed = true;
+      this.events?.close('connection closed');
+    });
+  }
+
+  /** TLS handshake completed. */
+  private tlsReady = false;
+
+  get secure(): boolean {
+    return this.tlsReady;
+  }
+
+  get canStartTls(): boolean {
+    return this.material !== null && this.tls === null;
+  }
+
+  get bufferedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  setHandlers(events: TransportEvents): void {
+    this.events = events;
+  }
+
+  write(data: string): void {
+    if (this.closed || this.socket.destroyed) return;
+    this.socket.write(data);
+  }
+
+  startTls(_servername: string): Promise<void> {
+    if (!this.canStartTls) return Promise.reject(new Error('TLS not available'));
+    const raw = this.socket as net.Socket;
+    return new Promise((resolve, reject) => {
+      // Wait for <proceed/> to be flushed before handing the socket to TLS; the old socket's data
+      // events are ignored from now on (pre-TLS bytes are discarded).
+      const tls = this.wrap(raw, _servername);
+      this.socket = tls;
+      this.attach(tls);
+      tls.once('secure', () => resolve());
+      tls.once('error', (err) => reject(err));
+      tls.once('close', () => reject(new Error('closed during TLS handshake')));
+    });
+  }
+
+  channelBindingTypes(): ChannelBindingType[] {
+    if (!this.secure || !this.tls) return [];
+    const types: ChannelBindingType[] = [];
+    if (this.tls.getProtocol() === 'TLSv1.3') types.push('tls-exporter');
+    types.push('tls-server-end-point');
+    return types;
+  }
+
+  channelBinding(type: ChannelBindingType): Buffer | null {
+    const tls = this.tls;
+    if (!this.secure || !tls) return null;
+    if (type === 'tls-exporter') {
+      // RFC 9266: only defined for TLS 1.3 (or 1.2 with extended master secret, which we do not assume).
+      if (tls.getProtocol() !== 'TLSv1.3') return null;
+      return tls.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0));
+    }
+    const cert = tls.getCertificate();
+    if (!cert || !('raw' in cert) || !cert.raw) return null;
+    return tlsServerEndPoint(cert.raw);
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.end();
+    // A peer that never closes its side must not keep the socket forever.
+    setTimeout(() => this.socket.destroy(), 5000).unref();
+  }
+
+  destroy(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+}
+
+/** RFC 5929 §4.1: hash of the server certificate with its signature hash, SHA-256 for MD5/SHA-1. */
+export function tlsServerEndPoint(der: Buffer): Buffer {
+  // Signature algorithm OIDs (DER) for SHA-384 and SHA-512 based signatures; SHA-256 otherwise.
+  const tail = der.subarray(Math.max(0, der.length - 160));
+  const has = (hex: string) => tail.includes(Buffer.from(hex, 'hex'));
+  let alg = 'sha256';
+  if (has('2a864886f70d01010c') || has('2a8648ce3d040303')) alg = 'sha384';
+  else if (has('2a864886f70d01010d') || has('2a8648ce3d040304')) alg = 'sha512';
+  return createHash(alg).update(der).digest();
+}
+
+function normalizeAddress(a: string): string {
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+export interface ListenOptions {
+  port: number;
+  address: string;
+  directTls: boolean;
+}
+
+/** Starts a client listener; resolves the bound port. */
+export function listenC2S(server: Server, material: TlsMaterial | null, opts: ListenOptions): Promise<net.Server> {
+  const srv = net.createServer({ pauseOnConnect: false }, (sock) => {
+    sock.on('error', () => {});
+    let transport: TcpTransport;
+    try {
+      transport = new TcpTransport(sock, material, opts.directTls);
+    } catch (err) {
+      server.log.error({ err }, 'cannot set up connection');
+      sock.destroy();
+      return;
+    }
+    const session = server.acceptConnection(transport);
+    if (!session) {
+      transport.destroy();
+    }
+  });
+  srv.maxConnections = 1_000_000;
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen({ port: opts.port, host: opts.address }, () => {
+      srv.off('error', reject);
+      resolve(srv);
+    });
+  });
+}
