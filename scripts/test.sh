@@ -18,11 +18,6 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-# Debian starts a cluster on install; the tests run their own servers and do not need it.
-if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q online; then
-  pg_ctlcluster --force "$(pg_lsclusters -h | awk 'NR==1{print $1}')" main stop 2>/dev/null || true
-fi
-
 echo "== typecheck"; npx tsc --noEmit -p .
 echo "== lint"; npx biome lint src test bench
 echo "== tests"; npx vitest run "$@"

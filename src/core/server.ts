@@ -52,7 +52,7 @@ export class Server implements ModuleHost {
   readonly throttle: LoginThrottle;
   readonly secret: Buffer;
   private readonly hosts: Set<string>;
-  private readonly mechanisms = saslMechanisms();
+  private readonly mechanisms: SaslMechanism[];
   private readonly pending = new Map<string, { resolve: (el: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private readonly unloaders: (() => void | Promise<void>)[] = [];
   private readonly connections = new Map<string, { total: number; preAuth: number }>();
@@ -77,6 +77,9 @@ export class Server implements ModuleHost {
       perAccount: { maxFailures: opts.config.auth.maxFailuresPerAccount, windowMs: ban, banMs: ban },
     });
     this.moduleDefs = opts.modules;
+    // Unknown users are shown the same iteration count as real ones (no account enumeration).
+    const n = opts.config.auth.scramIterations;
+    this.mechanisms = saslMechanisms({ scram: { iterations: { 'SHA-1': n, 'SHA-256': n } } });
   }
 
   // ---- lifecycle ---------------------------------------------------------------------------

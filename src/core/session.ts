@@ -260,7 +260,11 @@ export class C2SSession {
           }
           this.log.error({ err }, 'stanza handling failed');
           if (el.name === 'iq' || el.name === 'message' || el.name === 'presence') {
-            this.bounce(el, stanzaError('internal-server-error'));
+            try {
+              this.bounce(el, stanzaError('internal-server-error'));
+            } catch (e) {
+              this.log.error({ err: e }, 'could not bounce');
+            }
           }
         }
         if (this.paused && this.queue.length <= 16) this.setPaused(false);

@@ -2,7 +2,7 @@
 // resource are committed to storage (with a XEP-0203 delay) before the sender's next stanza is
 // processed, and delivered when the account sends initial presence with a non-negative priority.
 // Per-user quota: the sender gets resource-constraint. A failed write reaches the sender as an error.
-import { parse } from 'ltx';
+import { clone, parse } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../core/module.js';
 import { HANDLED } from '../core/hooks.js';
@@ -31,7 +31,7 @@ export default defineModule({
       );
       if (!worth) return HANDLED; // chat states and the like are dropped silently
       const stamp = new Date();
-      const copy = stanza.clone();
+      const copy = clone(stanza);
       copy.cnode(delayElement(to.domain, stamp, 'Offline Storage'));
       let id: number | null;
       try {

@@ -29,7 +29,6 @@ declare module 'ltx' {
     text(val?: string): string;
     attr(attr: string, val?: string | null): string | undefined;
     toString(): string;
-    clone(): Element;
   }
   export function createElement(name: string, attrs?: Record<string, unknown> | null, ...children: Node[]): Element;
   export function escapeXML(s: string): string;

@@ -151,6 +151,13 @@ class Engine {
   private attrPrefixed = false;
   /** Bumped by reset(); lets a write in progress notice that its remaining bytes must be dropped. */
   private generation = 0;
+  /**
+   * A completed top-level element not yet handed out. saxes calls closetag *before* it checks that
+   * the end-tag name matches (`<message></foo>`), so emission waits for the next saxes event (or the
+   * end of the chunk); a mismatch error at the same position discards it instead.
+   */
+  private pending: Element | null = null;
+  private pendingPos = 0;
 
   // Byte accounting (stream mode). unitBytes = raw bytes received since the previous top-level
   // boundary (end of the stream header or of the last stanza), including bytes still inside the
@@ -192,6 +199,7 @@ class Engine {
     this.held = 0;
     this.charsWritten = 0;
     this.cur = '';
+    this.pending = null;
   }
 
   private makeSax(): SaxesParser<SaxOptions> {
@@ -203,18 +211,16 @@ class Engine {
     // handler slots with plain named stores keeps it fast. Every slot is covered by a unit test.
     const slots = sax as unknown as SaxesHandlerSlots;
     slots.errorHandler = (err) => {
+      if (this.pending !== null) {
+        if (sax.position === this.pendingPos) this.pending = null; // its end tag did not match
+        else this.flush();
+      }
       throw mapSaxesError(err);
     };
     slots.xmldeclHandler = (decl) => this.onXmlDecl(decl);
-    slots.doctypeHandler = () => {
-      throw new StreamError('restricted-xml', 'DOCTYPE is not allowed');
-    };
-    slots.commentHandler = () => {
-      throw new StreamError('restricted-xml', 'comments are not allowed');
-    };
-    slots.piHandler = () => {
-      throw new StreamError('restricted-xml', 'processing instructions are not allowed');
-    };
+    slots.doctypeHandler = () => this.restricted('DOCTYPE is not allowed');
+    slots.commentHandler = () => this.restricted('comments are not allowed');
+    slots.piHandler = () => this.restricted('processing instructions are not allowed');
     slots.openTagStartHandler = () => this.onOpenTagStart();
     slots.attributeHandler = (attr) => {
       // Counted as they arrive so thousands of attributes/xmlns declarations are cut off early.
@@ -233,6 +239,21 @@ class Engine {
 
   // ---- saxes callbacks -------------------------------------------------------------------------
 
+  /** Hand out the completed top-level element (see `pending`). */
+  private flush(): void {
+    const el = this.pending as Element;
+    this.pending = null;
+    const gen = this.generation;
+    this.sink.element(el);
+    // The handler called reset() (STARTTLS / SASL success): drop the rest of this chunk.
+    if (gen !== this.generation) throw STOP;
+  }
+
+  private restricted(what: string): never {
+    if (this.pending !== null) this.flush();
+    throw new StreamError('restricted-xml', what);
+  }
+
   private onXmlDecl(decl: XMLDecl): void {
     if (decl.version !== '1.0') throw new StreamError('unsupported-version', 'XML version must be 1.0');
     if (decl.encoding !== undefined && decl.encoding.toLowerCase() !== 'utf-8') {
@@ -241,6 +262,7 @@ class Engine {
   }
 
   private onOpenTagStart(): void {
+    if (this.pending !== null) this.flush();
     // Checked on the name, before any attribute is parsed. The stack never holds the stream root.
     if (this.stack.length >= this.limits.maxDepth) {
       throw new StreamError('policy-violation', `elements nested deeper than ${this.limits.maxDepth}`);
@@ -318,6 +340,7 @@ class Engine {
   }
 
   private onCloseTag(): void {
+    if (this.pending !== null) this.flush();
     const stack = this.stack;
     if (stack.length === 0) {
       // Only reachable in stream mode: saxes closes the root, i.e. </stream:stream>.
@@ -328,13 +351,12 @@ class Engine {
     const el = stack.pop() as Element;
     if (stack.length !== 0) return;
     if (this.mode === 'stream') this.endUnit();
-    const gen = this.generation;
-    this.sink.element(el);
-    // The handler called reset() (STARTTLS / SASL success): drop the rest of this chunk.
-    if (gen !== this.generation) throw STOP;
+    this.pending = el;
+    this.pendingPos = this.sax.position;
   }
 
   private onText(text: string): void {
+    if (this.pending !== null) this.flush();
     const stack = this.stack;
     if (stack.length === 0) {
       // Between stanzas only whitespace keepalives are allowed (saxes checks the prolog itself).
@@ -405,6 +427,7 @@ class Engine {
         this.charsWritten += s.length;
         try {
           this.sax.write(s);
+          if (this.pending !== null) this.flush();
         } catch (err) {
           if (err !== STOP) throw err;
         }
@@ -428,7 +451,8 @@ class Engine {
   /** Parse a whole document (document mode). Throws StreamError. */
   parseDocument(text: string): void {
     this.sax.write(text);
-    this.sax.close(); // reports unclosed elements / missing root
+    this.sax.close(); // reports unclosed elements, a missing root or trailing junk
+    if (this.pending !== null) this.flush();
   }
 }
 

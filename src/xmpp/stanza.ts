@@ -1,5 +1,5 @@
 // Stanza helpers: error replies (RFC 6120 §8.3), iq results, and small builders.
-import { Element } from 'ltx';
+import { clone, Element } from 'ltx';
 import type { StanzaError } from './errors.js';
 import { NS } from './ns.js';
 
@@ -22,11 +22,11 @@ export function errorReply(stanza: Element, err: StanzaError, by?: string): Elem
   const reply = new Element(stanza.name, attrs);
   if (stanza.name !== 'iq') {
     for (const child of stanza.children) {
-      if (typeof child !== 'string' && child.name !== 'error') reply.cnode(child.clone());
+      if (typeof child !== 'string' && child.name !== 'error') reply.cnode(clone(child));
     }
   } else {
     const payload = stanza.getChildElements()[0];
-    if (payload) reply.cnode(payload.clone());
+    if (payload) reply.cnode(clone(payload));
   }
   reply.cnode(err.toElement(by));
   return reply;

@@ -3,7 +3,7 @@
 // unavailable broadcast when a session ends. One module because the roster is the state that the
 // presence rules read and write.
 import { randomBytes } from 'node:crypto';
-import { Element, parse } from 'ltx';
+import { clone, Element, parse } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../../core/module.js';
 import { HANDLED } from '../../core/hooks.js';
@@ -118,7 +118,7 @@ export default defineModule({
       for (const s of ctx.sessions.resources(user.bare)) {
         if (!s.interested) continue;
         const iq = new Element('iq', { type: 'set', id: `push-${randomBytes(6).toString('hex')}`, to: s.jid?.full });
-        iq.c('query', { xmlns: NS.ROSTER, ver: ctx.options.versioning ? ver : undefined }).cnode(item.clone());
+        iq.c('query', { xmlns: NS.ROSTER, ver: ctx.options.versioning ? ver : undefined }).cnode(clone(item));
         s.send(iq);
       }
     }
@@ -185,7 +185,7 @@ export default defineModule({
       if (contact.bare === user.bare) return;
       // RFC 6121 §3.1.2: stamp the bare JID on outbound subscription stanzas.
       const out = presence(user.bare, contact.bare, type);
-      for (const c of original.getChildElements()) out.cnode(c.clone());
+      for (const c of original.getChildElements()) out.cnode(clone(c));
       let item = await storage.getItem(user.bare, contact.bare);
       const fresh: RosterItem = { jid: contact.bare, subscription: 'none', ask: false, approved: false, groups: [] };
       switch (type) {
@@ -261,7 +261,7 @@ export default defineModule({
       const item = await storage.getItem(user.bare, contact.bare);
       const deliver = () => {
         const out = new Element('presence', { from: contact.bare, to: user.bare, type, id: stanza.attrs.id });
-        for (const c of stanza.getChildElements()) out.cnode(c.clone());
+        for (const c of stanza.getChildElements()) out.cnode(clone(c));
         for (const s of ctx.sessions.available(user.bare)) s.send(out);
         return out;
       };
@@ -279,7 +279,7 @@ export default defineModule({
           }
           // Keep it until answered; deliver now to available resources and again at next login.
           const out = new Element('presence', { from: contact.bare, to: user.bare, type: 'subscribe', id: stanza.attrs.id });
-          for (const c of stanza.getChildElements()) out.cnode(c.clone());
+          for (const c of stanza.getChildElements()) out.cnode(clone(c));
           await storage.addPendingIn(user.bare, contact.bare, out.toString());
           deliver();
           return;
@@ -322,14 +322,14 @@ export default defineModule({
       const available = ctx.sessions.available(user.bare);
       if (!available.length) {
         const last = lastUnavailable.get(user.bare);
-        const out = last ? last.clone() : new Element('presence', { from: user.bare, type: 'unavailable' });
+        const out = last ? clone(last) : new Element('presence', { from: user.bare, type: 'unavailable' });
         out.attrs.to = prober.full;
         await send(out);
         return;
       }
       for (const s of available) {
         if (!s.presence) continue;
-        const p = s.presence.clone();
+        const p = clone(s.presence);
         p.attrs.from = s.jid?.full as string;
         p.attrs.to = prober.full;
         await send(p);
@@ -358,7 +358,7 @@ export default defineModule({
       }
       const initial = !session.available;
       const clean = new Element('presence', { from: jid.full });
-      for (const c of stanza.getChildElements()) clean.cnode(c.clone());
+      for (const c of stanza.getChildElements()) clean.cnode(clone(c));
       session.priority = priority;
       session.presence = clean;
       session.available = true;
@@ -400,7 +400,7 @@ export default defineModule({
       const jid = session.jid as Jid;
       const user = jid.toBare();
       const out = new Element('presence', { type: 'unavailable', from: jid.full });
-      if (stanza) for (const c of stanza.getChildElements()) if (c.name === 'status') out.cnode(c.clone());
+      if (stanza) for (const c of stanza.getChildElements()) if (c.name === 'status') out.cnode(clone(c));
       session.available = false;
       session.presence = null;
       const to = await targets(user, ['from', 'both']);
@@ -410,7 +410,7 @@ export default defineModule({
       for (const s of ctx.sessions.available(user.bare)) s.send(withTo(out, s.jid?.full as string));
       if (session.state !== 'closed') session.send(withTo(out, jid.full));
       if (!ctx.sessions.available(user.bare).length) {
-        const last = out.clone();
+        const last = clone(out);
         last.attrs.from = user.bare;
         last.cnode(delayElement(user.domain, new Date()));
         lastUnavailable.set(user.bare, last);
@@ -448,7 +448,7 @@ function presence(from: string, to: string, type: string): Element {
 }
 
 function withTo(el: Element, to: string, from?: string): Element {
-  const c = el.clone();
+  const c = clone(el);
   c.attrs.to = to;
   if (from) c.attrs.from = from;
   return c;
