@@ -3,7 +3,6 @@
 import { mkdirSync, readFileSync, writeFileSync, existsSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { ResolvedConfig } from '../core/config.js';
 import { createLogger, type Logger } from '../core/logger.js';
@@ -11,7 +10,7 @@ import { Server } from '../core/server.js';
 import { loadTlsMaterial } from '../core/tls.js';
 import { openStorage } from '../storage/index.js';
 import type { Storage } from '../storage/types.js';
-import { listenC2S } from '../transports/tcp.js';
+import { listenC2S, type C2SListener } from '../transports/tcp.js';
 import { builtinModules } from '../modules/index.js';
 
 export interface RunningParley {
@@ -48,7 +47,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: { log?
   if (tls.generated) log.info({ cert: tls.certPath }, 'generated a self-signed certificate');
   const storage = await openConfiguredStorage(config);
   const server = new Server({ config, storage, log, secret: serverSecret(config.dataDir), modules: builtinModules });
-  const listeners: net.Server[] = [];
+  const listeners: C2SListener[] = [];
   try {
     await server.start();
     const ports: RunningParley['ports'] = { c2s: null, c2sDirectTls: null };
@@ -96,8 +95,14 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: { log?
         if (stopped) return;
         stopped = true;
         if (statusTimer) clearInterval(statusTimer);
-        await Promise.all(listeners.map((l) => new Promise<void>((r) => l.close(() => r()))));
+        // Stop accepting, close every stream, then give clients a moment to close their side.
+        const closed = Promise.all(listeners.map((l) => new Promise<void>((r) => l.close(() => r()))));
         await server.stop();
+        const grace = setTimeout(() => {
+          for (const l of listeners) l.destroyAll();
+        }, 1000);
+        await closed;
+        clearTimeout(grace);
         await storage.close();
       },
     };

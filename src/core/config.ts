@@ -49,7 +49,7 @@ export const limitsSchema = z
 export const configSchema = z
   .object({
     hosts: z
-      .array(z.union([z.string().min(1).transform((domain) => hostSchema.parse({ domain })), hostSchema]))
+      .array(z.preprocess((v) => (typeof v === 'string' ? { domain: v } : v), hostSchema))
       .min(1)
       .prefault(['localhost'])
       .describe('Virtual hosts served by this server'),

@@ -173,9 +173,14 @@ export interface ListenOptions {
 }
 
 /** Starts a client listener; resolves the bound port. */
-export function listenC2S(server: Server, material: TlsMaterial | null, opts: ListenOptions): Promise<net.Server> {
+export type C2SListener = net.Server & { destroyAll(): void };
+
+export function listenC2S(server: Server, material: TlsMaterial | null, opts: ListenOptions): Promise<C2SListener> {
+  const sockets = new Set<net.Socket>();
   const srv = net.createServer({ pauseOnConnect: false }, (sock) => {
     sock.on('error', () => {});
+    sockets.add(sock);
+    sock.once('close', () => sockets.delete(sock));
     let transport: TcpTransport;
     try {
       transport = new TcpTransport(sock, material, opts.directTls);
@@ -190,11 +195,14 @@ export function listenC2S(server: Server, material: TlsMaterial | null, opts: Li
     }
   });
   srv.maxConnections = 1_000_000;
+  (srv as C2SListener).destroyAll = () => {
+    for (const s of sockets) s.destroy();
+  };
   return new Promise((resolve, reject) => {
     srv.once('error', reject);
     srv.listen({ port: opts.port, host: opts.address }, () => {
       srv.off('error', reject);
-      resolve(srv);
+      resolve(srv as C2SListener);
     });
   });
 }

@@ -159,21 +159,32 @@ class Engine {
   private pending: Element | null = null;
   private pendingPos = 0;
 
-  // Byte accounting (stream mode). unitBytes = raw bytes received since the previous top-level
-  // boundary (end of the stream header or of the last stanza), including bytes still inside the
-  // decoder or saxes' own buffers.
-  unitBytes = 0;
+  // Byte accounting (stream mode), in raw-byte offsets since the last fresh(). A "unit" is the
+  // prolog + stream header, then each top-level element together with the whitespace before it.
+  /** Raw bytes received, including bytes still inside the decoder or saxes' own buffers. */
+  private received = 0;
+  /** Offset where the current unit began (end of the header or of the previous stanza). */
+  private unitStart = 0;
   /** Bytes the decoder holds (an incomplete UTF-8 sequence at the end of the last slice). */
   private held = 0;
   /** UTF-16 units written to the current saxes instance; saxes.position is relative to this. */
   private charsWritten = 0;
-  // The string currently inside saxes.write(), to map saxes positions back to raw bytes.
+  // The string currently inside saxes.write(), to map saxes positions back to raw byte offsets.
   private cur = '';
   private curBase = 0;
-  private curBytes = 0;
+  private curStartByte = 0;
   private curAscii = true;
   private scanLocal = 0;
   private scanBytes = 0;
+  /** Char index in `cur` of the last boundary parsed from it, or -1. */
+  private boundaryLocal = -1;
+  /**
+   * Everything since the last boundary is whitespace already consumed by saxes (keepalives). Such
+   * bytes are not counted against the stanza limit, and further leading whitespace is skipped
+   * without reaching saxes, so a stream idling on whitespace pings for months neither hits the
+   * limit nor grows saxes' text buffer.
+   */
+  private idle = false;
 
   dead = false;
 
@@ -195,10 +206,12 @@ class Engine {
     this.defaultNs = '';
     this.headerNs = Object.create(null);
     this.hasHeaderNs = false;
-    this.unitBytes = 0;
+    this.received = 0;
+    this.unitStart = 0;
     this.held = 0;
     this.charsWritten = 0;
     this.cur = '';
+    this.idle = false;
     this.pending = null;
   }
 
@@ -232,8 +245,8 @@ class Engine {
     };
     slots.openTagHandler = (tag) => this.onOpenTag(tag);
     slots.closeTagHandler = () => this.onCloseTag();
-    slots.textHandler = (text) => this.onText(text);
-    slots.cdataHandler = (text) => this.onText(text); // RFC 6120 §11.1 allows CDATA: plain text
+    slots.textHandler = (text) => this.onText(text, 1);
+    slots.cdataHandler = (text) => this.onText(text, 0); // RFC 6120 §11.1 allows CDATA: plain text
     return sax;
   }
 
@@ -332,8 +345,8 @@ class Engine {
         this.hasHeaderNs = true;
       }
     }
+    this.endUnit(this.limits.maxHeaderBytes, 'stream header too large');
     this.phase = 'open';
-    this.endUnit();
     const gen = this.generation;
     this.sink.streamStart?.(this.attrs, { name: tag.name, ns: tag.uri, defaultNs: this.defaultNs });
     if (gen !== this.generation) throw STOP;
@@ -350,17 +363,22 @@ class Engine {
     }
     const el = stack.pop() as Element;
     if (stack.length !== 0) return;
-    if (this.mode === 'stream') this.endUnit();
+    if (this.mode === 'stream') this.endUnit(this.limits.maxStanzaBytes, `stanza larger than ${this.limits.maxStanzaBytes} bytes`);
     this.pending = el;
     this.pendingPos = this.sax.position;
   }
 
-  private onText(text: string): void {
+  /** `back`: 1 for text, which saxes reports on reading the '<' that ends it; 0 for CDATA. */
+  private onText(text: string, back: number): void {
     if (this.pending !== null) this.flush();
     const stack = this.stack;
     if (stack.length === 0) {
       // Between stanzas only whitespace keepalives are allowed (saxes checks the prolog itself).
       if (!WHITESPACE_ONLY.test(text)) throw new StreamError('not-well-formed', 'text outside of a stanza');
+      // Keepalives are not part of the next stanza: its size counts from its '<'.
+      if (this.mode === 'stream' && this.phase === 'open') {
+        this.unitStart = this.byteOffset(this.sax.position - this.curBase - back);
+      }
       return;
     }
     const children = (stack[stack.length - 1] as Element).children;
@@ -371,19 +389,31 @@ class Engine {
 
   // ---- byte accounting -------------------------------------------------------------------------
 
-  /** A top-level boundary was just parsed: only bytes after saxes' current position remain pending. */
-  private endUnit(): void {
+  /** Raw bytes of the unit in progress, parsed or not. */
+  get bytesBuffered(): number {
+    return this.received - this.unitStart;
+  }
+
+  /**
+   * A top-level boundary (end of the header or of a stanza) was just parsed at saxes' current
+   * position: check the finished unit's exact size (it may have arrived within one slice), then
+   * start the next unit there.
+   */
+  private endUnit(limit: number, what: string): void {
     const local = this.sax.position - this.curBase;
-    let consumed: number;
-    if (this.curAscii) {
-      consumed = local;
-    } else {
-      // Incremental, so a chunk with many stanzas is still measured in one pass overall.
-      this.scanBytes += Buffer.byteLength(this.cur.slice(this.scanLocal, local), 'utf8');
-      this.scanLocal = local;
-      consumed = this.scanBytes;
-    }
-    this.unitBytes = this.curBytes - consumed + this.held;
+    const boundary = this.byteOffset(local);
+    if (boundary - this.unitStart > limit) throw new StreamError('policy-violation', what);
+    this.unitStart = boundary;
+    this.boundaryLocal = local;
+  }
+
+  /** Raw byte offset of char index `local` of `cur`; calls must not go backwards within a slice. */
+  private byteOffset(local: number): number {
+    if (this.curAscii) return this.curStartByte + local;
+    // Incremental, so a chunk with many stanzas is still measured in one pass overall.
+    this.scanBytes += Buffer.byteLength(this.cur.slice(this.scanLocal, local), 'utf8');
+    this.scanLocal = local;
+    return this.curStartByte + this.scanBytes;
   }
 
   private currentLimit(): number {
@@ -398,13 +428,22 @@ class Engine {
     const len = chunk.length;
     let off = 0;
     while (off < len) {
+      if (this.idle) {
+        // Keepalive whitespace between stanzas: nothing for saxes to do (a short loop, it stops at
+        // the first other byte).
+        let i = off;
+        for (let c = chunk[i]; c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09; c = chunk[++i]);
+        this.received += i - off;
+        this.unitStart += i - off;
+        off = i;
+        if (off === len) return;
+      }
       // Hand saxes at most enough bytes to cross the limit by one: an oversized stanza is refused
       // without saxes ever buffering much more than the limit, however big the chunk.
-      const room = Math.max(1, this.currentLimit() - this.unitBytes + 1);
+      const room = Math.max(1, this.currentLimit() - this.bytesBuffered + 1);
       const end = len - off <= room ? len : off + room;
       const bytes = off === 0 && end === len ? chunk : chunk.subarray(off, end);
       off = end;
-      this.unitBytes += bytes.length;
 
       let s: string;
       try {
@@ -415,12 +454,16 @@ class Engine {
       // Fast path: nothing held before and one UTF-16 unit per byte means the slice is pure ASCII.
       const ascii = this.held === 0 && s.length === bytes.length;
       const sBytes = ascii ? s.length : Buffer.byteLength(s, 'utf8');
+      // s starts with the characters completed from bytes held back from the previous slice.
+      const startByte = this.received - this.held;
+      this.received += bytes.length;
       this.held += bytes.length - sBytes;
 
       if (s.length !== 0) {
         this.cur = s;
         this.curBase = this.charsWritten;
-        this.curBytes = sBytes;
+        this.curStartByte = startByte;
+        this.boundaryLocal = -1;
         this.curAscii = ascii;
         this.scanLocal = 0;
         this.scanBytes = 0;
@@ -434,8 +477,19 @@ class Engine {
         this.cur = '';
         // reset() from a handler, or </stream:stream>: the rest of the input is discarded.
         if (gen !== this.generation || this.phase === 'closed') return;
+        // Between stanzas with only whitespace since the last boundary? (The regex stops at the
+        // first non-whitespace character, normally the first one.)
+        if (this.phase === 'open' && this.stack.length === 0 && this.held === 0 && (this.boundaryLocal >= 0 || this.idle)) {
+          this.idle = WHITESPACE_ONLY.test(this.boundaryLocal >= 0 ? s.slice(this.boundaryLocal) : s);
+          if (this.idle) this.unitStart = this.received;
+        } else {
+          this.idle = false;
+        }
+      } else {
+        this.idle = false; // bytes held by the decoder: not whitespace
       }
-      if (this.unitBytes > this.currentLimit()) {
+      // The unit still open at the end of the slice (e.g. an endless attribute value).
+      if (this.bytesBuffered > this.currentLimit()) {
         throw new StreamError(
           'policy-violation',
           this.phase === 'prolog' ? 'stream header too large' : `stanza larger than ${this.limits.maxStanzaBytes} bytes`,
@@ -485,7 +539,7 @@ export class StreamParser {
 
   /** Raw bytes received since the last stanza (or stream header) ended; what the size limit counts. */
   get bytesBuffered(): number {
-    return this.failed || this.engine.ended ? 0 : this.engine.unitBytes;
+    return this.failed || this.engine.ended ? 0 : this.engine.bytesBuffered;
   }
 
   write(chunk: Buffer | Uint8Array): void {

@@ -45,9 +45,9 @@ export interface ServerProcess {
 }
 
 /** Starts `parley start` and resolves once it printed its ports. */
-export function startServerProcess(config: string, cwd?: string): Promise<ServerProcess> {
+export function startServerProcess(config: string | undefined, cwd?: string): Promise<ServerProcess> {
   return new Promise((resolveStart, reject) => {
-    const child = spawn(PARLEY_BIN, ['--config', config, 'start'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(PARLEY_BIN, config ? ['--config', config, 'start'] : ['start'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const onData = (d: Buffer) => {
       out += d.toString();

@@ -1,0 +1,84 @@
+// XEP-0054 vcard-temp (v1.3): §3.1 retrieving one's vCard, §3.2 updating it, §3.3 viewing another
+// user's vCard, §4 disco feature. The vCard is stored whole in the KeyValStore (store 'vcard', key
+// ''); there are no partial updates (§3.2), and an empty <vCard/> set deletes it.
+//
+// Error choices (documented here because the XEP leaves some open):
+//  - own vCard missing: an empty <vCard/> result (§3.1 allows it; item-not-found is not used).
+//  - another user's vCard missing, or no such user: service-unavailable in both cases (§3.3 MUST, so
+//    that vCard lookups cannot be used to harvest accounts; the core answers for unknown accounts).
+//  - set to another user's JID: forbidden (§3.2); set to a server domain: not-allowed.
+//  - a document larger than limits.privateItemBytes: not-acceptable (modify), with a text.
+//  - the server domain's own vCard: an empty <vCard/>.
+import { clone, Element, parse } from 'ltx';
+import { z } from 'zod';
+import { defineModule } from '../core/module.js';
+import { stanzaError } from '../xmpp/errors.js';
+import { NS } from '../xmpp/ns.js';
+
+const STORE = 'vcard';
+const KEY = '';
+
+export default defineModule({
+  name: 'vcard',
+  xeps: ['0054'],
+  options: z.object({}).strict(),
+  setup(ctx) {
+    const kv = ctx.storage.keyval;
+    const maxBytes = ctx.config.limits.privateItemBytes;
+
+    // §4: the server advertises vcard-temp; accounts get it through the iq namespaces.
+    ctx.addFeature(NS.VCARD, 'server');
+
+    ctx.iq(
+      'get',
+      NS.VCARD,
+      'vCard',
+      async (req) => {
+        if (!req.to.local) return new Element('vCard', { xmlns: NS.VCARD });
+        const stored = await kv.get(req.to.bare, STORE, KEY);
+        if (stored !== null) {
+          try {
+            return parse(stored);
+          } catch (err) {
+            ctx.log.warn({ err, user: req.to.bare }, 'unreadable stored vCard');
+          }
+        }
+        // §3.1: one's own missing vCard is an empty element; §3.3: someone else's is service-unavailable.
+        if (req.self) return new Element('vCard', { xmlns: NS.VCARD });
+        throw stanzaError('service-unavailable');
+      },
+      'both',
+    );
+
+    ctx.iq(
+      'set',
+      NS.VCARD,
+      'vCard',
+      async (req) => {
+        if (!req.to.local) throw stanzaError('not-allowed', 'the server vCard cannot be set in-band');
+        if (!req.self) throw stanzaError('forbidden', 'only your own vCard can be set');
+        if (req.payload.getChildElements().length === 0) {
+          await kv.delete(req.to.bare, STORE, KEY);
+          return undefined;
+        }
+        const xml = standalone(req.payload).toString();
+        if (Buffer.byteLength(xml, 'utf8') > maxBytes) {
+          throw stanzaError('not-acceptable', `vCard larger than ${maxBytes} bytes`);
+        }
+        await kv.set(req.to.bare, STORE, KEY, xml);
+        return undefined;
+      },
+      'both',
+    );
+  },
+});
+
+/** A copy that serializes on its own: prefixes declared on ancestors (the iq) are re-declared. */
+function standalone(el: Element): Element {
+  const copy = clone(el);
+  const inherited = el.parent ? el.parent.getXmlns() : {};
+  for (const [uri, prefix] of Object.entries(inherited)) {
+    if (prefix && copy.attrs[`xmlns:${prefix}`] === undefined) copy.attrs[`xmlns:${prefix}`] = uri;
+  }
+  return copy;
+}
