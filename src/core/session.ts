@@ -36,6 +36,8 @@ declare module './hooks.js' {
 export type SessionState = 'connected' | 'stream-opened' | 'tls' | 'authenticated' | 'bound' | 'closed';
 
 const STREAM_CLOSE = '</stream:stream>';
+/** XEP-0440 SASL Channel-Binding Type Capability. */
+const NS_SASL_CB = 'urn:xmpp:sasl-cb:0';
 
 export class C2SSession {
   readonly id = randomBytes(12).toString('base64url');
@@ -214,6 +216,13 @@ export class C2SSession {
         stage = 'pre-auth';
         const mechs = features.c('mechanisms', { xmlns: NS.SASL });
         for (const m of this.server.saslMechanisms(this)) mechs.c('mechanism').t(m.name);
+        // XEP-0440: which channel-binding types the -PLUS mechanisms accept on this connection
+        // (tls-exporter only on TLS 1.3), so that clients need not guess.
+        const cbTypes = this.transport.channelBindingTypes();
+        if (cbTypes.length) {
+          const cb = features.c('sasl-channel-binding', { xmlns: NS_SASL_CB });
+          for (const type of cbTypes) cb.c('channel-binding', { type });
+        }
       }
     } else {
       stage = 'post-auth';

@@ -108,7 +108,7 @@ function setAttr(attrs: Record<string, string>, name: string, value: string): vo
 function mapSaxesError(err: Error): StreamError {
   const msg = err.message.replace(/^\d+:\d+: /, '');
   const text = msg.length > MAX_ERROR_TEXT ? `${msg.slice(0, MAX_ERROR_TEXT)}...` : msg;
-  if (msg.includes('doctype')) return new StreamError('restricted-xml', 'DOCTYPE is not allowed');
+  if (msg.includes('doctype declaration')) return new StreamError('restricted-xml', 'DOCTYPE is not allowed');
   // "an XML declaration must be at the start" / "the XML declaration must appear at the start":
   // a second (or misplaced) XML declaration is a processing instruction in all but name.
   if (msg.includes('must be at the start') || msg.includes('must appear at the start')) {
@@ -185,8 +185,6 @@ class Engine {
    * limit nor grows saxes' text buffer.
    */
   private idle = false;
-
-  dead = false;
 
   constructor(
     private readonly mode: 'stream' | 'document',
@@ -537,7 +535,11 @@ export class StreamParser {
     });
   }
 
-  /** Raw bytes received since the last stanza (or stream header) ended; what the size limit counts. */
+  /**
+   * Raw bytes of the unit in progress (the stream header, or the next stanza from its '<'; bytes after
+   * the previous stanza while they are not known to be whitespace), including bytes not yet parsed.
+   * This is what maxStanzaBytes / maxHeaderBytes limit.
+   */
   get bytesBuffered(): number {
     return this.failed || this.engine.ended ? 0 : this.engine.bytesBuffered;
   }
@@ -577,7 +579,6 @@ export class StreamParser {
     if (this.failed) return;
     this.failed = true;
     this.queue = [];
-    this.engine.dead = true;
     try {
       this.handlers.error(err);
     } catch {
@@ -601,7 +602,10 @@ export function parseElement(xml: string | Buffer, limits?: Partial<StreamParser
   let text: string;
   if (typeof xml === 'string') {
     // A JS string can hold lone surrogates, which saxes does not always catch.
-    if (!(xml as unknown as { isWellFormed(): boolean }).isWellFormed()) throw new StreamError('not-well-formed', 'invalid UTF-16 (lone surrogate)');
+    // (String.prototype.isWellFormed is in Node 20 but not in this project's ES2022 lib typings.)
+    if (!(xml as unknown as { isWellFormed(): boolean }).isWellFormed()) {
+      throw new StreamError('not-well-formed', 'invalid UTF-16 (lone surrogate)');
+    }
     text = xml;
   } else {
     try {
