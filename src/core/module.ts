@@ -61,6 +61,8 @@ export interface ModuleHost {
   request(iq: Element, timeoutMs?: number): Promise<Element>;
   /** Whether an account exists (cached briefly). */
   accountExists(bare: string): Promise<boolean>;
+  /** Forgets the cached existence of an account (after a module created or removed it). */
+  invalidateAccount(bare: string): void;
 }
 
 export interface ModuleContext<O = unknown> extends ModuleHost {

@@ -142,6 +142,7 @@ export class Server implements ModuleHost {
       route: (st) => this.route(st),
       request: (iq, t) => this.request(iq, t),
       accountExists: (b) => this.accountExists(b),
+      invalidateAccount: (b) => this.invalidateAccount(b),
       addFeature: (ns, target) => undo(this.disco.addFeature(ns, target)),
       addIdentity: (id) => undo(this.disco.addIdentity(id)),
       iq: (type, ns, elName, handler, target = 'server') => undo(this.iqs.register(type, ns, elName, handler, target, name)),

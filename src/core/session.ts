@@ -128,11 +128,9 @@ export class C2SSession {
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.lastActivity = Date.now();
-    if (this.authenticated) {
-      // Flood control: sustained bytes/s with a burst; over budget, stop reading for the deficit.
-      const wait = this.bytesBucket.take(chunk.length);
-      if (wait > 0) this.throttle(wait);
-    }
+    // Flood control: sustained bytes/s with a burst; over budget, stop reading for the deficit.
+    const wait = this.bytesBucket.take(chunk.length);
+    if (wait > 0) this.throttle(wait);
     this.parser.write(chunk);
   }
 
@@ -267,6 +265,10 @@ export class C2SSession {
             this.fail(err);
             return;
           }
+          if (err instanceof StanzaError) {
+            this.bounce(el, err);
+            continue;
+          }
           this.log.error({ err }, 'stanza handling failed');
           if (el.name === 'iq' || el.name === 'message' || el.name === 'presence') {
             try {
@@ -313,8 +315,16 @@ export class C2SSession {
 
   private preauthChain: Promise<void> = Promise.resolve();
 
+  private preauthPending = 0;
+
   private processPreauth(el: Element): void {
+    // Pre-auth requests are few (registration); a client piling them up is misbehaving.
+    if (++this.preauthPending > 8) {
+      this.fail(new StreamError('policy-violation', 'too many requests before authentication'));
+      return;
+    }
     this.preauthChain = this.preauthChain.then(async () => {
+      this.preauthPending--;
       if (this.state === 'closed') return;
       try {
         const handled = await this.server.hooks.fire('c2s.preauth', { session: this, stanza: el });

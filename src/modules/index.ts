@@ -6,5 +6,10 @@ import version from './version.js';
 import time from './time.js';
 import roster from './roster/index.js';
 import offline from './offline.js';
+import vcard from './vcard.js';
+import privateStorage from './private.js';
+import blocking from './blocking.js';
+import register from './register.js';
+import last from './last.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last] as ModuleDefinition[];

@@ -121,11 +121,19 @@ describe('hardening: stream header checks and junk', () => {
     expect(await c.expectStreamErrorAndClose()).toBe('not-well-formed');
   });
 
-  it('junk after a valid header -> not-well-formed', async () => {
+  it('junk text after a valid header -> not-well-formed', async () => {
     const c = await RawClient.connect(port);
     await c.openStream();
-    await c.send('this is not xml');
+    await c.send('this is not xml<x/>');
     expect(await c.expectStreamErrorAndClose()).toBe('not-well-formed');
+  });
+
+  it('junk text without any markup is bounded: SE once it passes the stanza limit at the latest', async () => {
+    const c = await RawClient.connect(port);
+    await c.openStream();
+    const chunk = 'x'.repeat(16_384);
+    for (let sent = 0; sent <= srv.config.limits.maxStanzaBytes + chunk.length && !c.isClosed; sent += chunk.length) await c.send(chunk);
+    expect(['not-well-formed', 'policy-violation']).toContain(await c.expectStreamErrorAndClose());
   });
 
   it('mismatched end tag -> not-well-formed', async () => {

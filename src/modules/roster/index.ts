@@ -83,7 +83,7 @@ export default defineModule({
           await removeContact(user, contact);
           return undefined;
         }
-        if (el.attrs.subscription !== undefined && el.attrs.subscription !== 'none') throw stanzaError('bad-request', 'subscription is read-only');
+        // RFC 6121 §2.1.2.5: in a roster set the server MUST ignore any other 'subscription' value.
         const name = el.attrs.name;
         if (name !== undefined && name.length > MAX_NAME) throw stanzaError('not-acceptable', 'name too long');
         const groups: string[] = [];
