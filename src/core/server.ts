@@ -360,9 +360,10 @@ export class Server implements ModuleHost {
       const s = this.sessions.get(to);
       if (s) return s.send(stanza);
       // RFC 6121 §8.5.3.2.1: no such resource.
-      if (type === 'groupchat') throw stanzaError('service-unavailable');
       if (type === 'headline' || type === 'error') return;
-      // normal/chat: treat as addressed to the bare JID.
+      // Only chat is handled as if sent to the bare JID; normal (and unknown types, treated as
+      // normal per §5.2.2) and groupchat are "S/E" in Table 1: we return service-unavailable.
+      if (type !== 'chat') throw stanzaError('service-unavailable');
     }
     if (type === 'error') {
       // Errors go to the exact resource only; nothing else to do.

@@ -244,10 +244,6 @@ export class C2SSession {
       this.negotiate(el);
       return;
     }
-    if (this.state === 'bound') {
-      const wait = this.stanzaBucket.take(1);
-      if (wait > 0) this.throttle(wait);
-    }
     this.queue.push(el);
     if (this.queue.length > 64) this.setPaused(true);
     if (!this.processing) void this.drainQueue();
@@ -257,6 +253,16 @@ export class C2SSession {
     this.processing = true;
     try {
       while (this.queue.length && this.state !== 'closed') {
+        if (this.state === 'bound') {
+          // Flood control: stanzas are taken from the bucket as they are processed (one read can
+          // carry hundreds); over budget, stop reading and wait for the deficit.
+          const wait = this.stanzaBucket.take(1);
+          if (wait > 0) {
+            this.throttle(wait);
+            await sleep(wait);
+            if (this.closed) return;
+          }
+        }
         const el = this.queue.shift() as Element;
         try {
           await this.handleAuthenticated(el);
@@ -581,12 +587,14 @@ export class C2SSession {
   /** Writes raw serialized XML, enforcing the output buffer cap. */
   write(data: string): void {
     if (this.state === 'closed') return;
-    this.transport.write(data);
+    // Checked before writing: what is already queued is what the client has not read, so one large
+    // stanza to a client that keeps up never trips the cap, while a client that stopped reading does.
     if (this.transport.bufferedBytes > this.server.config.limits.outputBufferBytes) {
       this.log.warn('client not reading; output buffer exceeded');
-      this.transport.write(`<stream:error><policy-violation xmlns='${NS.STREAMS}'/><text xmlns='${NS.STREAMS}'>output buffer exceeded</text></stream:error>${STREAM_CLOSE}`);
       this.destroy('output buffer exceeded');
+      return;
     }
+    this.transport.write(data);
   }
 
   bounce(stanza: Element, err: StanzaError): void {

@@ -194,12 +194,13 @@ export default defineModule({
 
     /** §3.3: a newly blocked JID that was receiving our presence gets unavailable from each resource. */
     async function sendUnavailableTo(user: Jid, blocked: BlockList): Promise<void> {
-      const available = ctx.sessions.available(user.bare);
-      if (!available.length) return;
-      const recipients = new Set(await matchingContacts(user, blocked, ['from', 'both']));
+      const sessions = ctx.sessions.resources(user.bare);
+      const hasAvailable = sessions.some((s) => s.available);
+      const recipients = hasAvailable ? await matchingContacts(user, blocked, ['from', 'both']) : [];
       const perSession = new Map<C2SSession, Set<string>>();
-      for (const s of available) {
-        const to = new Set(recipients);
+      for (const s of sessions) {
+        // Broadcast presence reaches subscribed contacts only from available resources.
+        const to = new Set(s.available ? recipients : []);
         // Directed presence (RFC 6121 §4.6) counts as "receiving presence" too; it ends here.
         for (const d of [...s.directed]) {
           const j = Jid.tryParse(d);

@@ -2,7 +2,7 @@
 // missing `to`, and client-forged stanza-id / occupant-id / delay.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { RawClient, NS_SASL, assertServing, iqReplyPattern, plainAuth, sleep } from '../helpers/raw.js';
+import { RawClient, NS_SASL, assertServing, elementWith, iqReplyPattern, plainAuth, sleep } from '../helpers/raw.js';
 
 const STAMP = '2002-09-10T23:08:25Z';
 
@@ -148,7 +148,7 @@ describe('hardening: stanza addressing and forged server elements', () => {
       await c.send(`<message to='bob@localhost' type='chat'><body>m-no-from</body></message>`);
       const esc = c.jid.replace(/[.]/g, '\\.');
       for (const marker of ['m-bare-from', 'm-full-from', 'm-no-from']) {
-        const m = await bob.waitFor(new RegExp(`<message\\b[^>]*>(?:(?!</message>)[\\s\\S])*${marker}`), 5000, 0);
+        const m = await bob.waitFor(elementWith('message', marker), 5000, 0);
         expect(m[0]).toMatch(new RegExp(`^<message\\b[^>]*\\bfrom=["']${esc}["']`));
       }
       expect(c.streamError()).toBeUndefined();
@@ -160,7 +160,7 @@ describe('hardening: stanza addressing and forged server elements', () => {
     it('a message without to goes to the sender\'s own account, stamped from/to', async () => {
       const c = await mallory(true);
       await c.send(`<message type='chat'><body>m-self</body></message>`);
-      const m = await c.waitFor(/<message\b[^>]*>(?:(?!<\/message>)[\s\S])*m-self/);
+      const m = await c.waitFor(elementWith('message', 'm-self'));
       const tag = /^<message\b[^>]*>/.exec(m[0])?.[0] ?? '';
       expect(tag).toMatch(new RegExp(`from=["']${c.jid.replace(/[.]/g, '\\.')}["']`));
       expect(tag).toMatch(/to=["']mallory@localhost["']/);
@@ -185,7 +185,6 @@ describe('hardening: stanza addressing and forged server elements', () => {
       `<stanza-id xmlns='urn:xmpp:sid:0' by='localhost' id='forged-sid-server'/>`,
       `<stanza-id xmlns='urn:xmpp:sid:0' by='localhost.' id='forged-sid-dot'/>`,
       `<stanza-id xmlns='urn:xmpp:sid:0' by='bob@ＬＯＣＡＬＨＯＳＴ' id='forged-sid-fullwidth'/>`,
-      `<stanza-id xmlns='urn:xmpp:sid:0' id='forged-sid-noby'/>`,
       `<stanza-id xmlns='urn:xmpp:sid:0' by='mallory@localhost' id='forged-sid-sender'/>`,
       `<occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged-occupant'/>`,
       `<delay xmlns='urn:xmpp:delay' from='localhost' stamp='${STAMP}'>forged-delay-server</delay>`,
@@ -200,7 +199,7 @@ describe('hardening: stanza addressing and forged server elements', () => {
     it('are stripped from a delivered message; foreign ones are kept', async () => {
       const c = await mallory();
       await c.send(`<message to='bob@localhost' type='chat'><body>m-forged</body>${forged.join('')}${kept.join('')}</message>`);
-      const m = (await bob.waitFor(/<message\b[^>]*>(?:(?!<\/message>)[\s\S])*m-forged[\s\S]*?<\/message>/, 5000, 0))[0];
+      const m = (await bob.waitFor(elementWith('message', 'm-forged'), 5000, 0))[0];
       expect(m).not.toContain('forged-');
       expect(m).not.toContain('occupant-id');
       for (const k of ['kept-sid-remote', 'kept-delay-remote', 'kept-nested']) expect(m).toContain(k);
@@ -210,7 +209,7 @@ describe('hardening: stanza addressing and forged server elements', () => {
     it('are stripped from directed presence', async () => {
       const c = await mallory();
       await c.send(`<presence to='bob@localhost/canary'><status>p-forged</status>${forged.join('')}</presence>`);
-      const m = (await bob.waitFor(/<presence\b[^>]*>(?:(?!<\/presence>)[\s\S])*p-forged[\s\S]*?<\/presence>/, 5000, 0))[0];
+      const m = (await bob.waitFor(elementWith('presence', 'p-forged'), 5000, 0))[0];
       expect(m).not.toContain('forged-');
       expect(m).not.toContain('occupant-id');
       c.destroy();
@@ -222,7 +221,7 @@ describe('hardening: stanza addressing and forged server elements', () => {
       await c.ping(); // the message is stored before the next stanza is answered
       c.destroy();
       const carol = await RawClient.login(port, 'carol', 'secret-password', { presence: true });
-      const m = (await carol.waitFor(/<message\b[^>]*>(?:(?!<\/message>)[\s\S])*m-offline-forged[\s\S]*?<\/message>/))[0];
+      const m = (await carol.waitFor(elementWith('message', 'm-offline-forged')))[0];
       expect(m).not.toContain('forged-');
       expect(m).not.toContain(STAMP);
       const delays = m.match(/<delay\b[^>]*>/g) ?? [];

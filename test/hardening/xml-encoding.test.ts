@@ -147,6 +147,16 @@ describe('hardening: invalid UTF-8 and forbidden characters', () => {
     }
   });
 
+  it('a stanza above the default 256 KiB limit -> policy-violation, not delivered', async () => {
+    const c = await postauth();
+    expect(srv.config.limits.maxStanzaBytes).toBe(256 * 1024);
+    const body = 'z'.repeat(64 * 1024);
+    await c.send(b("<message to='bob@localhost' type='chat'><body>m-default-limit "));
+    for (let i = 0; i < 6 && !c.isClosed; i++) await c.send(b(body));
+    expect(await c.expectStreamErrorAndClose()).toBe('policy-violation');
+    await expectNotDelivered('m-default-limit');
+  });
+
   it('routed stanzas are re-serialized from the parsed tree, never forwarded raw', async () => {
     const c = await postauth();
     await c.send(

@@ -402,8 +402,21 @@ export class RawClient {
 
 /** Matches the complete <iq/> with the given id (result or error), whatever the attribute order. */
 export function iqReplyPattern(id: string): RegExp {
-  const q = id.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const q = escapeRe(id);
   return new RegExp(`<iq\\b[^>]*\\bid=(['"])${q}\\1[^>]*(?:/>|>[\\s\\S]*?</iq>)`);
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Matches one complete, non-empty <name>...</name> element whose content contains `marker`
+ * (a self-closing <name/> never starts a match, and a match never spans two elements).
+ */
+export function elementWith(name: string, marker: string): RegExp {
+  const n = escapeRe(name);
+  return new RegExp(`<${n}(?:\\s[^>]*)?(?<!/)>(?:(?!</${n}>)[\\s\\S])*?${escapeRe(marker)}[\\s\\S]*?</${n}>`);
 }
 
 /** Polls `cond` every 20 ms until it is true; rejects after timeoutMs. */
@@ -429,5 +442,5 @@ export async function assertServing(a: RawClient, b: RawClient, timeoutMs = 5000
   const bare = b.jid.split('/')[0] as string;
   const since = b.mark();
   await a.send(`<message to='${bare}' type='chat' id='${token}'><body>${token}</body></message>`);
-  await b.waitFor(new RegExp(`<message\\b[^>]*>(?:(?!</message>)[\\s\\S])*<body>${token}</body>`), timeoutMs, since);
+  await b.waitFor(elementWith('message', `<body>${token}</body>`), timeoutMs, since);
 }

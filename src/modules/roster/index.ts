@@ -134,8 +134,9 @@ export default defineModule({
         await send(presence(user.bare, contact.bare, 'unsubscribe'));
       }
       if (item.subscription === 'from' || item.subscription === 'both') {
-        await send(presence(user.bare, contact.bare, 'unsubscribed'));
+        // §3.2.2: unavailable while the contact is still subscribed, then the cancellation.
         await sendUnavailableFrom(user, contact.bare);
+        await send(presence(user.bare, contact.bare, 'unsubscribed'));
       }
     }
 
@@ -227,12 +228,15 @@ export default defineModule({
           if (pending) await storage.removePendingIn(user.bare, contact.bare);
           if (item && (item.subscription === 'from' || item.subscription === 'both')) {
             await save(user, { ...item, subscription: item.subscription === 'both' ? 'to' : 'none', approved: false });
-            await send(out);
+            // RFC 6121 §3.2.2: unavailable from every resource while the contact is still subscribed, then the cancellation.
             await sendUnavailableFrom(user, contact.bare);
+            await send(out);
             return;
           }
           if (item?.approved) await save(user, { ...item, approved: false });
-          if (pending || item) await send(out);
+          // RFC 6121 §3.2.2 #1-#2 / Appendix A.2.4: only a denial of a pending request is routed;
+          // cancelling a pre-approval (or nothing at all) MUST NOT / SHOULD NOT be.
+          if (pending) await send(out);
           return;
         }
       }
@@ -278,31 +282,37 @@ export default defineModule({
             return;
           }
           // Keep it until answered; deliver now to available resources and again at next login.
+          // A repeat while one is already pending is stored (the last one wins) but not delivered
+          // again (RFC 6121 Appendix A.3.1: "None + Pending In" / "To + Pending In" -> S.N.).
+          const already = (await storage.listPendingIn(user.bare)).some((p) => p.contact === contact.bare);
           const out = new Element('presence', { from: contact.bare, to: user.bare, type: 'subscribe', id: stanza.attrs.id });
           for (const c of stanza.getChildElements()) out.cnode(clone(c));
           await storage.addPendingIn(user.bare, contact.bare, out.toString());
-          deliver();
+          if (!already) deliver();
           return;
         }
         case 'subscribed': {
           if (!item?.ask || item.subscription === 'to' || item.subscription === 'both') return;
-          await save(user, { ...item, subscription: item.subscription === 'from' ? 'both' : 'to', ask: false });
+          // RFC 6121 §3.1.6: deliver the approval before the roster push.
           deliver();
+          await save(user, { ...item, subscription: item.subscription === 'from' ? 'both' : 'to', ask: false });
           return;
         }
         case 'unsubscribe': {
           await storage.removePendingIn(user.bare, contact.bare);
           if (!item || (item.subscription !== 'from' && item.subscription !== 'both')) return;
-          await save(user, { ...item, subscription: item.subscription === 'both' ? 'to' : 'none', approved: false });
+          // RFC 6121 §3.3.3: deliver the unsubscribe before the roster push.
           deliver();
+          await save(user, { ...item, subscription: item.subscription === 'both' ? 'to' : 'none', approved: false });
           await sendUnavailableFrom(user, contact.bare);
           return;
         }
         case 'unsubscribed': {
           if (!item || (item.subscription !== 'to' && item.subscription !== 'both' && !item.ask)) return;
           const next: Subscription = item.subscription === 'both' ? 'from' : item.subscription === 'to' ? 'none' : item.subscription;
-          await save(user, { ...item, subscription: next, ask: false });
+          // RFC 6121 §3.2.3: deliver the cancellation before the roster push.
           deliver();
+          await save(user, { ...item, subscription: next, ask: false });
           return;
         }
       }
@@ -384,10 +394,9 @@ export default defineModule({
           }
         }
         await ctx.fire('presence.initial', { session });
-      } else {
-        // Re-send presence to directed recipients too.
-        for (const d of session.directed) await send(withTo(clean, d));
       }
+      // RFC 6121 §4.6.2 #2: directed-presence recipients are not included in later broadcasts of
+      // available presence (only the final unavailable goes to them).
     }
 
     async function broadcastUnavailable(session: C2SSession, stanza: Element | null): Promise<void> {
