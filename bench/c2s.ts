@@ -44,9 +44,8 @@ class RawClient {
       this.buf += d;
       if (this.onMessage) {
         const re = /<body>t:(\d+)<\/body>/g;
-        let m: RegExpExecArray | null;
         let last = 0;
-        while ((m = re.exec(this.buf))) {
+        for (let m = re.exec(this.buf); m; m = re.exec(this.buf)) {
           this.onMessage(m[1] as string);
           last = re.lastIndex;
         }
