@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 
 need=()
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+# Standard XMPP clients for test/e2e/standard-clients.test.ts (profanity is driven through tmux).
+[ -x /usr/bin/go-sendxmpp ] || need+=(go-sendxmpp)
+[ -x /usr/bin/profanity ] || need+=(profanity)
+[ -x /usr/bin/tmux ] || need+=(tmux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing test dependencies: ${need[*]}"

@@ -1,8 +1,8 @@
 // Composition root: builds storage, the server, its modules and listeners from a configuration.
 // Used by `parley start` and by tests that run a server in-process.
-import { mkdirSync, readFileSync, writeFileSync, existsSync, renameSync } from 'node:fs';
+import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { ResolvedConfig } from '../core/config.js';
 import { createLogger, type Logger } from '../core/logger.js';
@@ -12,6 +12,9 @@ import { openStorage } from '../storage/index.js';
 import type { Storage } from '../storage/types.js';
 import { listenC2S, type C2SListener } from '../transports/tcp.js';
 import { builtinModules } from '../modules/index.js';
+import { MuxLinkServer } from '../transports/mux-link.js';
+import { MuxSupervisor } from './muxes.js';
+import { fileSecret, muxSecret } from './secrets.js';
 
 export interface RunningParley {
   server: Server;
@@ -19,18 +22,10 @@ export interface RunningParley {
   /** Bound ports (useful when the configuration asked for port 0). */
   ports: { c2s: number | null; c2sDirectTls: number | null };
   certPath: string;
+  /** The mux link listener and the embedded muxes, when clients go through muxes. */
+  muxLink: MuxLinkServer | null;
+  muxes: MuxSupervisor | null;
   stop(): Promise<void>;
-}
-
-/** Reads or creates the server secret (fake SCRAM salts, token keys) in dataDir. */
-export function serverSecret(dataDir: string): Buffer {
-  const path = join(dataDir, 'secret.key');
-  if (existsSync(path)) return Buffer.from(readFileSync(path, 'utf8').trim(), 'base64');
-  const secret = randomBytes(32);
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, secret.toString('base64'), { mode: 0o600 });
-  renameSync(tmp, path);
-  return Buffer.from(readFileSync(path, 'utf8').trim(), 'base64');
 }
 
 export async function openConfiguredStorage(config: Readonly<ResolvedConfig>): Promise<Storage> {
@@ -40,26 +35,48 @@ export async function openConfiguredStorage(config: Readonly<ResolvedConfig>): P
   return openStorage(s);
 }
 
-export async function startParley(config: Readonly<ResolvedConfig>, opts: { log?: Logger; statusFile?: boolean } = {}): Promise<RunningParley> {
+export interface StartOptions {
+  log?: Logger;
+  statusFile?: boolean;
+  /** Clients connect to the server process directly (`parley start --no-mux`). */
+  noMux?: boolean;
+}
+
+export async function startParley(config: Readonly<ResolvedConfig>, opts: StartOptions = {}): Promise<RunningParley> {
   const log = opts.log ?? createLogger({ level: config.log.level });
   mkdirSync(config.dataDir, { recursive: true });
   const tls = await loadTlsMaterial(config);
   if (tls.generated) log.info({ cert: tls.certPath }, 'generated a self-signed certificate');
   const storage = await openConfiguredStorage(config);
-  const server = new Server({ config, storage, log, secret: serverSecret(config.dataDir), modules: builtinModules });
+  const server = new Server({ config, storage, log, secret: fileSecret(config.dataDir, 'secret.key'), modules: builtinModules });
   const listeners: C2SListener[] = [];
+  let muxLink: MuxLinkServer | null = null;
+  let muxes: MuxSupervisor | null = null;
+  const useMux = !opts.noMux && config.mux.count > 0;
   try {
     await server.start();
     const ports: RunningParley['ports'] = { c2s: null, c2sDirectTls: null };
-    if (config.listen.c2s !== null) {
-      const l = await listenC2S(server, tls, { port: config.listen.c2s, address: config.listen.address, directTls: false });
-      listeners.push(l);
-      ports.c2s = (l.address() as AddressInfo).port;
+    // The link listener also serves standalone muxes when it has a fixed port.
+    if (useMux || config.mux.linkPort !== 0) {
+      muxLink = new MuxLinkServer(server, muxSecret(config));
+      const addr = await muxLink.listen(config.mux.linkAddress, config.mux.linkPort);
+      if (useMux) {
+        muxes = new MuxSupervisor({ config, link: { host: addr.address, port: addr.port }, count: config.mux.count, log });
+        await muxes.start();
+      }
     }
-    if (config.listen.c2sDirectTls !== null) {
-      const l = await listenC2S(server, tls, { port: config.listen.c2sDirectTls, address: config.listen.address, directTls: true });
+    for (const [key, directTls] of [['c2s', false], ['c2sDirectTls', true]] as const) {
+      const port = config.listen[key];
+      if (port === null) continue;
+      let l: C2SListener;
+      if (muxes) {
+        const sup = muxes;
+        l = await listenHandOff(config.listen.address, port, (sock, localPort) => sup.dispatch(sock, directTls, localPort));
+      } else {
+        l = await listenC2S(server, tls, { port, address: config.listen.address, directTls });
+      }
       listeners.push(l);
-      ports.c2sDirectTls = (l.address() as AddressInfo).port;
+      ports[key] = (l.address() as AddressInfo).port;
     }
     let statusTimer: NodeJS.Timeout | null = null;
     const statusPath = join(config.dataDir, 'status.json');
@@ -72,6 +89,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: { log?
         sessions: server.sessions.size,
         connections: server.connectionCount,
         storage: storage.kind,
+        muxes: muxLink?.status() ?? [],
       };
       try {
         writeFileSync(`${statusPath}.tmp`, JSON.stringify(st, null, 2));
@@ -91,6 +109,8 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: { log?
       storage,
       ports,
       certPath: tls.certPath,
+      muxLink,
+      muxes,
       async stop() {
         if (stopped) return;
         stopped = true;
@@ -103,13 +123,33 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: { log?
         }, 1000);
         await closed;
         clearTimeout(grace);
+        await muxes?.stop();
+        await muxLink?.close();
         await storage.close();
       },
     };
   } catch (err) {
     for (const l of listeners) l.close();
+    await muxes?.stop().catch(() => {});
+    await muxLink?.close().catch(() => {});
     await server.stop().catch(() => {});
     await storage.close().catch(() => {});
     throw err;
   }
+}
+
+/** A client listener that never reads: each accepted socket is handed, paused, to a mux. */
+function listenHandOff(address: string, port: number, hand: (sock: net.Socket, localPort: number) => void): Promise<C2SListener> {
+  const srv = net.createServer({ pauseOnConnect: true }, (sock) => {
+    sock.on('error', () => {});
+    hand(sock, (srv.address() as AddressInfo).port);
+  });
+  (srv as C2SListener).destroyAll = () => {}; // sockets live in the muxes
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen({ port, host: address }, () => {
+      srv.off('error', reject);
+      resolve(srv as C2SListener);
+    });
+  });
 }

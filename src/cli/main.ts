@@ -9,6 +9,9 @@ import { createLogger } from '../core/logger.js';
 import { AccountService, AccountError, parseAccountJid } from '../auth/index.js';
 import { builtinModules } from '../modules/index.js';
 import { openConfiguredStorage, startParley } from './app.js';
+import { runMux } from '../mux/index.js';
+import { muxSecret } from './secrets.js';
+import { hostname } from 'node:os';
 
 const program = new Command();
 program.name('parley').description('Parley enterprise instant messaging (XMPP)').option('-c, --config <file>', 'configuration file', undefined);
@@ -49,17 +52,21 @@ function checkHost(cfg: Readonly<ResolvedConfig>, jid: string): void {
 program
   .command('start')
   .description('start the server with the configuration (embedded defaults when there is no parley.yaml)')
-  .action(async () => {
+  .option('--no-mux', 'clients connect to the server process directly (no multiplexor processes)')
+  .action(async (o: { mux: boolean }) => {
     const cfg = config();
     const log = createLogger({ level: cfg.log.level });
     process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception (kept running)'));
     process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
-    const running = await startParley(cfg, { log, statusFile: true });
+    const running = await startParley(cfg, { log, statusFile: true, noMux: !o.mux });
+    const muxCount = running.muxes ? cfg.mux.count : 0;
     const hosts = cfg.hosts.map((h) => h.domain).join(', ');
     const lines = [
       `Parley is running for ${hosts}`,
       running.ports.c2s !== null ? `  client connections (STARTTLS): ${cfg.listen.address} port ${running.ports.c2s}` : null,
       running.ports.c2sDirectTls !== null ? `  client connections (direct TLS): ${cfg.listen.address} port ${running.ports.c2sDirectTls}` : null,
+      muxCount ? `  through ${muxCount} multiplexor process${muxCount > 1 ? 'es' : ''} (pids ${running.muxes?.pids().join(', ')})` : '  clients connect to the server process directly (no multiplexor)',
+      running.muxLink && cfg.mux.linkPort ? `  mux link: ${cfg.mux.linkAddress} port ${cfg.mux.linkPort}` : null,
       `  storage: ${cfg.storage.type}${cfg.storage.type === 'sqlite' ? ` (${cfg.storage.path})` : ''}`,
       `  certificate: ${running.certPath}`,
       `Add a user:  ./bin/parley user add alice@${cfg.hosts[0]?.domain ?? 'localhost'}`,
@@ -72,6 +79,28 @@ program
     };
     process.once('SIGINT', () => void shutdown('SIGINT'));
     process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  });
+
+program
+  .command('mux')
+  .description('run a standalone multiplexor: client ports of the configuration, one link to mux.server')
+  .option('--name <name>', 'name shown in `parley status`', undefined)
+  .action(async (o: { name?: string }) => {
+    const cfg = config();
+    const name = o.name ?? `mux-${hostname()}-${process.pid}`;
+    const log = createLogger({ level: cfg.log.level }).child({ mux: name });
+    process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception (kept running)'));
+    process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+    const mux = await runMux({ config: cfg, link: cfg.mux.server, secret: muxSecret(cfg), name, log });
+    process.stdout.write(
+      `parley mux ${name}: client ports STARTTLS ${mux.ports.c2s ?? 'off'}, direct TLS ${mux.ports.c2sDirectTls ?? 'off'}; server link ${cfg.mux.server.host}:${cfg.mux.server.port}\n`,
+    );
+    const shutdown = async () => {
+      await mux.stop();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void shutdown());
+    process.once('SIGTERM', () => void shutdown());
   });
 
 const user = program.command('user').description('manage accounts');

@@ -98,6 +98,20 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    mux: z
+      .object({
+        count: z.number().int().min(0).max(64).default(1).describe('Multiplexor processes `parley start` runs (0: clients connect to the server process directly)'),
+        linkAddress: z.string().default('127.0.0.1').describe('Address of the server side of the mux link'),
+        linkPort: port.default(0).describe('Port of the mux link listener (0: ephemeral; set one for standalone muxes)'),
+        server: z
+          .object({ host: z.string().default('127.0.0.1'), port: port.default(5270) })
+          .strict()
+          .prefault({})
+          .describe('Where a standalone `parley mux` connects'),
+        secret: z.string().min(16).optional().describe('Shared link secret (default: generated into dataDir/mux.key)'),
+      })
+      .strict()
+      .prefault({}),
     sessions: z
       .object({
         conflict: z.enum(['kick-old', 'refuse']).default('kick-old').describe('What happens when a resource is bound twice'),

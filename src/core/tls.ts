@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import { constants } from 'node:crypto';
+import { constants, createHash } from 'node:crypto';
 import { generate } from 'selfsigned';
 import type { ResolvedConfig } from './config.js';
 
@@ -84,3 +84,15 @@ export async function loadTlsMaterial(config: Readonly<ResolvedConfig>): Promise
     },
   };
 }
+
+/** RFC 5929 §4.1: hash of the server certificate with its signature hash, SHA-256 for MD5/SHA-1. */
+export function tlsServerEndPoint(der: Buffer): Buffer {
+  // Signature algorithm OIDs (DER) for SHA-384 and SHA-512 based signatures; SHA-256 otherwise.
+  const tail = der.subarray(Math.max(0, der.length - 160));
+  const has = (hex: string) => tail.includes(Buffer.from(hex, 'hex'));
+  let alg = 'sha256';
+  if (has('2a864886f70d01010c') || has('2a8648ce3d040303')) alg = 'sha384';
+  else if (has('2a864886f70d01010d') || has('2a8648ce3d040304')) alg = 'sha512';
+  return createHash(alg).update(der).digest();
+}
+

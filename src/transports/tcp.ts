@@ -1,12 +1,11 @@
 // TCP client listeners: port 5222 with STARTTLS (RFC 6120 §5) and 5223 with direct TLS (XEP-0368).
 // Each accepted socket becomes a Transport handed to the server's session code.
-import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { ChannelBindingType } from '../auth/sasl/types.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
 import type { TlsMaterial } from '../core/tls.js';
-import { TLS_BASE_OPTIONS } from '../core/tls.js';
+import { TLS_BASE_OPTIONS, tlsServerEndPoint } from '../core/tls.js';
 import type { Server } from '../core/server.js';
 
 export class TcpTransport implements Transport {
@@ -149,17 +148,6 @@ export class TcpTransport implements Transport {
     this.closed = true;
     this.socket.destroy();
   }
-}
-
-/** RFC 5929 §4.1: hash of the server certificate with its signature hash, SHA-256 for MD5/SHA-1. */
-export function tlsServerEndPoint(der: Buffer): Buffer {
-  // Signature algorithm OIDs (DER) for SHA-384 and SHA-512 based signatures; SHA-256 otherwise.
-  const tail = der.subarray(Math.max(0, der.length - 160));
-  const has = (hex: string) => tail.includes(Buffer.from(hex, 'hex'));
-  let alg = 'sha256';
-  if (has('2a864886f70d01010c') || has('2a8648ce3d040303')) alg = 'sha384';
-  else if (has('2a864886f70d01010d') || has('2a8648ce3d040304')) alg = 'sha512';
-  return createHash(alg).update(der).digest();
 }
 
 function normalizeAddress(a: string): string {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateConfig, type ResolvedConfig } from '../../src/core/config.js';
-import { silentLogger, createLogger } from '../../src/core/logger.js';
+import { silentLogger, createLogger, type Logger } from '../../src/core/logger.js';
 import { startParley, type RunningParley } from '../../src/cli/app.js';
 
 // The test server's certificate is self-signed and generated at test time.
@@ -19,16 +19,25 @@ export interface TestServer extends RunningParley {
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
 
-export async function startTestServer(overrides: Record<string, unknown> & { limits?: DeepPartial<ResolvedConfig['limits']> } = {}): Promise<TestServer> {
+/**
+ * `opts.log`: the server's logger (default: silent, or PARLEY_TEST_LOG=<level> to stderr); tests
+ * that assert on log records pass a pino logger writing to an in-memory stream.
+ */
+export async function startTestServer(
+  overrides: Record<string, unknown> & { limits?: DeepPartial<ResolvedConfig['limits']> } = {},
+  opts: { log?: Logger } = {},
+): Promise<TestServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'parley-test-'));
   const raw = {
     hosts: ['localhost'],
     dataDir,
     listen: { address: '127.0.0.1', c2s: 0, c2sDirectTls: 0 },
+    // PARLEY_TEST_MUX=N runs the suite with clients going through N embedded muxes.
+    mux: { count: Number(process.env.PARLEY_TEST_MUX ?? 0) },
     ...overrides,
   };
   const config = validateConfig(raw);
-  const log = process.env.PARLEY_TEST_LOG ? createLogger({ level: process.env.PARLEY_TEST_LOG }) : silentLogger();
+  const log = opts.log ?? (process.env.PARLEY_TEST_LOG ? createLogger({ level: process.env.PARLEY_TEST_LOG }) : silentLogger());
   const running = await startParley(config, { log });
   const domain = config.hosts[0]?.domain ?? 'localhost';
   return {

@@ -1,0 +1,408 @@
+// The multiplexor (docs/mux-protocol.md): holds client TCP connections and their TLS, and forwards
+// raw bytes to exactly one server over one authenticated link. It never parses XMPP and never
+// authenticates anyone. If the server goes away, its clients are closed (with a stream error when
+// the server had opened a stream) and the link is re-established with backoff.
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { ResolvedConfig } from '../core/config.js';
+import type { Logger } from '../core/logger.js';
+import { loadTlsMaterial, TLS_BASE_OPTIONS, tlsServerEndPoint, type TlsMaterial } from '../core/tls.js';
+import { FrameDecoder, FrameType, authProof, encodeFrame, encodeJson, parseJson, proofMatches } from '../xmpp/muxframe.js';
+
+export interface MuxOptions {
+  config: Readonly<ResolvedConfig>;
+  /** The server's link listener. */
+  link: { host: string; port: number };
+  secret: Buffer;
+  name: string;
+  log: Logger;
+  /**
+   * Client listeners (default: config.listen), or 'ipc': the parent process (`parley start`) owns
+   * the listening sockets and hands each accepted connection to this process over IPC.
+   */
+  listen?: { address: string; c2s: number | null; c2sDirectTls: number | null } | 'ipc';
+}
+
+export interface RunningMux {
+  ports: { c2s: number | null; c2sDirectTls: number | null };
+  readonly linkUp: boolean;
+  readonly connections: number;
+  /** Resolves when the link is (re-)established. */
+  waitLink(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Bytes queued towards one client before the mux reports its backlog to the server. */
+const BACKLOG_STEP = 64 * 1024;
+/** Bytes the link may queue towards the server before client reads are paused. */
+const LINK_HIGH_WATER = 4 * 1024 * 1024;
+const KEEPALIVE_MS = 10_000;
+const DEAD_AFTER_MS = 35_000;
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+const STREAM_SHUTDOWN =
+  "<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></stream:stream>";
+
+interface ClientConn {
+  id: number;
+  raw: net.Socket;
+  sock: net.Socket; // raw or its TLSSocket
+  serverPaused: boolean;
+  /** The server has written to this client (a stream is open). */
+  streamOpen: boolean;
+  tlsPending: boolean;
+  reportedBacklog: number;
+  closed: boolean;
+}
+
+export async function runMux(opts: MuxOptions): Promise<RunningMux> {
+  const { config, log } = opts;
+  const material: TlsMaterial = await loadTlsMaterial(config);
+  const listen = opts.listen ?? config.listen;
+  const maxBacklog = config.limits.outputBufferBytes * 2 + 1024 * 1024;
+  const conns = new Map<number, ClientConn>();
+  let nextId = 1;
+  let link: net.Socket | null = null;
+  let linkReady = false;
+  let linkPaused = false;
+  let stopping = false;
+  let backoff = 250;
+  let linkWaiters: (() => void)[] = [];
+  let reconnectTimer: NodeJS.Timeout | null = null;
+  const listeners: net.Server[] = [];
+
+  // ---- the link ------------------------------------------------------------------------------
+
+  function sendLink(frame: Buffer): void {
+    if (!link || !linkReady) return;
+    const ok = link.write(frame);
+    if (!ok && link.writableLength > LINK_HIGH_WATER && !linkPaused) {
+      // A slow server link pauses reading from every client until it drains.
+      linkPaused = true;
+      for (const c of conns.values()) c.sock.pause();
+    }
+  }
+
+  function connectLink(): void {
+    if (stopping) return;
+    const sock = net.connect({ host: opts.link.host, port: opts.link.port });
+    sock.setNoDelay(true);
+    const nonce = randomBytes(32).toString('base64');
+    let lastSeen = Date.now();
+    let authed = false;
+    const keepalive = setInterval(() => {
+      if (Date.now() - lastSeen > DEAD_AFTER_MS) {
+        log.warn('server link silent; reconnecting');
+        sock.destroy();
+        return;
+      }
+      if (authed) sock.write(encodeFrame(FrameType.PING, 0));
+      if (authed) sock.write(encodeJson(FrameType.STATS, 0, stats()));
+    }, KEEPALIVE_MS);
+    keepalive.unref();
+    const decoder = new FrameDecoder((type, id, payload) => {
+      if (!authed) {
+        if (type === FrameType.HELLO) {
+          const hello = parseJson<{ nonce?: string }>(payload);
+          const serverNonce = String(hello.nonce ?? '');
+          (sock as net.Socket & { serverNonce?: string }).serverNonce = serverNonce;
+          sock.write(encodeJson(FrameType.AUTH, 0, { name: opts.name, nonce, proof: authProof(opts.secret, 'parley-mux-auth', serverNonce, nonce, opts.name).toString('base64') }));
+          return;
+        }
+        if (type === FrameType.AUTH_OK) {
+          const serverNonce = (sock as net.Socket & { serverNonce?: string }).serverNonce ?? '';
+          const { proof } = parseJson<{ proof?: string }>(payload);
+          if (!proofMatches(authProof(opts.secret, 'parley-server-auth', nonce, serverNonce), proof)) {
+            log.error('server failed to prove the shared secret; dropping link');
+            sock.destroy();
+            return;
+          }
+          authed = true;
+          link = sock;
+          linkReady = true;
+          backoff = 250;
+          log.info({ server: `${opts.link.host}:${opts.link.port}` }, 'link to server up');
+          sock.write(encodeJson(FrameType.STATS, 0, stats()));
+          const w = linkWaiters;
+          linkWaiters = [];
+          for (const fn of w) fn();
+          return;
+        }
+        log.error({ type }, 'unexpected frame before authentication');
+        sock.destroy();
+        return;
+      }
+      onServerFrame(type, id, payload);
+    });
+    sock.on('data', (chunk: Buffer) => {
+      lastSeen = Date.now();
+      try {
+        decoder.push(chunk);
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'bad frame from server; dropping link');
+        sock.destroy();
+      }
+    });
+    sock.on('drain', () => {
+      if (linkPaused && sock === link) {
+        linkPaused = false;
+        for (const c of conns.values()) if (!c.serverPaused && !c.tlsPending) c.sock.resume();
+      }
+    });
+    sock.on('error', (err) => {
+      if (!authed) log.debug({ err: err.message }, 'cannot reach server');
+    });
+    sock.on('close', () => {
+      clearInterval(keepalive);
+      if (sock === link) {
+        link = null;
+        linkReady = false;
+        linkPaused = false;
+        log.warn({ clients: conns.size }, 'link to server lost; closing clients');
+        for (const c of [...conns.values()]) closeClient(c, true, c.streamOpen);
+      }
+      scheduleReconnect();
+    });
+  }
+
+  function scheduleReconnect(): void {
+    if (stopping || reconnectTimer) return;
+    const delay = backoff;
+    backoff = Math.min(backoff * 2, 10_000);
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = null;
+      connectLink();
+    }, delay);
+    reconnectTimer.unref();
+  }
+
+  function stats() {
+    const mem = process.memoryUsage();
+    const cpu = process.cpuUsage();
+    return { name: opts.name, pid: process.pid, connections: conns.size, rss: mem.rss, cpu: (cpu.user + cpu.system) / 1e6, ports };
+  }
+
+  function onServerFrame(type: number, id: number, payload: Buffer): void {
+    switch (type) {
+      case FrameType.PING:
+        sendLink(encodeFrame(FrameType.PONG, 0));
+        return;
+      case FrameType.PONG:
+        return;
+    }
+    const c = conns.get(id);
+    if (!c) return; // already gone; the CLOSE we sent crosses this frame
+    switch (type) {
+      case FrameType.DATA:
+        c.streamOpen = true;
+        c.sock.write(payload);
+        checkBacklog(c);
+        return;
+      case FrameType.CLOSE: {
+        const { graceful } = parseJson<{ graceful?: boolean }>(payload);
+        conns.delete(c.id);
+        c.closed = true;
+        if (graceful) {
+          c.sock.end();
+          setTimeout(() => c.sock.destroy(), 5000).unref();
+        } else c.sock.destroy();
+        return;
+      }
+      case FrameType.STARTTLS:
+        startTls(c, parseJson<{ servername?: string }>(payload).servername);
+        return;
+      case FrameType.PAUSE:
+        c.serverPaused = true;
+        c.sock.pause();
+        return;
+      case FrameType.RESUME:
+        c.serverPaused = false;
+        if (!linkPaused && !c.tlsPending) c.sock.resume();
+        return;
+    }
+  }
+
+  // ---- clients -------------------------------------------------------------------------------
+
+  function allocId(): number {
+    for (;;) {
+      const id = nextId;
+      nextId = nextId >= 0xffffffff ? 1 : nextId + 1;
+      if (!conns.has(id)) return id;
+    }
+  }
+
+  function checkBacklog(c: ClientConn): void {
+    const pending = c.sock.writableLength;
+    if (pending > maxBacklog) {
+      // The server would have cut this client off already; this is the mux's own memory bound.
+      log.warn({ conn: c.id }, 'client not reading; dropping it');
+      closeClient(c, true, false);
+      return;
+    }
+    if (Math.abs(pending - c.reportedBacklog) >= BACKLOG_STEP || (pending === 0 && c.reportedBacklog !== 0)) {
+      c.reportedBacklog = pending;
+      sendLink(encodeJson(FrameType.BACKLOG, c.id, { bytes: pending }));
+    }
+  }
+
+  function closeClient(c: ClientConn, notifyServer: boolean, sayShutdown: boolean): void {
+    if (c.closed) return;
+    c.closed = true;
+    conns.delete(c.id);
+    if (notifyServer) sendLink(encodeJson(FrameType.CLOSE, c.id, { reason: 'closed by mux' }));
+    if (sayShutdown && !c.tlsPending) {
+      c.sock.end(STREAM_SHUTDOWN);
+      setTimeout(() => c.sock.destroy(), 2000).unref();
+    } else c.sock.destroy();
+  }
+
+  function attach(c: ClientConn, sock: net.Socket): void {
+    sock.on('data', (chunk: Buffer) => {
+      if (c.sock !== sock || c.closed || c.tlsPending) return;
+      sendLink(encodeFrame(FrameType.DATA, c.id, chunk));
+    });
+    sock.on('drain', () => {
+      if (c.sock === sock && !c.closed) checkBacklog(c);
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      if (c.sock !== sock || c.closed) return;
+      c.closed = true;
+      conns.delete(c.id);
+      sendLink(encodeJson(FrameType.CLOSE, c.id, { reason: 'client disconnected' }));
+    });
+  }
+
+  function wrapTls(raw: net.Socket): TLSSocket {
+    const tls = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: material.defaultContext,
+      SNICallback: (name, cb) => cb(null, material.contextFor(name)),
+      ...TLS_BASE_OPTIONS,
+    });
+    const timer = setTimeout(() => tls.destroy(), HANDSHAKE_TIMEOUT_MS);
+    timer.unref();
+    tls.once('secure', () => clearTimeout(timer));
+    tls.once('close', () => clearTimeout(timer));
+    return tls;
+  }
+
+  function cbData(tls: TLSSocket): { protocol: string | null; cb: Record<string, string> } {
+    const protocol = tls.getProtocol();
+    const cb: Record<string, string> = {};
+    if (protocol === 'TLSv1.3') cb['tls-exporter'] = tls.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0)).toString('base64');
+    const cert = tls.getCertificate();
+    if (cert && 'raw' in cert && cert.raw) cb['tls-server-end-point'] = tlsServerEndPoint(cert.raw).toString('base64');
+    return { protocol, cb };
+  }
+
+  function startTls(c: ClientConn, _servername: string | undefined): void {
+    if (c.sock !== c.raw) {
+      closeClient(c, true, false);
+      return;
+    }
+    // Plaintext the client sent after <starttls/> is handed to the TLS layer, where it fails the
+    // handshake; nothing received before the handshake completes reaches the server.
+    c.tlsPending = true;
+    const tls = wrapTls(c.raw);
+    c.sock = tls;
+    attach(c, tls);
+    tls.once('secure', () => {
+      if (c.closed) return;
+      c.tlsPending = false;
+      sendLink(encodeJson(FrameType.TLS_OK, c.id, cbData(tls)));
+      if (c.serverPaused || linkPaused) tls.pause();
+    });
+  }
+
+  function accept(raw: net.Socket, directTls: boolean, localPort: number): void {
+    raw.on('error', () => {});
+    if (!linkReady) {
+      // No server behind us: refuse rather than hold a client we cannot serve.
+      raw.destroy();
+      return;
+    }
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, 60_000);
+    const remoteAddress = (raw.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
+    const c: ClientConn = { id: allocId(), raw, sock: raw, serverPaused: false, streamOpen: false, tlsPending: false, reportedBacklog: 0, closed: false };
+    conns.set(c.id, c);
+    const open = { remoteAddress, remotePort: raw.remotePort, localPort, starttls: true };
+    if (!directTls) {
+      attach(c, raw);
+      sendLink(encodeJson(FrameType.OPEN, c.id, { ...open, tls: false }));
+      if (linkPaused) raw.pause();
+      return;
+    }
+    // Direct TLS (XEP-0368): terminate here, open the connection on the server once secure.
+    c.tlsPending = true;
+    const tls = wrapTls(raw);
+    c.sock = tls;
+    attach(c, tls);
+    tls.once('secure', () => {
+      if (c.closed) return;
+      c.tlsPending = false;
+      const { protocol, cb } = cbData(tls);
+      sendLink(encodeJson(FrameType.OPEN, c.id, { ...open, tls: true, protocol, cb }));
+      if (linkPaused) tls.pause();
+    });
+    tls.once('close', () => {
+      if (c.tlsPending && !c.closed) {
+        c.closed = true;
+        conns.delete(c.id);
+      }
+    });
+  }
+
+  async function listenOn(address: string, port: number, directTls: boolean): Promise<number> {
+    const srv = net.createServer((raw) => accept(raw, directTls, (srv.address() as net.AddressInfo).port));
+    srv.maxConnections = 1_000_000;
+    listeners.push(srv);
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ port, host: address }, () => {
+        srv.off('error', reject);
+        resolve();
+      });
+    });
+    return (srv.address() as net.AddressInfo).port;
+  }
+
+  const ports: RunningMux['ports'] = { c2s: null, c2sDirectTls: null };
+  connectLink();
+  const onIpc = (msg: unknown, handle: unknown) => {
+    const m = msg as { type?: string; directTls?: boolean; localPort?: number };
+    if (m?.type === 'parley:conn' && handle instanceof net.Socket) accept(handle, !!m.directTls, Number(m.localPort) || 0);
+  };
+  if (listen === 'ipc') {
+    process.on('message', onIpc);
+  } else {
+    if (listen.c2s !== null) ports.c2s = await listenOn(listen.address, listen.c2s, false);
+    if (listen.c2sDirectTls !== null) ports.c2sDirectTls = await listenOn(listen.address, listen.c2sDirectTls, true);
+  }
+
+  return {
+    ports,
+    get linkUp() {
+      return linkReady;
+    },
+    get connections() {
+      return conns.size;
+    },
+    waitLink() {
+      if (linkReady) return Promise.resolve();
+      return new Promise((r) => linkWaiters.push(r));
+    },
+    async stop() {
+      stopping = true;
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      process.off('message', onIpc);
+      const closed = listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
+      for (const c of [...conns.values()]) closeClient(c, true, c.streamOpen);
+      await Promise.all(closed);
+      link?.end();
+      link?.destroy();
+    },
+  };
+}

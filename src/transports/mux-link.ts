@@ -1,0 +1,404 @@
+// Server side of the mux link (docs/mux-protocol.md): authenticates each multiplexor with a
+// challenge over a shared secret, then turns its OPEN/DATA/CLOSE frames into Transports for the
+// ordinary session code. TLS lives in the mux: STARTTLS is delegated to it and channel-binding
+// data comes back with TLS_OK. When a link dies, exactly that mux's sessions end.
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import type { ChannelBindingType } from '../auth/sasl/types.js';
+import type { Logger } from '../core/logger.js';
+import type { Server } from '../core/server.js';
+import type { Transport, TransportEvents } from '../core/transport.js';
+import { FrameDecoder, FrameError, FrameType, authProof, encodeFrame, encodeJson, parseJson, proofMatches } from '../xmpp/muxframe.js';
+
+/** Channel-binding data reported by the mux, base64. */
+export interface CbData {
+  'tls-exporter'?: string;
+  'tls-server-end-point'?: string;
+}
+
+export interface OpenInfo {
+  remoteAddress: string;
+  remotePort?: number;
+  localPort: number;
+  /** TLS is already on (direct TLS port). */
+  tls: boolean;
+  /** The mux can upgrade this connection with STARTTLS. */
+  starttls: boolean;
+  protocol?: string;
+  cb?: CbData;
+}
+
+export interface MuxStats {
+  name: string;
+  pid?: number;
+  connections: number;
+  rss?: number;
+  cpu?: number;
+  ports?: { c2s: number | null; c2sDirectTls: number | null };
+}
+
+const AUTH_TIMEOUT_MS = 10_000;
+const KEEPALIVE_MS = 10_000;
+const DEAD_AFTER_MS = 35_000;
+/** Bytes queued towards a mux that stopped reading before the link is dropped. */
+const MAX_LINK_BACKLOG = 64 * 1024 * 1024;
+/** Client bytes held for a paused connection (in flight when PAUSE was sent). */
+const MAX_HELD_BYTES = 8 * 1024 * 1024;
+
+class MuxTransport implements Transport {
+  private events: TransportEvents | null = null;
+  private closed = false;
+  private tlsPending: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  secure: boolean;
+  backlog = 0;
+  private cb: CbData;
+  private protocol: string | undefined;
+
+  constructor(
+    private readonly link: MuxLink,
+    readonly id: number,
+    private readonly info: OpenInfo,
+  ) {
+    this.secure = info.tls;
+    this.cb = info.cb ?? {};
+    this.protocol = info.protocol;
+  }
+
+  get remoteAddress(): string {
+    return this.info.remoteAddress;
+  }
+
+  get localPort(): number {
+    return this.info.localPort;
+  }
+
+  get canStartTls(): boolean {
+    return !this.secure && this.info.starttls && this.tlsPending === null;
+  }
+
+  get bufferedBytes(): number {
+    return this.backlog;
+  }
+
+  setHandlers(events: TransportEvents): void {
+    this.events = events;
+  }
+
+  write(data: string): void {
+    if (this.closed) return;
+    this.link.send(encodeFrame(FrameType.DATA, this.id, data));
+  }
+
+  startTls(servername: string): Promise<void> {
+    if (!this.canStartTls) return Promise.reject(new Error('TLS not available'));
+    this.link.send(encodeJson(FrameType.STARTTLS, this.id, { servername }));
+    return new Promise((resolve, reject) => {
+      this.tlsPending = { resolve, reject };
+    });
+  }
+
+  channelBindingTypes(): ChannelBindingType[] {
+    if (!this.secure) return [];
+    const out: ChannelBindingType[] = [];
+    if (this.cb['tls-exporter'] && this.protocol === 'TLSv1.3') out.push('tls-exporter');
+    if (this.cb['tls-server-end-point']) out.push('tls-server-end-point');
+    return out;
+  }
+
+  channelBinding(type: ChannelBindingType): Buffer | null {
+    if (!this.secure) return null;
+    const v = this.cb[type];
+    return v ? Buffer.from(v, 'base64') : null;
+  }
+
+  // Like a paused socket: the mux stops reading from the client, and what was already in flight
+  // is held here until resume, so the session sees the same back-pressure as on direct TCP.
+  private paused = false;
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+
+  pause(): void {
+    if (this.closed || this.paused) return;
+    this.paused = true;
+    this.link.send(encodeFrame(FrameType.PAUSE, this.id));
+  }
+
+  resume(): void {
+    if (this.closed || !this.paused) return;
+    this.paused = false;
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    for (const chunk of held) {
+      if (this.paused || this.closed) {
+        this.held.push(chunk);
+        this.heldBytes += chunk.length;
+        continue;
+      }
+      this.events?.data(chunk);
+    }
+    if (!this.paused && !this.closed) this.link.send(encodeFrame(FrameType.RESUME, this.id));
+  }
+
+  close(): void {
+    this.end(true, 'closed by server');
+  }
+
+  destroy(): void {
+    this.end(false, 'destroyed by server');
+  }
+
+  private end(graceful: boolean, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.link.send(encodeJson(FrameType.CLOSE, this.id, { reason, graceful }));
+    this.link.forget(this.id);
+    this.failTls(new Error('closed'));
+  }
+
+  // ---- from the link ----
+
+  onData(data: Buffer): void {
+    // Bytes between <proceed/> and the end of the handshake are discarded (RFC 6120 §5.4.3.3).
+    if (this.closed || this.tlsPending) return;
+    if (this.paused) {
+      this.held.push(data);
+      this.heldBytes += data.length;
+      // The mux stops reading on PAUSE; only what was in flight can arrive. More is a broken mux.
+      if (this.heldBytes > MAX_HELD_BYTES) this.destroy();
+      return;
+    }
+    this.events?.data(data);
+  }
+
+  onTlsOk(info: { protocol?: string; cb?: CbData }): void {
+    if (!this.tlsPending) return;
+    this.secure = true;
+    this.protocol = info.protocol;
+    this.cb = info.cb ?? {};
+    const p = this.tlsPending;
+    this.tlsPending = null;
+    p.resolve();
+  }
+
+  onRemoteClose(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.failTls(new Error(reason));
+    this.events?.close(reason);
+  }
+
+  private failTls(err: Error): void {
+    const p = this.tlsPending;
+    this.tlsPending = null;
+    p?.reject(err);
+  }
+}
+
+export class MuxLink {
+  name = '(unauthenticated)';
+  authenticated = false;
+  readonly conns = new Map<number, MuxTransport>();
+  stats: MuxStats | null = null;
+  readonly connectedAt = Date.now();
+  lastSeen = Date.now();
+  private readonly nonce = randomBytes(32).toString('base64');
+  private readonly decoder: FrameDecoder;
+  private closed = false;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly log: Logger;
+
+  constructor(
+    private readonly owner: MuxLinkServer,
+    readonly socket: net.Socket,
+  ) {
+    this.log = owner.log.child({ mux: socket.remoteAddress });
+    socket.setNoDelay(true);
+    this.decoder = new FrameDecoder((type, conn, payload) => this.onFrame(type, conn, payload));
+    socket.on('data', (chunk: Buffer) => {
+      this.lastSeen = Date.now();
+      try {
+        this.decoder.push(chunk);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'bad frame from mux; dropping link');
+        this.close();
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => this.onClosed());
+    this.send(encodeJson(FrameType.HELLO, 0, { nonce: this.nonce, version: 1 }));
+    this.timers.push(
+      setTimeout(() => {
+        if (!this.authenticated) {
+          this.log.warn('mux did not authenticate in time');
+          this.close();
+        }
+      }, AUTH_TIMEOUT_MS),
+    );
+    this.timers.push(
+      setInterval(() => {
+        if (Date.now() - this.lastSeen > DEAD_AFTER_MS) {
+          this.log.warn({ name: this.name }, 'mux link silent; dropping it');
+          this.close();
+          return;
+        }
+        if (this.authenticated) this.send(encodeFrame(FrameType.PING, 0));
+      }, KEEPALIVE_MS),
+    );
+    for (const t of this.timers) t.unref();
+  }
+
+  send(frame: Buffer): void {
+    if (this.closed) return;
+    this.socket.write(frame);
+    if (this.socket.writableLength > MAX_LINK_BACKLOG) {
+      this.log.warn({ name: this.name }, 'mux not reading its link; dropping it');
+      this.close();
+    }
+  }
+
+  forget(id: number): void {
+    this.conns.delete(id);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.socket.destroy();
+  }
+
+  private onFrame(type: number, conn: number, payload: Buffer): void {
+    if (!this.authenticated) {
+      if (type !== FrameType.AUTH) throw new FrameError('expected AUTH');
+      const auth = parseJson<{ name?: string; nonce?: string; proof?: string }>(payload);
+      const name = typeof auth.name === 'string' ? auth.name.slice(0, 64) : '';
+      const muxNonce = typeof auth.nonce === 'string' ? auth.nonce : '';
+      const expected = authProof(this.owner.secret, 'parley-mux-auth', this.nonce, muxNonce, name);
+      if (!name || muxNonce.length < 16 || !proofMatches(expected, auth.proof)) {
+        this.log.warn('mux link refused: bad credentials');
+        this.close();
+        return;
+      }
+      this.authenticated = true;
+      this.name = name;
+      this.send(encodeJson(FrameType.AUTH_OK, 0, { proof: authProof(this.owner.secret, 'parley-server-auth', muxNonce, this.nonce).toString('base64') }));
+      this.owner.linkUp(this);
+      this.log.info({ name }, 'mux link up');
+      return;
+    }
+    switch (type) {
+      case FrameType.DATA:
+        this.conns.get(conn)?.onData(payload);
+        return;
+      case FrameType.OPEN: {
+        if (this.conns.has(conn)) throw new FrameError(`connection ${conn} already open`);
+        const info = parseJson<OpenInfo>(payload);
+        if (typeof info.remoteAddress !== 'string' || typeof info.localPort !== 'number') throw new FrameError('bad OPEN');
+        const t = new MuxTransport(this, conn, {
+          remoteAddress: info.remoteAddress,
+          remotePort: info.remotePort,
+          localPort: info.localPort,
+          tls: !!info.tls,
+          starttls: !!info.starttls,
+          protocol: info.protocol,
+          cb: info.cb,
+        });
+        this.conns.set(conn, t);
+        if (!this.owner.server.acceptConnection(t)) t.destroy();
+        return;
+      }
+      case FrameType.CLOSE: {
+        const t = this.conns.get(conn);
+        if (!t) return;
+        this.conns.delete(conn);
+        const { reason } = parseJson<{ reason?: string }>(payload);
+        t.onRemoteClose(typeof reason === 'string' ? reason.slice(0, 200) : 'closed by client');
+        return;
+      }
+      case FrameType.TLS_OK:
+        this.conns.get(conn)?.onTlsOk(parseJson(payload));
+        return;
+      case FrameType.BACKLOG: {
+        const t = this.conns.get(conn);
+        if (t) {
+          const { bytes } = parseJson<{ bytes?: number }>(payload);
+          t.backlog = typeof bytes === 'number' && bytes >= 0 ? bytes : 0;
+        }
+        return;
+      }
+      case FrameType.PING:
+        this.send(encodeFrame(FrameType.PONG, 0));
+        return;
+      case FrameType.PONG:
+        return;
+      case FrameType.STATS:
+        this.stats = { ...parseJson<MuxStats>(payload), name: this.name };
+        return;
+      default:
+        throw new FrameError(`unexpected frame type ${type} from mux`);
+    }
+  }
+
+  private onClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    const conns = [...this.conns.values()];
+    this.conns.clear();
+    for (const t of conns) t.onRemoteClose('mux link lost');
+    this.owner.linkDown(this);
+    if (this.authenticated) this.log.warn({ name: this.name, sessions: conns.length }, 'mux link down');
+  }
+}
+
+export class MuxLinkServer {
+  readonly links = new Set<MuxLink>();
+  private listener: net.Server | null = null;
+  readonly log: Logger;
+
+  constructor(
+    readonly server: Server,
+    readonly secret: Buffer,
+  ) {
+    this.log = server.log.child({ component: 'mux-link' });
+  }
+
+  listen(address: string, port: number): Promise<net.AddressInfo> {
+    const srv = net.createServer((sock) => {
+      new MuxLink(this, sock);
+    });
+    this.listener = srv;
+    return new Promise((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen({ host: address, port }, () => {
+        srv.off('error', reject);
+        resolve(srv.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  linkUp(link: MuxLink): void {
+    this.links.add(link);
+  }
+
+  linkDown(link: MuxLink): void {
+    this.links.delete(link);
+  }
+
+  /** Per-mux view for `parley status`. */
+  status(): { name: string; connections: number; since: string; lastSeenMsAgo: number; stats: MuxStats | null }[] {
+    const now = Date.now();
+    return [...this.links].map((l) => ({
+      name: l.name,
+      connections: l.conns.size,
+      since: new Date(l.connectedAt).toISOString(),
+      lastSeenMsAgo: now - l.lastSeen,
+      stats: l.stats,
+    }));
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.links) l.close();
+    const srv = this.listener;
+    if (srv) await new Promise<void>((r) => srv.close(() => r()));
+  }
+}
