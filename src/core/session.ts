@@ -348,12 +348,11 @@ export class C2SSession {
       this.close('starttls refused');
       return;
     }
-    this.write(`<proceed xmlns='${NS.TLS}'/>`);
     // Stream restart: anything the client sent after <starttls/> in plaintext is discarded.
     this.parser.reset();
     this.headerSent = false;
     this.state = 'tls';
-    this.transport.startTls(this.host).then(
+    this.transport.startTls(this.host, `<proceed xmlns='${NS.TLS}'/>`).then(
       () => {
         this.log.debug('TLS established');
       },

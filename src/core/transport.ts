@@ -23,8 +23,12 @@ export interface Transport {
   readonly bufferedBytes: number;
   setHandlers(events: TransportEvents): void;
   write(data: string): void;
-  /** Upgrades to TLS for `servername` after <proceed/> was written. Bytes received before the handshake completes are discarded. */
-  startTls(servername: string): Promise<void>;
+  /**
+   * Writes `proceed` (the last plaintext bytes) and upgrades to TLS for `servername`, as one step so
+   * that the client's handshake cannot race the upgrade. Bytes received before the handshake
+   * completes are discarded.
+   */
+  startTls(servername: string, proceed: string): Promise<void>;
   channelBindingTypes(): ChannelBindingType[];
   channelBinding(type: ChannelBindingType): Buffer | null;
   pause(): void;

@@ -208,9 +208,11 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
         } else c.sock.destroy();
         return;
       }
-      case FrameType.STARTTLS:
-        startTls(c, parseJson<{ servername?: string }>(payload).servername);
+      case FrameType.STARTTLS: {
+        const st = parseJson<{ servername?: string; proceed?: string }>(payload);
+        startTls(c, st.servername, st.proceed ?? '');
         return;
+      }
       case FrameType.PAUSE:
         c.serverPaused = true;
         c.sock.pause();
@@ -297,13 +299,16 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
     return { protocol, cb };
   }
 
-  function startTls(c: ClientConn, _servername: string | undefined): void {
+  function startTls(c: ClientConn, _servername: string | undefined, proceed: string): void {
     if (c.sock !== c.raw) {
       closeClient(c, true, false);
       return;
     }
-    // Plaintext the client sent after <starttls/> is handed to the TLS layer, where it fails the
-    // handshake; nothing received before the handshake completes reaches the server.
+    // The server's last plaintext bytes (<proceed/>) come inside the STARTTLS frame, so writing
+    // them and wrapping the socket happen in one step: the client's ClientHello, sent as soon as
+    // it reads them, can only reach the TLS layer. Plaintext the client pipelined after
+    // <starttls/> also goes to the TLS layer, where it fails the handshake.
+    if (proceed) c.raw.write(proceed);
     c.tlsPending = true;
     const tls = wrapTls(c.raw);
     c.sock = tls;

@@ -89,9 +89,9 @@ class MuxTransport implements Transport {
     this.link.send(encodeFrame(FrameType.DATA, this.id, data));
   }
 
-  startTls(servername: string): Promise<void> {
+  startTls(servername: string, proceed: string): Promise<void> {
     if (!this.canStartTls) return Promise.reject(new Error('TLS not available'));
-    this.link.send(encodeJson(FrameType.STARTTLS, this.id, { servername }));
+    this.link.send(encodeJson(FrameType.STARTTLS, this.id, { servername, proceed }));
     return new Promise((resolve, reject) => {
       this.tlsPending = { resolve, reject };
     });

@@ -92,9 +92,10 @@ export class TcpTransport implements Transport {
     this.socket.write(data);
   }
 
-  startTls(_servername: string): Promise<void> {
+  startTls(_servername: string, proceed: string): Promise<void> {
     if (!this.canStartTls) return Promise.reject(new Error('TLS not available'));
     const raw = this.socket as net.Socket;
+    if (proceed) raw.write(proceed);
     return new Promise((resolve, reject) => {
       // Wait for <proceed/> to be flushed before handing the socket to TLS; the old socket's data
       // events are ignored from now on (pre-TLS bytes are discarded).

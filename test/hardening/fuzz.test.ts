@@ -20,7 +20,7 @@ import { RawClient, assertServing, plainAuth, streamHeader, waitUntil } from '..
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 const SEED = Number(process.env.PARLEY_FUZZ_SEED ?? 0x9a71e7);
-const CONNECTIONS = 300;
+const CONNECTIONS = Number(process.env.PARLEY_FUZZ_CONNECTIONS ?? 300);
 const BATCH = 20;
 const FUZZ_USERS = 16;
 const MAX_STANZA_BYTES = 65_536;
@@ -104,6 +104,8 @@ interface Ctx {
   me: number;
   /** JIDs fuzz stanzas are addressed to. */
   jids: string[];
+  /** Values may be huge, hold characters XML forbids, or be unescaped (the stream usually dies). */
+  hostile: boolean;
 }
 
 function jidPool(me: number, r: Rng): string[] {
@@ -125,6 +127,7 @@ function randomValue(c: Ctx): string {
     case 2:
       return r.pick(TYPES);
     case 3: {
+      if (!c.hostile) return r.pick(['A', 'é', '😀', ' ']).repeat(r.range(50, 1000));
       // Huge: around and past the stanza limit.
       const n = r.chance(0.5) ? r.range(1000, 5000) : r.range(MAX_STANZA_BYTES - 2000, MAX_STANZA_BYTES + 4000);
       return r.pick(['A', 'é', '😀', ' ']).repeat(Math.ceil(n / 2));
@@ -132,7 +135,7 @@ function randomValue(c: Ctx): string {
     case 4:
       return Array.from({ length: r.range(1, 6) }, () => r.pick(UNICODE)).join('');
     case 5:
-      return `x${r.pick(CONTROL)}y`;
+      return c.hostile ? `x${r.pick(CONTROL)}y` : `x${r.pick(UNICODE)}y`;
     case 6:
       return r.pick(ENTITIES);
     case 7:
@@ -140,7 +143,7 @@ function randomValue(c: Ctx): string {
     case 8:
       return r.pick([
         'a@b@c', `@${DOMAIN}`, `${DOMAIN}/`, '/res', `u@${DOMAIN}/${'r'.repeat(1100)}`, `${'x'.repeat(1100)}@${DOMAIN}`,
-        '[::1]', 'u@[::1]', 'u@127.0.0.1', `u\u0000@${DOMAIN}`, `u @${DOMAIN}`, `"u"@${DOMAIN}`, `u@${DOMAIN}/é\u0301`,
+        '[::1]', 'u@[::1]', 'u@127.0.0.1', c.hostile ? `u\u0000@${DOMAIN}` : `u\u0009@${DOMAIN}`, `u @${DOMAIN}`, `"u"@${DOMAIN}`, `u@${DOMAIN}/é\u0301`,
         `ﬀ@${DOMAIN}`, `u@xn--nxasmq6b`, `u@${'d'.repeat(300)}`,
       ]);
     case 9:
@@ -156,18 +159,17 @@ function escapeXml(s: string): string {
   return s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 }
 
-/** Usually escaped (so the stanza parses and reaches the handlers), sometimes raw. */
+/** Escaped (so the stanza parses and reaches the handlers), in hostile mode sometimes raw. */
 function attrValue(c: Ctx): string {
   const v = randomValue(c);
-  return c.r.chance(0.85) ? escapeXml(v) : v;
+  return c.hostile && c.r.chance(0.3) ? v : escapeXml(v);
 }
 
-function attrs(c: Ctx, names: readonly string[], n: number): string {
+function attrs(c: Ctx, names: readonly string[], n: number, used = new Set<string>()): string {
   let out = '';
-  const used = new Set<string>();
   for (let i = 0; i < n; i++) {
     const name = c.r.pick(names);
-    if (used.has(name) && c.r.chance(0.9)) continue; // duplicate attributes now and then
+    if (used.has(name) && !(c.hostile && c.r.chance(0.3))) continue; // hostile: duplicate attributes
     used.add(name);
     out += ` ${name}='${attrValue(c)}'`;
   }
@@ -189,7 +191,7 @@ function randomElement(c: Ctx, depth: number, name = c.r.pick(ELEMENT_NAMES), ns
 
 function textContent(c: Ctx): string {
   const v = randomValue(c);
-  return c.r.chance(0.85) ? escapeXml(v) : v;
+  return c.hostile && c.r.chance(0.3) ? v : escapeXml(v);
 }
 
 /** iq payloads the server has handlers for (name, namespace). */
@@ -202,13 +204,14 @@ const PAYLOADS: [string, string][] = [
 function randomStanza(c: Ctx): string {
   const r = c.r;
   const roll = r.next();
-  const name = roll < 0.5 ? 'iq' : roll < 0.72 ? 'message' : roll < 0.95 ? 'presence' : r.pick(['stream:error', 'r', 'enable', 'a', 'foo', 'iq']);
+  const name = roll < 0.5 ? 'iq' : roll < 0.72 ? 'message' : roll < 0.98 ? 'presence' : r.pick(['stream:error', 'r', 'enable', 'a', 'foo', 'iq']);
   let head = '';
+  const used = new Set(['type', 'to', 'id', 'from']);
   if (r.chance(0.9)) head += ` type='${escapeXml(r.chance(0.85) ? r.pick(name === 'iq' ? ['get', 'set', 'get', 'set', 'result', 'error'] : name === 'message' ? ['chat', 'normal', 'headline', 'groupchat', 'error'] : ['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed', 'probe', 'unavailable', 'error']) : r.pick(TYPES))}'`;
   if (r.chance(0.8)) head += ` to='${escapeXml(r.pick(c.jids))}'`;
   if (r.chance(0.9)) head += ` id='${escapeXml(r.chance(0.9) ? `g${r.int(1e6)}` : randomValue(c))}'`;
-  if (r.chance(0.1)) head += ` from='${attrValue(c)}'`;
-  head += attrs(c, ATTR_NAMES, r.chance(0.2) ? r.int(3) : 0);
+  if (r.chance(0.1)) head += ` from='${r.chance(0.7) ? escapeXml(r.pick(c.jids.slice(1, 3))) : attrValue(c)}'`;
+  head += attrs(c, ATTR_NAMES, r.chance(0.2) ? r.int(3) : 0, used);
   let inner = '';
   if (name === 'iq') {
     const payloads = r.chance(0.85) ? 1 : r.pick([0, 2]);
@@ -488,7 +491,7 @@ type Mode = 'mutate-all' | 'mutate-post' | 'grammar' | 'preauth';
 function buildCase(index: number): { mode: Mode; segs: Segment[]; r: Rng } {
   const r = new Rng((SEED ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0);
   const me = index % FUZZ_USERS;
-  const c: Ctx = { r, me, jids: jidPool(me, r) };
+  const c: Ctx = { r, me, jids: jidPool(me, r), hostile: true };
   const roll = r.next();
   let mode: Mode;
   let segs: Segment[];
@@ -502,10 +505,13 @@ function buildCase(index: number): { mode: Mode; segs: Segment[]; r: Rng } {
     mode = 'grammar';
     segs = [...loginSegments(me, 'fuzz'), ...(r.chance(0.5) ? [seg('<presence/>')] : [])];
     for (let i = r.range(5, 20); i > 0; i--) {
+      // Mostly well-formed stanzas that reach the handlers; a few hostile or mutated ones.
+      c.hostile = r.chance(0.02);
       const s = seg(randomStanza(c));
-      if (r.chance(0.1)) s.data = mutate(c, s.data);
+      if (r.chance(0.02)) s.data = mutate(c, s.data);
       segs.push(s);
     }
+    c.hostile = true;
   } else {
     mode = 'preauth';
     segs = mutateTranscript(c, preauthTranscript(c), r.chance(0.2) ? 0 : 1);
@@ -650,6 +656,8 @@ describe('hardening: fuzzed client input never breaks the server', () => {
   let port: number;
   let watchdog: RawClient;
   let buddy: RawClient;
+  /** With PARLEY_TEST_MUX, clients go through mux processes: none may die (they would be restarted). */
+  let muxPids: number[] = [];
   const records: LogRecord[] = [];
   const asyncErrors: string[] = [];
   const onUncaught = (err: unknown) => asyncErrors.push(`uncaughtException: ${(err as Error)?.stack ?? String(err)}`);
@@ -693,6 +701,7 @@ describe('hardening: fuzzed client input never breaks the server', () => {
     await srv.addUser('watchdog', 'watchdog-pass');
     await srv.addUser('buddy', 'buddy-pass');
     for (let i = 0; i < FUZZ_USERS; i++) await srv.addUser(user(i), pass(i));
+    muxPids = srv.muxes?.pids() ?? [];
     watchdog = await RawClient.login(port, 'watchdog', 'watchdog-pass', { resource: 'watch', presence: true });
     buddy = await RawClient.login(port, 'buddy', 'buddy-pass', { resource: 'watch', presence: true });
   }, 60_000);
@@ -706,7 +715,9 @@ describe('hardening: fuzzed client input never breaks the server', () => {
   });
 
   function serverErrors(): LogRecord[] {
-    return records.filter((x) => x.level >= 50 || /hook handler failed|hook folder failed|stanza handling failed|iq handler failed|could not bounce|bounce failed/.test(x.msg ?? ''));
+    return records.filter(
+      (x) => x.level >= 50 || /hook handler failed|hook folder failed|stanza handling failed|iq handler failed|could not bounce|bounce failed|mux exited/.test(x.msg ?? ''),
+    );
   }
 
   /** Puts back fuzz accounts a fuzzed <remove/> cancelled, and passwords a fuzzed change altered. */
@@ -723,14 +734,25 @@ describe('hardening: fuzzed client input never breaks the server', () => {
     let sentBytes = 0;
     let streamErrors = 0;
     let bound = 0;
+    const replies: Record<string, number> = {};
+    const errorTexts: Record<string, number> = {};
     for (let start = 0; start < CONNECTIONS; start += BATCH) {
       const indexes = Array.from({ length: Math.min(BATCH, CONNECTIONS - start) }, (_, k) => start + k);
       const results = await Promise.all(indexes.map((i) => runCase(port, i)));
       for (const res of results) {
         modes[res.mode] = (modes[res.mode] ?? 0) + 1;
         sentBytes += res.sent;
-        if (res.received.includes('<stream:error')) streamErrors++;
+        if (res.received.includes('<stream:error')) {
+          streamErrors++;
+          const t = /<stream:error>[\s\S]*?<\/stream:error>/.exec(res.received)?.[0].replace(/<[^>]*>/g, ' ').trim().slice(0, 80) ?? '';
+          const k = `${res.mode}: ${/<stream:error><([\w-]+)/.exec(res.received)?.[1]} ${t}`;
+          errorTexts[k] = (errorTexts[k] ?? 0) + 1;
+        }
         if (res.received.includes('<jid>')) bound++;
+        for (const m of res.received.matchAll(/<(iq|message|presence)\b[^>]*\btype=["'](result|error)["']|<stream:error><([\w-]+)|<failure xmlns=["'][^"']+["']><([\w-]+)/g)) {
+          const k = m[3] ? `stream:${m[3]}` : m[4] ? `sasl:${m[4]}` : `${m[1]}:${m[2]}`;
+          replies[k] = (replies[k] ?? 0) + 1;
+        }
       }
       const where = `after connections ${start}..${start + indexes.length - 1} (seed ${SEED}; rerun with PARLEY_FUZZ_SEED=${SEED})`;
 
@@ -741,9 +763,15 @@ describe('hardening: fuzzed client input never breaks the server', () => {
       await waitUntil(() => srv.server.connectionCount <= 2, 5000, `connectionCount back to 2 (is ${srv.server.connectionCount}) ${where}`);
       expect(srv.server.sessions.size, where).toBeLessThanOrEqual(2);
       expect(asyncErrors, `asynchronous errors in the server process ${where}`).toEqual([]);
+      expect(srv.muxes?.pids() ?? [], `mux processes ${where}`).toEqual(muxPids);
       const errs = serverErrors();
       expect(errs, `server logged internal errors ${where}:\n${errs.map((e) => JSON.stringify(e)).join('\n')}`).toEqual([]);
       await restoreAccounts();
+    }
+    if (process.env.PARLEY_FUZZ_VERBOSE) {
+      const levels: Record<string, number> = {};
+      for (const x of records) levels[`${x.level} ${x.msg}`] = (levels[`${x.level} ${x.msg}`] ?? 0) + 1;
+      console.log(JSON.stringify({ seed: SEED, modes, sentBytes, streamErrors, bound, replies, errorTexts, logs: levels }, null, 1));
     }
     // The fuzzing really reached both the negotiation and bound sessions.
     expect(bound, 'connections that bound a resource').toBeGreaterThan(CONNECTIONS / 4);
