@@ -18,6 +18,7 @@ import { clone, Element } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../core/module.js';
 import { HANDLED } from '../core/hooks.js';
+import { serializer } from '../core/serializer.js';
 import type { C2SSession } from '../core/session.js';
 import { StanzaError, stanzaError } from '../xmpp/errors.js';
 import { Jid } from '../xmpp/jid.js';
@@ -338,18 +339,4 @@ function parseItems(payload: Element): string[] {
     out.add(jid.full);
   }
   return [...out];
-}
-
-/** Runs async jobs one at a time per key (cap checks are read-then-write). */
-function serializer(): <T>(key: string, fn: () => Promise<T>) => Promise<T> {
-  const tails = new Map<string, Promise<unknown>>();
-  return <T>(key: string, fn: () => Promise<T>): Promise<T> => {
-    const run = (tails.get(key) ?? Promise.resolve()).then(fn, fn);
-    const tail = run.catch(() => undefined);
-    tails.set(key, tail);
-    void tail.then(() => {
-      if (tails.get(key) === tail) tails.delete(key);
-    });
-    return run;
-  };
 }

@@ -12,9 +12,11 @@
 //  - a get naming more than one namespace: bad-request (§2.3 "MUST NOT query for more than one").
 //  - a document larger than limits.privateItemBytes: not-acceptable (modify), with a text.
 //  - more than limits.privateStorageItems namespaces: resource-constraint (cancel: retrying won't help).
-import { clone, Element, parse } from 'ltx';
+import { Element, parse } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../core/module.js';
+import { serializer } from '../core/serializer.js';
+import { standalone } from '../xmpp/stanza.js';
 import { StanzaError, stanzaError } from '../xmpp/errors.js';
 import { NS } from '../xmpp/ns.js';
 
@@ -110,28 +112,4 @@ function namespaceOf(el: Element): string {
   if (RESERVED.has(ns)) throw stanzaError('not-acceptable', 'the fragment needs its own namespace');
   if (ns.length > MAX_NS_LENGTH) throw stanzaError('not-acceptable', 'namespace too long');
   return ns;
-}
-
-/** A copy that serializes on its own: its namespace and inherited prefixes are declared on it. */
-function standalone(el: Element): Element {
-  const copy = clone(el);
-  const inherited = el.parent ? el.parent.getXmlns() : {};
-  for (const [uri, prefix] of Object.entries(inherited)) {
-    if (prefix && copy.attrs[`xmlns:${prefix}`] === undefined) copy.attrs[`xmlns:${prefix}`] = uri;
-  }
-  return copy;
-}
-
-/** Runs async jobs one at a time per key (the namespace cap is a read-then-write). */
-function serializer(): <T>(key: string, fn: () => Promise<T>) => Promise<T> {
-  const tails = new Map<string, Promise<unknown>>();
-  return <T>(key: string, fn: () => Promise<T>): Promise<T> => {
-    const run = (tails.get(key) ?? Promise.resolve()).then(fn, fn);
-    const tail = run.catch(() => undefined);
-    tails.set(key, tail);
-    void tail.then(() => {
-      if (tails.get(key) === tail) tails.delete(key);
-    });
-    return run;
-  };
 }

@@ -9,9 +9,10 @@
 //  - set to another user's JID: forbidden (§3.2); set to a server domain: not-allowed.
 //  - a document larger than limits.privateItemBytes: not-acceptable (modify), with a text.
 //  - the server domain's own vCard: an empty <vCard/>.
-import { clone, Element, parse } from 'ltx';
+import { Element, parse } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../core/module.js';
+import { standalone } from '../xmpp/stanza.js';
 import { stanzaError } from '../xmpp/errors.js';
 import { NS } from '../xmpp/ns.js';
 
@@ -72,13 +73,3 @@ export default defineModule({
     );
   },
 });
-
-/** A copy that serializes on its own: prefixes declared on ancestors (the iq) are re-declared. */
-function standalone(el: Element): Element {
-  const copy = clone(el);
-  const inherited = el.parent ? el.parent.getXmlns() : {};
-  for (const [uri, prefix] of Object.entries(inherited)) {
-    if (prefix && copy.attrs[`xmlns:${prefix}`] === undefined) copy.attrs[`xmlns:${prefix}`] = uri;
-  }
-  return copy;
-}

@@ -59,3 +59,13 @@ export function iqPayload(iq: Element): Element | null | 'many' {
   }
   return found;
 }
+
+/** A copy that serializes on its own: namespace prefixes declared on ancestors are re-declared on it. */
+export function standalone(el: Element): Element {
+  const copy = clone(el);
+  const inherited = el.parent ? el.parent.getXmlns() : {};
+  for (const [uri, prefix] of Object.entries(inherited)) {
+    if (prefix && copy.attrs[`xmlns:${prefix}`] === undefined) copy.attrs[`xmlns:${prefix}`] = uri;
+  }
+  return copy;
+}
