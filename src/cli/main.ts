@@ -181,7 +181,16 @@ program
       process.exitCode = 3;
       return;
     }
-    const st = JSON.parse(readFileSync(path, 'utf8')) as { pid: number; updatedAt: string; sessions: number; connections: number; ports: unknown; hosts: string[]; storage: string };
+    const st = JSON.parse(readFileSync(path, 'utf8')) as {
+      pid: number;
+      updatedAt: string;
+      sessions: number;
+      connections: number;
+      ports: unknown;
+      hosts: string[];
+      storage: string;
+      muxes?: MuxStatus[];
+    };
     let alive = false;
     try {
       process.kill(st.pid, 0);
@@ -195,9 +204,33 @@ program
       return;
     }
     process.stdout.write(
-      `parley is running (pid ${st.pid})\n  hosts: ${st.hosts.join(', ')}\n  ports: ${JSON.stringify(st.ports)}\n  sessions: ${st.sessions}, connections: ${st.connections}\n  storage: ${st.storage}\n  updated: ${st.updatedAt}\n`,
+      `parley is running (pid ${st.pid})\n  hosts: ${st.hosts.join(', ')}\n  ports: ${JSON.stringify(st.ports)}\n  sessions: ${st.sessions}, connections: ${st.connections}\n  storage: ${st.storage}\n  updated: ${st.updatedAt}\n${formatMuxes(st.muxes ?? [])}`,
     );
   });
+
+interface MuxStatus {
+  name: string;
+  connections: number;
+  since: string;
+  lastSeenMsAgo: number;
+  stats: { pid?: number; rss?: number; cpu?: number } | null;
+}
+
+/** The `muxes` section of `parley status`: one line per connected multiplexor with its link health. */
+function formatMuxes(muxes: MuxStatus[]): string {
+  if (!muxes.length) return '  muxes: none connected\n';
+  const lines = muxes.map((m) => {
+    // The server drops a link silent for 35 s; 2 missed keepalives (10 s each) already look unwell.
+    const health = m.lastSeenMsAgo < 25_000 ? 'healthy' : 'silent';
+    const extra = [
+      m.stats?.pid !== undefined ? `pid ${m.stats.pid}` : null,
+      m.stats?.rss !== undefined ? `rss ${(m.stats.rss / 1048576).toFixed(1)} MiB` : null,
+      m.stats?.cpu !== undefined ? `cpu ${m.stats.cpu.toFixed(2)} s` : null,
+    ].filter(Boolean);
+    return `    ${m.name}: ${m.connections} connection${m.connections === 1 ? '' : 's'}, link ${health} (last seen ${m.lastSeenMsAgo} ms ago, up since ${m.since})${extra.length ? `, ${extra.join(', ')}` : ''}`;
+  });
+  return `  muxes: ${muxes.length}\n${lines.join('\n')}\n`;
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError || err instanceof AccountError) {

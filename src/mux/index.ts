@@ -69,6 +69,8 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
   let backoff = 250;
   let linkWaiters: (() => void)[] = [];
   let reconnectTimer: NodeJS.Timeout | null = null;
+  /** The newest link socket, possibly still connecting or authenticating (stop() closes it too). */
+  let connecting: net.Socket | null = null;
   const listeners: net.Server[] = [];
 
   // ---- the link ------------------------------------------------------------------------------
@@ -86,6 +88,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
   function connectLink(): void {
     if (stopping) return;
     const sock = net.connect({ host: opts.link.host, port: opts.link.port });
+    connecting = sock;
     sock.setNoDelay(true);
     const nonce = randomBytes(32).toString('base64');
     let lastSeen = Date.now();
@@ -408,6 +411,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
       await Promise.all(closed);
       link?.end();
       link?.destroy();
+      connecting?.destroy();
     },
   };
 }

@@ -233,7 +233,7 @@ export class MuxLink {
           this.log.warn('mux did not authenticate in time');
           this.close();
         }
-      }, AUTH_TIMEOUT_MS),
+      }, owner.authTimeoutMs),
     );
     this.timers.push(
       setInterval(() => {
@@ -352,8 +352,11 @@ export class MuxLink {
 
 export class MuxLinkServer {
   readonly links = new Set<MuxLink>();
+  private readonly all = new Set<MuxLink>();
   private listener: net.Server | null = null;
   readonly log: Logger;
+  /** How long a new link has to authenticate (tests shorten it). */
+  authTimeoutMs = AUTH_TIMEOUT_MS;
 
   constructor(
     readonly server: Server,
@@ -364,7 +367,10 @@ export class MuxLinkServer {
 
   listen(address: string, port: number): Promise<net.AddressInfo> {
     const srv = net.createServer((sock) => {
-      new MuxLink(this, sock);
+      const link = new MuxLink(this, sock);
+      // Every link, authenticated or not, so that close() need not wait for the auth timeout.
+      this.all.add(link);
+      sock.once('close', () => this.all.delete(link));
     });
     this.listener = srv;
     return new Promise((resolve, reject) => {
@@ -397,8 +403,9 @@ export class MuxLinkServer {
   }
 
   async close(): Promise<void> {
-    for (const l of this.links) l.close();
     const srv = this.listener;
-    if (srv) await new Promise<void>((r) => srv.close(() => r()));
+    const closed = srv ? new Promise<void>((r) => srv.close(() => r())) : Promise.resolve();
+    for (const l of [...this.all]) l.close(); // authenticated links are in `all` too
+    await closed;
   }
 }
