@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { ResolvedConfig } from '../core/config.js';
+import { writeCoalesced } from '../core/cork.js';
 import type { Logger } from '../core/logger.js';
 import { loadTlsMaterial, TLS_BASE_OPTIONS, tlsServerEndPoint, type TlsMaterial } from '../core/tls.js';
 import { FrameDecoder, FrameType, authProof, encodeFrame, encodeJson, parseJson, proofMatches } from '../xmpp/muxframe.js';
@@ -77,7 +78,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
 
   function sendLink(frame: Buffer): void {
     if (!link || !linkReady) return;
-    const ok = link.write(frame);
+    const ok = writeCoalesced(link, frame);
     if (!ok && link.writableLength > LINK_HIGH_WATER && !linkPaused) {
       // A slow server link pauses reading from every client until it drains.
       linkPaused = true;
@@ -198,7 +199,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
     switch (type) {
       case FrameType.DATA:
         c.streamOpen = true;
-        c.sock.write(payload);
+        writeCoalesced(c.sock, payload);
         checkBacklog(c);
         return;
       case FrameType.CLOSE: {

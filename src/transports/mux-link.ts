@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { ChannelBindingType } from '../auth/sasl/types.js';
+import { writeCoalesced } from '../core/cork.js';
 import type { Logger } from '../core/logger.js';
 import type { Server } from '../core/server.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
@@ -250,7 +251,7 @@ export class MuxLink {
 
   send(frame: Buffer): void {
     if (this.closed) return;
-    this.socket.write(frame);
+    writeCoalesced(this.socket, frame);
     if (this.socket.writableLength > MAX_LINK_BACKLOG) {
       this.log.warn({ name: this.name }, 'mux not reading its link; dropping it');
       this.close();

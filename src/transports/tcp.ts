@@ -4,6 +4,7 @@ import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { ChannelBindingType } from '../auth/sasl/types.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
+import { writeCoalesced } from '../core/cork.js';
 import type { TlsMaterial } from '../core/tls.js';
 import { TLS_BASE_OPTIONS, tlsServerEndPoint } from '../core/tls.js';
 import type { Server } from '../core/server.js';
@@ -89,7 +90,7 @@ export class TcpTransport implements Transport {
 
   write(data: string): void {
     if (this.closed || this.socket.destroyed) return;
-    this.socket.write(data);
+    writeCoalesced(this.socket, data);
   }
 
   startTls(_servername: string, proceed: string): Promise<void> {

@@ -46,12 +46,14 @@ export class FrameError extends Error {
 }
 
 export function encodeFrame(type: FrameTypeCode, conn: number, payload?: Buffer | string): Buffer {
-  const body = payload === undefined ? EMPTY : typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  const out = Buffer.allocUnsafe(HEADER_BYTES + body.length);
+  // Strings (stanzas) are encoded straight into the frame: one allocation, no intermediate copy.
+  const len = payload === undefined ? 0 : typeof payload === 'string' ? Buffer.byteLength(payload, 'utf8') : payload.length;
+  const out = Buffer.allocUnsafe(HEADER_BYTES + len);
   out.writeUInt8(type, 0);
   out.writeUInt32BE(conn >>> 0, 1);
-  out.writeUInt32BE(body.length, 5);
-  body.copy(out, HEADER_BYTES);
+  out.writeUInt32BE(len, 5);
+  if (typeof payload === 'string') out.write(payload, HEADER_BYTES, 'utf8');
+  else if (payload) payload.copy(out, HEADER_BYTES);
   return out;
 }
 
@@ -59,7 +61,6 @@ export function encodeJson(type: FrameTypeCode, conn: number, value: unknown): B
   return encodeFrame(type, conn, JSON.stringify(value));
 }
 
-const EMPTY = Buffer.alloc(0);
 
 /** Incremental frame decoder; throws FrameError on a malformed stream. */
 export class FrameDecoder {
