@@ -191,9 +191,9 @@ program
       storage: string;
       muxes?: MuxStatus[];
     };
-    let alive = false;
+    let alive: boolean;
     try {
-      process.kill(st.pid, 0);
+      process.kill(st.pid, 0); // throws when no such process
       alive = Date.now() - Date.parse(st.updatedAt) < 30_000;
     } catch {
       alive = false;

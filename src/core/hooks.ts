@@ -8,7 +8,7 @@
 import { StanzaError } from '../xmpp/errors.js';
 import type { Logger } from './logger.js';
 
-// biome-ignore lint/suspicious/noEmptyInterface: augmented by every hook owner
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- augmented by every hook owner
 export interface HookMap {}
 
 /** Returned by a `fire` handler that took the event. */

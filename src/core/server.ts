@@ -128,8 +128,6 @@ export class Server implements ModuleHost {
   private contextFor<O>(name: string, options: O): ModuleContext<O> {
     const log = this.log.child({ module: name });
     const undo = (fn: () => void | Promise<void>) => this.unloaders.push(fn);
-    // biome-ignore lint/complexity/noUselessThisAlias: the context closes over the server
-    const server = this;
     return {
       name,
       options,
@@ -151,8 +149,8 @@ export class Server implements ModuleHost {
       onUnload: (fn) => undo(fn),
       discoRegistry: () => this.disco,
       iqNamespaces: (target) => this.iqs.namespaces(target),
-      fire: (hook, ev) => server.hooks.fire(hook, ev),
-      foldValue: (hook, v) => server.hooks.fold(hook, v),
+      fire: (hook, ev) => this.hooks.fire(hook, ev),
+      foldValue: (hook, v) => this.hooks.fold(hook, v),
     };
   }
 
