@@ -7,6 +7,10 @@ import { domainToASCII, domainToUnicode } from 'node:url';
 const LOCAL_FORBIDDEN = /["&'/:<>@\s\u0000-\u001f\u007f-\u009f]/u;
 const RESOURCE_FORBIDDEN = /[\u0000-\u001f\u007f-\u009f]/u;
 const MAX_PART = 1023;
+const CACHE_SIZE = 16384;
+const cache = new Map<string, Jid>();
+/** Plain ASCII host names need no IDNA processing (the common case, and the URL parser is not cheap). */
+const SIMPLE_DOMAIN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 export class JidError extends Error {
   override name = 'JidError';
@@ -31,6 +35,16 @@ export class Jid {
 
   /** Parses and normalizes; throws JidError on a malformed JID. */
   static parse(s: string): Jid {
+    // Every routed stanza parses its 'to' and 'from': Jids are immutable, so remember recent ones.
+    const hit = cache.get(s);
+    if (hit) return hit;
+    const jid = Jid.parseUncached(s);
+    if (cache.size >= CACHE_SIZE) cache.clear();
+    cache.set(s, jid);
+    return jid;
+  }
+
+  private static parseUncached(s: string): Jid {
     if (typeof s !== 'string' || s.length === 0) throw new JidError('empty JID');
     const slash = s.indexOf('/');
     const head = slash === -1 ? s : s.slice(0, slash);
@@ -90,6 +104,7 @@ export function prepDomain(domain: string): string {
   let d = domain.endsWith('.') ? domain.slice(0, -1) : domain;
   if (d === '') throw new JidError('empty domainpart');
   if (d.startsWith('[') && d.endsWith(']')) return d.toLowerCase(); // IPv6 literal
+  if (d.length <= MAX_PART && SIMPLE_DOMAIN.test(d) && !d.includes('xn--')) return d;
   const ascii = domainToASCII(d.normalize('NFC'));
   if (!ascii) throw new JidError('invalid domainpart');
   d = domainToUnicode(ascii);
