@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { AccountService } from '../src/auth/index.js';
 import { validateConfig } from '../src/core/config.js';
 import { openStorage } from '../src/storage/index.js';
+import { NCPU, type ProcSample, hasTaskset, loadAvg, machineBusy, ownCpu as genCpu, pct, procSample, sleep } from './load/proc.js';
 
 const USAGE = `usage: node --import tsx bench/c2s.ts [options]
   --users N         users logged in (idle connections), >= senders   [1000]
@@ -84,14 +85,9 @@ if (![USERS, SENDERS, SECONDS, WARMUP, WINDOW, CONCURRENCY].every((n) => Number.
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin/parley');
-const CLK = 100; // USER_HZ
-const NCPU = os.cpus().length;
 
 // ---- pinning: re-exec under taskset before doing anything else ----------------------------------
 
-function hasTaskset(): boolean {
-  return spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status === 0;
-}
 if (opt.pin && !process.env.PARLEY_BENCH_PINNED) {
   if (hasTaskset() && NCPU > 1) {
     const core = String(NCPU - 1);
@@ -104,62 +100,6 @@ if (opt.pin && !process.env.PARLEY_BENCH_PINNED) {
   console.error('--pin: taskset not available (or one core); running unpinned');
 }
 const PINNED = process.env.PARLEY_BENCH_PINNED ?? null;
-
-// ---- /proc ----------------------------------------------------------------------------------------
-
-interface ProcSample {
-  cpu: number; // seconds, utime+stime of all threads
-  rss: number; // bytes
-  syscw: number;
-  syscr: number;
-}
-
-function procSample(pid: number): ProcSample {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const cpu = (Number(f[11]) + Number(f[12])) / CLK;
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
-    let syscw = 0;
-    let syscr = 0;
-    try {
-      const io = readFileSync(`/proc/${pid}/io`, 'utf8');
-      syscw = Number(/syscw:\s+(\d+)/.exec(io)?.[1] ?? 0);
-      syscr = Number(/syscr:\s+(\d+)/.exec(io)?.[1] ?? 0);
-    } catch {
-      /* /proc/<pid>/io may be unreadable */
-    }
-    return { cpu, rss, syscw, syscr };
-  } catch {
-    return { cpu: 0, rss: 0, syscw: 0, syscr: 0 };
-  }
-}
-
-/** Busy CPU seconds of the whole machine (all cores) from /proc/stat. */
-function machineBusy(): number {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] as string;
-  const v = line.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal guest guest_nice (guest is included in user)
-  const busy = (v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0) + (v[5] ?? 0) + (v[6] ?? 0) + (v[7] ?? 0);
-  return busy / CLK;
-}
-
-function loadAvg(): number {
-  return Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
-}
-
-function genCpu(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-}
-
-function pct(sorted: Float64Array, p: number): number {
-  if (!sorted.length) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- the raw client ---------------------------------------------------------------------------------
 
