@@ -9,7 +9,7 @@ import { errorReply, iqResult } from '../xmpp/stanza.js';
 import type { Storage } from '../storage/types.js';
 import { AccountService, LoginThrottle, saslMechanisms, type SaslMechanism } from '../auth/index.js';
 import type { ResolvedConfig } from './config.js';
-import { HookBus, HANDLED } from './hooks.js';
+import { HookBus } from './hooks.js';
 import type { Logger } from './logger.js';
 import { IqDispatcher } from './iq.js';
 import { DiscoRegistry } from './disco.js';
@@ -235,15 +235,16 @@ export class Server implements ModuleHost {
   }
 
   /** Removes what clients must not forge: server-added stanza-id/occupant-id and server delays (HARDENING.md). */
-  sanitizeInbound(el: Element, session: C2SSession): void {
+  sanitizeInbound(el: Element): void {
     if (el.name !== 'message' && el.name !== 'presence') return;
-    const own = session.jid?.bare;
+    // A stanza-id or delay "by"/"from" this server or any of its accounts (the sender's own
+    // included) can only be a forgery coming from a client.
     el.children = el.children.filter((c) => {
       if (typeof c === 'string') return true;
       const ns = c.attrs.xmlns;
-      if (c.name === 'stanza-id' && ns === NS.STANZA_ID) return !(c.attrs.by === own || this.isLocalHost(c.attrs.by ?? '') || isLocalSub(this, c.attrs.by));
+      if (c.name === 'stanza-id' && ns === NS.STANZA_ID) return !onLocalHost(this, c.attrs.by);
       if (c.name === 'occupant-id' && ns === NS.OCCUPANT_ID) return false;
-      if (c.name === 'delay' && ns === NS.DELAY) return !(c.attrs.from && (this.isLocalHost(c.attrs.from) || isLocalSub(this, c.attrs.from)));
+      if (c.name === 'delay' && ns === NS.DELAY) return !onLocalHost(this, c.attrs.from);
       return true;
     });
   }
@@ -367,11 +368,9 @@ export class Server implements ModuleHost {
       // Errors go to the exact resource only; nothing else to do.
       return;
     }
+    // groupchat to an account is never delivered (RFC 6121 §8.5.2.1.1, §8.5.3.2.1).
+    if (type === 'groupchat') throw stanzaError('service-unavailable');
     const available = this.sessions.available(to.bare).filter((s) => s.priority >= 0);
-    if (type === 'groupchat') {
-      if (!to.resource) throw stanzaError('service-unavailable');
-      throw stanzaError('service-unavailable');
-    }
     if (available.length) {
       if (type === 'headline') {
         for (const s of available) s.send(stanza);
@@ -416,7 +415,7 @@ export class Server implements ModuleHost {
   }
 }
 
-function isLocalSub(server: Server, jid: string | undefined): boolean {
+function onLocalHost(server: Server, jid: string | undefined): boolean {
   const j = Jid.tryParse(jid);
   return !!j && server.isLocalHost(j.domain);
 }
@@ -427,4 +426,3 @@ function errorFromStanza(stanza: Element): StanzaError {
   return new StanzaError((err?.attrs.type as StanzaError['type']) ?? 'cancel', cond as StanzaError['condition']);
 }
 
-export { HANDLED };

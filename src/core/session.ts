@@ -7,7 +7,7 @@ import { StreamParser } from '../xmpp/parser.js';
 import { StreamError, StanzaError, stanzaError } from '../xmpp/errors.js';
 import { Jid, JidError } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
-import { errorReply, iqResult, iqPayload } from '../xmpp/stanza.js';
+import { errorReply, iqResult } from '../xmpp/stanza.js';
 import type { SaslContext, SaslServerSession } from '../auth/sasl/types.js';
 import type { Transport } from './transport.js';
 import type { Server } from './server.js';
@@ -519,7 +519,7 @@ export class C2SSession {
         return;
       }
     }
-    this.server.sanitizeInbound(el, this);
+    this.server.sanitizeInbound(el);
     const handled = await this.server.hooks.fire('c2s.stanza', { session: this, stanza: el });
     if (handled) return;
     if (el.attrs.to === undefined) {
@@ -679,7 +679,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-export { iqPayload };
 
 declare module './hooks.js' {
   interface HookMap {
