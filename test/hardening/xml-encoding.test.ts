@@ -1,8 +1,8 @@
 // HARDENING.md "XML and streams": invalid UTF-8 and characters outside XML 1.0 (RFC 6120 §11.6)
 // -> not-well-formed; raw bytes are never forwarded (routed stanzas are re-serialized).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../helpers/server.js';
-import { RawClient, assertServing, sleep, streamHeader } from '../helpers/raw.js';
+import type { TestServer } from '../helpers/server.js';
+import { RawClient, assertServing, startAttackServer, stopAttackServer, sleep, streamHeader } from '../helpers/raw.js';
 
 const HEADER = streamHeader('localhost', { xmlDecl: false });
 const b = (s: string) => Buffer.from(s, 'utf8');
@@ -36,19 +36,9 @@ describe('hardening: invalid UTF-8 and forbidden characters', () => {
   let bob: RawClient;
 
   beforeAll(async () => {
-    srv = await startTestServer();
-    port = srv.ports.c2s as number;
-    await srv.addUser('alice');
-    await srv.addUser('bob');
-    await srv.addUser('mallory');
-    alice = await RawClient.login(port, 'alice', 'secret-password', { resource: 'canary', presence: true });
-    bob = await RawClient.login(port, 'bob', 'secret-password', { resource: 'canary', presence: true });
+    ({ srv, port, alice, bob } = await startAttackServer());
   });
-  afterAll(async () => {
-    alice?.destroy();
-    bob?.destroy();
-    await srv?.close();
-  });
+  afterAll(() => stopAttackServer({ srv, alice, bob }));
   afterEach(async () => {
     await assertServing(alice, bob);
   });

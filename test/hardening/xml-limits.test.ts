@@ -1,8 +1,8 @@
 // HARDENING.md "XML and streams": stanza size limit counted on buffered unparsed bytes, nesting
 // depth, attribute and namespace-declaration counts. This file's server uses a small stanza limit.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../helpers/server.js';
-import { RawClient, assertServing, parseStreamErrorText, sleep, streamHeader } from '../helpers/raw.js';
+import type { TestServer } from '../helpers/server.js';
+import { RawClient, assertServing, startAttackServer, stopAttackServer, parseStreamErrorText, sleep, streamHeader } from '../helpers/raw.js';
 
 const MAX_STANZA = 10_000;
 const HEADER = streamHeader('localhost', { xmlDecl: false });
@@ -14,19 +14,9 @@ describe('hardening: size, depth and attribute limits', () => {
   let bob: RawClient;
 
   beforeAll(async () => {
-    srv = await startTestServer({ limits: { maxStanzaBytes: MAX_STANZA } });
-    port = srv.ports.c2s as number;
-    await srv.addUser('alice');
-    await srv.addUser('bob');
-    await srv.addUser('mallory');
-    alice = await RawClient.login(port, 'alice', 'secret-password', { resource: 'canary', presence: true });
-    bob = await RawClient.login(port, 'bob', 'secret-password', { resource: 'canary', presence: true });
+    ({ srv, port, alice, bob } = await startAttackServer({ limits: { maxStanzaBytes: MAX_STANZA } }));
   });
-  afterAll(async () => {
-    alice?.destroy();
-    bob?.destroy();
-    await srv?.close();
-  });
+  afterAll(() => stopAttackServer({ srv, alice, bob }));
   afterEach(async () => {
     await assertServing(alice, bob);
   });

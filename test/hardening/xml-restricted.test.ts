@@ -1,8 +1,8 @@
 // HARDENING.md "XML and streams": restricted XML (RFC 6120 §11.1) and XML declarations.
 // Real bytes over a real socket; after each attack, other sessions must keep working.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startTestServer, type TestServer } from '../helpers/server.js';
-import { RawClient, assertServing, streamHeader } from '../helpers/raw.js';
+import type { TestServer } from '../helpers/server.js';
+import { RawClient, assertServing, startAttackServer, stopAttackServer, streamHeader } from '../helpers/raw.js';
 
 const HEADER = streamHeader('localhost', { xmlDecl: false });
 
@@ -13,19 +13,9 @@ describe('hardening: restricted XML and XML declarations', () => {
   let bob: RawClient;
 
   beforeAll(async () => {
-    srv = await startTestServer();
-    port = srv.ports.c2s as number;
-    await srv.addUser('alice');
-    await srv.addUser('bob');
-    await srv.addUser('mallory');
-    alice = await RawClient.login(port, 'alice', 'secret-password', { resource: 'canary', presence: true });
-    bob = await RawClient.login(port, 'bob', 'secret-password', { resource: 'canary', presence: true });
+    ({ srv, port, alice, bob } = await startAttackServer());
   });
-  afterAll(async () => {
-    alice?.destroy();
-    bob?.destroy();
-    await srv?.close();
-  });
+  afterAll(() => stopAttackServer({ srv, alice, bob }));
   // Every attack below must leave the other sessions working.
   afterEach(async () => {
     await assertServing(alice, bob);

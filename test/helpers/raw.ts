@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
+import { startTestServer, type TestServer } from './server.js';
 
 export const NS_STREAMS = 'urn:ietf:params:xml:ns:xmpp-streams';
 export const NS_TLS = 'urn:ietf:params:xml:ns:xmpp-tls';
@@ -443,4 +444,23 @@ export async function assertServing(a: RawClient, b: RawClient, timeoutMs = 5000
   const since = b.mark();
   await a.send(`<message to='${bare}' type='chat' id='${token}'><body>${token}</body></message>`);
   await b.waitFor(elementWith('message', `<body>${token}</body>`), timeoutMs, since);
+}
+
+/**
+ * The server most attack tests share: users alice, bob (both logged in as 'canary', available) and
+ * mallory (the attacker); `assertServing(alice, bob)` after each attack shows others still served.
+ */
+export async function startAttackServer(overrides: Parameters<typeof startTestServer>[0] = {}): Promise<{ srv: TestServer; port: number; alice: RawClient; bob: RawClient }> {
+  const srv = await startTestServer(overrides);
+  const port = srv.ports.c2s as number;
+  for (const u of ['alice', 'bob', 'mallory']) await srv.addUser(u);
+  const alice = await RawClient.login(port, 'alice', 'secret-password', { resource: 'canary', presence: true });
+  const bob = await RawClient.login(port, 'bob', 'secret-password', { resource: 'canary', presence: true });
+  return { srv, port, alice, bob };
+}
+
+export async function stopAttackServer(f: { srv?: TestServer; alice?: RawClient; bob?: RawClient }): Promise<void> {
+  f.alice?.destroy();
+  f.bob?.destroy();
+  await f.srv?.close();
 }
