@@ -13,12 +13,12 @@ function run(): { stanzas: number; ms: number } {
   let stanzas = 0;
   let failed: unknown;
   const parser = new StreamParser({
-    streamStart() {},
-    stanza() {
+    onStreamStart() {},
+    onStanza() {
       stanzas++;
     },
-    streamEnd() {},
-    error(err) {
+    onStreamEnd() {},
+    onStreamError(err) {
       failed = err;
     },
   });

@@ -3,13 +3,13 @@
 // the mux link, BOSH and WebSocket all drive the same code through the Transport interface.
 import { randomBytes } from 'node:crypto';
 import { Element } from 'ltx';
-import { StreamParser } from '../xmpp/parser.js';
+import { StreamParser, type StreamParserHandlers } from '../xmpp/parser.js';
 import { StreamError, StanzaError, stanzaError } from '../xmpp/errors.js';
 import { Jid, JidError } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
 import { errorReply, iqResult } from '../xmpp/stanza.js';
 import type { SaslContext, SaslServerSession } from '../auth/sasl/types.js';
-import type { Transport } from './transport.js';
+import type { Transport, TransportEvents } from './transport.js';
 import type { Server } from './server.js';
 import type { Logger } from './logger.js';
 import { TokenBucket } from './bucket.js';
@@ -39,7 +39,7 @@ const STREAM_CLOSE = '</stream:stream>';
 /** XEP-0440 SASL Channel-Binding Type Capability. */
 const NS_SASL_CB = 'urn:xmpp:sasl-cb:0';
 
-export class C2SSession {
+export class C2SSession implements TransportEvents, StreamParserHandlers {
   readonly id = randomBytes(12).toString('base64url');
   state: SessionState = 'connected';
   host = '';
@@ -83,11 +83,7 @@ export class C2SSession {
     this.parser = this.newParser();
     this.bytesBucket = new TokenBucket(limits.bytesPerSecond, limits.burstBytes);
     this.stanzaBucket = new TokenBucket(limits.stanzasPerSecond, limits.burstStanzas);
-    transport.setHandlers({
-      data: (chunk) => this.onData(chunk),
-      close: (reason) => this.onTransportClose(reason ?? 'connection closed'),
-      drain: () => {},
-    });
+    transport.setHandlers(this);
     this.negotiationTimer = setTimeout(() => {
       this.fail(new StreamError('connection-timeout', 'negotiation took too long'));
     }, limits.negotiationTimeoutMs);
@@ -113,19 +109,18 @@ export class C2SSession {
   private newParser(): StreamParser {
     const l = this.server.config.limits;
     return new StreamParser(
-      {
-        streamStart: (attrs, info) => this.onStreamStart(attrs, info),
-        stanza: (el) => this.onElement(el),
-        streamEnd: () => this.onStreamEnd(),
-        error: (err) => this.fail(err),
-      },
+      this,
       { maxStanzaBytes: l.maxStanzaBytes, maxDepth: l.maxDepth, maxAttributes: l.maxAttributes },
     );
   }
 
   // ---- input ------------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  // The session is its transport's and parser's event sink (methods, not per-session closures: a
+  // few hundred bytes per connection).
+
+  /** @internal transport event */
+  onTransportData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.lastActivity = Date.now();
     // Flood control: sustained bytes/s with a burst; over budget, stop reading for the deficit.
@@ -152,7 +147,8 @@ export class C2SSession {
     else this.transport.resume();
   }
 
-  private onStreamStart(attrs: Record<string, string>, info: { name: string; ns: string; defaultNs: string }): void {
+  /** @internal parser event */
+  onStreamStart(attrs: Record<string, string>, info: { name: string; ns: string; defaultNs: string }): void {
     // RFC 6120 §4.9.1.3: a stream error before our header still needs a header first.
     const to = attrs.to;
     if (info.defaultNs !== NS.CLIENT) {
@@ -231,12 +227,14 @@ export class C2SSession {
     this.write(features.toString());
   }
 
-  private onStreamEnd(): void {
+  /** @internal parser event */
+  onStreamEnd(): void {
     this.close('client closed the stream');
   }
 
   /** Top-level elements, processed strictly in order. */
-  private onElement(el: Element): void {
+  /** @internal parser event */
+  onStanza(el: Element): void {
     if (this.state === 'closed') return;
     // TLS and SASL negotiation are handled synchronously so that the parser reset (stream restart)
     // happens before any further buffered byte is parsed.
@@ -643,7 +641,16 @@ export class C2SSession {
     this.transport.destroy();
   }
 
-  private onTransportClose(reason: string): void {
+  /** @internal transport event */
+  onTransportDrain(): void {}
+
+  /** @internal parser event */
+  onStreamError(err: StreamError): void {
+    this.fail(err);
+  }
+
+  /** @internal transport event */
+  onTransportClose(reason = 'connection closed'): void {
     this.finish(reason);
   }
 

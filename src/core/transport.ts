@@ -4,11 +4,11 @@
 import type { ChannelBindingType } from '../auth/sasl/types.js';
 
 export interface TransportEvents {
-  data(chunk: Buffer): void;
+  onTransportData(chunk: Buffer): void;
   /** The connection is gone (either side); called once. */
-  close(reason?: string): void;
+  onTransportClose(reason?: string): void;
   /** The transport's output buffer drained below its high-water mark. */
-  drain(): void;
+  onTransportDrain(): void;
 }
 
 export interface Transport {

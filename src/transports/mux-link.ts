@@ -136,7 +136,7 @@ class MuxTransport implements Transport {
         this.heldBytes += chunk.length;
         continue;
       }
-      this.events?.data(chunk);
+      this.events?.onTransportData(chunk);
     }
     if (!this.paused && !this.closed) this.link.send(encodeFrame(FrameType.RESUME, this.id));
   }
@@ -169,7 +169,7 @@ class MuxTransport implements Transport {
       if (this.heldBytes > MAX_HELD_BYTES) this.destroy();
       return;
     }
-    this.events?.data(data);
+    this.events?.onTransportData(data);
   }
 
   onTlsOk(info: { protocol?: string; cb?: CbData }): void {
@@ -186,7 +186,7 @@ class MuxTransport implements Transport {
     if (this.closed) return;
     this.closed = true;
     this.failTls(new Error(reason));
-    this.events?.close(reason);
+    this.events?.onTransportClose(reason);
   }
 
   private failTls(err: Error): void {

@@ -56,16 +56,16 @@ export class TcpTransport implements Transport {
 
   private attach(sock: net.Socket): void {
     sock.on('data', (chunk: Buffer) => {
-      if (this.socket === sock) this.events?.data(chunk);
+      if (this.socket === sock) this.events?.onTransportData(chunk);
     });
-    sock.on('drain', () => this.events?.drain());
+    sock.on('drain', () => this.events?.onTransportDrain());
     sock.on('error', () => {
       /* reported through close */
     });
     sock.on('close', () => {
       if (this.socket !== sock) return;
       this.closed = true;
-      this.events?.close('connection closed');
+      this.events?.onTransportClose('connection closed');
     });
   }
 

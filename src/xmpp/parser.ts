@@ -37,13 +37,13 @@ export interface StreamParserLimits {
 
 export interface StreamParserHandlers {
   /** The stream header; attrs as written (qualified names: 'to', 'xml:lang', 'xmlns:stream', ...). */
-  streamStart(attrs: Record<string, string>, info: { name: string; ns: string; defaultNs: string }): void;
+  onStreamStart(attrs: Record<string, string>, info: { name: string; ns: string; defaultNs: string }): void;
   /** Every complete top-level child of the stream. */
-  stanza(el: Element): void;
+  onStanza(el: Element): void;
   /** `</stream:stream>` */
-  streamEnd(): void;
+  onStreamEnd(): void;
   /** Called at most once; the parser ignores all input afterwards. */
-  error(err: StreamError): void;
+  onStreamError(err: StreamError): void;
 }
 
 export const DEFAULT_PARSER_LIMITS: Readonly<Required<StreamParserLimits>> = Object.freeze({
@@ -55,21 +55,6 @@ export const DEFAULT_PARSER_LIMITS: Readonly<Required<StreamParserLimits>> = Obj
 
 type SaxOptions = { xmlns: true; forceXMLVersion: true; defaultXMLVersion: '1.0' };
 
-/** saxes 6's per-event handler fields (what SaxesParser.on() assigns). */
-interface SaxesHandlerSlots {
-  errorHandler(err: Error): void;
-  xmldeclHandler(decl: XMLDecl): void;
-  doctypeHandler(doctype: string): void;
-  commentHandler(comment: string): void;
-  piHandler(pi: { target: string; body: string }): void;
-  openTagStartHandler(tag: unknown): void;
-  attributeHandler(attr: { name: string; prefix: string; value: string }): void;
-  openTagHandler(tag: SaxesTagNS): void;
-  closeTagHandler(tag: SaxesTagNS): void;
-  textHandler(text: string): void;
-  cdataHandler(cdata: string): void;
-}
-
 /** Thrown from saxes callbacks to unwind saxes.write() without reporting anything. */
 const STOP: unique symbol = Symbol('parley.parser.stop');
 
@@ -77,6 +62,8 @@ const STOP: unique symbol = Symbol('parley.parser.stop');
 const MAX_ERROR_TEXT = 200;
 
 const WHITESPACE_ONLY = /^[ \t\r\n]*$/;
+
+const NO_ATTRIBUTES = Object.freeze(Object.create(null));
 
 function resolveLimits(limits?: Partial<StreamParserLimits>): Required<StreamParserLimits> {
   const out = { ...DEFAULT_PARSER_LIMITS };
@@ -130,11 +117,70 @@ interface EngineSink {
 }
 
 /**
+ * saxes with its event handlers on the prototype where saxes calls them as `this.<event>Handler(...)`:
+ * defined once here instead of as closures per parser, which saves eight closures (and, under tsx,
+ * their name properties) per connection. Handler slots are never assigned through saxes' on(): its
+ * computed-key stores turn the parser into a slow dictionary object after about six (3-4x slower).
+ */
+class Sax extends SaxesParser<SaxOptions> {
+  engine!: Engine;
+
+  constructor(opt: SaxOptions) {
+    super(opt);
+    // saxes builds a 50-entry table of its own prototype's state methods per instance; they are the
+    // same for every instance, so all parsers share the first one's (0.4 KB per connection).
+    const self = this as unknown as { stateTable: unknown };
+    if (sharedStateTable === null) sharedStateTable = self.stateTable;
+    else self.stateTable = sharedStateTable;
+  }
+}
+let sharedStateTable: unknown = null;
+/** saxes 6's per-event handler slots (private in its typings; what SaxesParser.on() assigns). */
+interface SaxesHandlerSlots {
+  errorHandler(this: Sax, err: Error): void;
+  xmldeclHandler(this: Sax, decl: XMLDecl): void;
+  doctypeHandler(this: Sax): void;
+  commentHandler(this: Sax): void;
+  piHandler(this: Sax): void;
+  openTagStartHandler(this: Sax): void;
+  attributeHandler(this: Sax, attr: SaxesAttributeNS): void;
+  openTagHandler(this: Sax, tag: SaxesTagNS): void;
+  closeTagHandler(this: Sax): void;
+  textHandler(this: Sax, text: string): void;
+  cdataHandler(this: Sax, cdata: string): void;
+}
+const saxProto = Sax.prototype as unknown as SaxesHandlerSlots;
+saxProto.xmldeclHandler = function (this: Sax, decl) {
+  this.engine.onXmlDecl(decl);
+};
+saxProto.doctypeHandler = function (this: Sax) {
+  this.engine.restricted('DOCTYPE is not allowed');
+};
+saxProto.commentHandler = function (this: Sax) {
+  this.engine.restricted('comments are not allowed');
+};
+saxProto.piHandler = function (this: Sax) {
+  this.engine.restricted('processing instructions are not allowed');
+};
+saxProto.openTagStartHandler = function (this: Sax) {
+  this.engine.onOpenTagStart();
+};
+saxProto.attributeHandler = function (this: Sax, attr) {
+  this.engine.onAttribute(attr);
+};
+saxProto.openTagHandler = function (this: Sax, tag) {
+  this.engine.onOpenTag(tag);
+};
+saxProto.cdataHandler = function (this: Sax, text) {
+  this.engine.onText(text, 0); // RFC 6120 §11.1 allows CDATA: plain text
+};
+
+/**
  * The shared machinery. In 'stream' mode the root is the stream header and each child is emitted;
  * in 'document' mode (parseElement) the root element itself is emitted.
  */
 class Engine {
-  private sax!: SaxesParser<SaxOptions>;
+  private sax!: Sax;
   private decoder!: TextDecoder;
   /** Open elements of the current stanza (stream mode) or document; never includes the stream root. */
   private stack: Element[] = [];
@@ -213,39 +259,35 @@ class Engine {
     this.pending = null;
   }
 
-  private makeSax(): SaxesParser<SaxOptions> {
+  private makeSax(): Sax {
     // forceXMLVersion: an `<?xml version='1.1'?>` must never switch saxes to XML 1.1 character rules
     // before our xmldecl handler rejects it.
-    const sax = new SaxesParser<SaxOptions>({ xmlns: true, forceXMLVersion: true, defaultXMLVersion: '1.0' });
-    // Performance: saxes' on() stores handlers through a computed key, and after about six of those
-    // V8 turns the parser object into a slow dictionary (3-4x slower parsing). Assigning saxes 6's
-    // handler slots with plain named stores keeps it fast. Every slot is covered by a unit test.
+    const sax = new Sax({ xmlns: true, forceXMLVersion: true, defaultXMLVersion: '1.0' });
+    sax.engine = this;
+    // saxes calls these three detached (`handler(x)`, not `this.handler(x)`): own closures.
     const slots = sax as unknown as SaxesHandlerSlots;
-    slots.errorHandler = (err) => {
-      if (this.pending !== null) {
-        if (sax.position === this.pendingPos) this.pending = null; // its end tag did not match
-        else this.flush();
-      }
-      throw mapSaxesError(err);
-    };
-    slots.xmldeclHandler = (decl) => this.onXmlDecl(decl);
-    slots.doctypeHandler = () => this.restricted('DOCTYPE is not allowed');
-    slots.commentHandler = () => this.restricted('comments are not allowed');
-    slots.piHandler = () => this.restricted('processing instructions are not allowed');
-    slots.openTagStartHandler = () => this.onOpenTagStart();
-    slots.attributeHandler = (attr) => {
-      // Counted as they arrive so thousands of attributes/xmlns declarations are cut off early.
-      if (++this.attrCount > this.limits.maxAttributes) {
-        throw new StreamError('policy-violation', `more than ${this.limits.maxAttributes} attributes on one element`);
-      }
-      setAttr(this.attrs, attr.name, attr.value);
-      if (attr.prefix !== '' && attr.prefix !== 'xmlns') this.attrPrefixed = true;
-    };
-    slots.openTagHandler = (tag) => this.onOpenTag(tag);
+    slots.errorHandler = (err) => this.onSaxError(err);
     slots.closeTagHandler = () => this.onCloseTag();
     slots.textHandler = (text) => this.onText(text, 1);
-    slots.cdataHandler = (text) => this.onText(text, 0); // RFC 6120 §11.1 allows CDATA: plain text
     return sax;
+  }
+
+  /** saxes' error event: see `pending`; then the condition for the error. */
+  onSaxError(err: Error): never {
+    if (this.pending !== null) {
+      if (this.sax.position === this.pendingPos) this.pending = null; // its end tag did not match
+      else this.flush();
+    }
+    throw mapSaxesError(err);
+  }
+
+  onAttribute(attr: SaxesAttributeNS): void {
+    // Counted as they arrive so thousands of attributes/xmlns declarations are cut off early.
+    if (++this.attrCount > this.limits.maxAttributes) {
+      throw new StreamError('policy-violation', `more than ${this.limits.maxAttributes} attributes on one element`);
+    }
+    setAttr(this.attrs, attr.name, attr.value);
+    if (attr.prefix !== '' && attr.prefix !== 'xmlns') this.attrPrefixed = true;
   }
 
   // ---- saxes callbacks -------------------------------------------------------------------------
@@ -260,19 +302,19 @@ class Engine {
     if (gen !== this.generation) throw STOP;
   }
 
-  private restricted(what: string): never {
+  restricted(what: string): never {
     if (this.pending !== null) this.flush();
     throw new StreamError('restricted-xml', what);
   }
 
-  private onXmlDecl(decl: XMLDecl): void {
+  onXmlDecl(decl: XMLDecl): void {
     if (decl.version !== '1.0') throw new StreamError('unsupported-version', 'XML version must be 1.0');
     if (decl.encoding !== undefined && decl.encoding.toLowerCase() !== 'utf-8') {
       throw new StreamError('unsupported-encoding', 'encoding must be UTF-8');
     }
   }
 
-  private onOpenTagStart(): void {
+  onOpenTagStart(): void {
     if (this.pending !== null) this.flush();
     // Checked on the name, before any attribute is parsed. The stack never holds the stream root.
     if (this.stack.length >= this.limits.maxDepth) {
@@ -283,7 +325,7 @@ class Engine {
     this.attrPrefixed = false;
   }
 
-  private onOpenTag(tag: SaxesTagNS): void {
+  onOpenTag(tag: SaxesTagNS): void {
     if (this.mode === 'stream' && this.phase === 'prolog') {
       this.openStream(tag);
       return;
@@ -344,13 +386,16 @@ class Engine {
       }
     }
     this.endUnit(this.limits.maxHeaderBytes, 'stream header too large');
+    // saxes keeps the root tag open for the whole stream; it needs its name and namespace bindings
+    // but not its attributes (about 0.7 KB per connection).
+    (tag as { attributes: unknown }).attributes = NO_ATTRIBUTES;
     this.phase = 'open';
     const gen = this.generation;
     this.sink.streamStart?.(this.attrs, { name: tag.name, ns: tag.uri, defaultNs: this.defaultNs });
     if (gen !== this.generation) throw STOP;
   }
 
-  private onCloseTag(): void {
+  onCloseTag(): void {
     if (this.pending !== null) this.flush();
     const stack = this.stack;
     if (stack.length === 0) {
@@ -367,7 +412,7 @@ class Engine {
   }
 
   /** `back`: 1 for text, which saxes reports on reading the '<' that ends it; 0 for CDATA. */
-  private onText(text: string, back: number): void {
+  onText(text: string, back: number): void {
     if (this.pending !== null) this.flush();
     const stack = this.stack;
     if (stack.length === 0) {
@@ -518,7 +563,7 @@ function toStreamError(err: unknown): StreamError {
  * Incremental parser for one XMPP stream. write() never throws; every problem is reported once
  * through handlers.error().
  */
-export class StreamParser {
+export class StreamParser implements EngineSink {
   private readonly engine: Engine;
   private readonly handlers: StreamParserHandlers;
   private failed = false;
@@ -528,11 +573,22 @@ export class StreamParser {
 
   constructor(handlers: StreamParserHandlers, limits?: Partial<StreamParserLimits>) {
     this.handlers = handlers;
-    this.engine = new Engine('stream', resolveLimits(limits), {
-      streamStart: (attrs, info) => handlers.streamStart(attrs, info),
-      element: (el) => handlers.stanza(el),
-      streamEnd: () => handlers.streamEnd(),
-    });
+    this.engine = new Engine('stream', resolveLimits(limits), this);
+  }
+
+  /** @internal engine sink */
+  streamStart(attrs: Record<string, string>, info: { name: string; ns: string; defaultNs: string }): void {
+    this.handlers.onStreamStart(attrs, info);
+  }
+
+  /** @internal engine sink */
+  element(el: Element): void {
+    this.handlers.onStanza(el);
+  }
+
+  /** @internal engine sink */
+  streamEnd(): void {
+    this.handlers.onStreamEnd();
   }
 
   /**
@@ -580,7 +636,7 @@ export class StreamParser {
     this.failed = true;
     this.queue = [];
     try {
-      this.handlers.error(err);
+      this.handlers.onStreamError(err);
     } catch {
       // write() must never throw, whatever the handler does.
     }

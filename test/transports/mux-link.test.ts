@@ -325,7 +325,7 @@ describe('mux link authentication (MuxLinkServer)', () => {
     expect(accepted[0]?.secure).toBe(false);
     const got: Buffer[] = [];
     let closedWith: string | undefined;
-    accepted[0]?.setHandlers({ data: (b) => got.push(b), close: (r) => (closedWith = r), drain: () => {} });
+    accepted[0]?.setHandlers({ onTransportData: (b) => got.push(b), onTransportClose: (r) => (closedWith = r), onTransportDrain: () => {} });
     p.send(encodeFrame(FrameType.DATA, 5, '<presence/>'));
     await waitFor(() => got.length === 1);
     expect(Buffer.concat(got).toString()).toBe('<presence/>');

@@ -36,14 +36,14 @@ function newRun(limits?: Partial<StreamParserLimits>, onStanza?: (el: Element, p
   const run = { events, stanzas, errors } as Run;
   run.parser = new StreamParser(
     {
-      streamStart: (attrs, info) => events.push({ t: 'start', attrs: { ...attrs }, info }),
-      stanza: (el) => {
+      onStreamStart: (attrs, info) => events.push({ t: 'start', attrs: { ...attrs }, info }),
+      onStanza: (el) => {
         stanzas.push(el);
         events.push({ t: 'stanza', xml: el.toString() });
         onStanza?.(el, run.parser);
       },
-      streamEnd: () => events.push({ t: 'end' }),
-      error: (err) => {
+      onStreamEnd: () => events.push({ t: 'end' }),
+      onStreamError: (err) => {
         errors.push(err);
         events.push({ t: 'error', condition: err.condition });
       },
@@ -731,12 +731,12 @@ describe('stream end and errors', () => {
 
   it('never throws from write, whatever the handlers do', () => {
     const thrower = new StreamParser({
-      streamStart() {},
-      stanza() {
+      onStreamStart() {},
+      onStanza() {
         throw new TypeError('handler bug');
       },
-      streamEnd() {},
-      error() {
+      onStreamEnd() {},
+      onStreamError() {
         throw new Error('error handler bug');
       },
     });
@@ -745,12 +745,12 @@ describe('stream end and errors', () => {
 
     const errors: string[] = [];
     const p = new StreamParser({
-      streamStart() {},
-      stanza() {
+      onStreamStart() {},
+      onStanza() {
         throw new TypeError('handler bug');
       },
-      streamEnd() {},
-      error: (e) => errors.push(e.condition),
+      onStreamEnd() {},
+      onStreamError: (e) => errors.push(e.condition),
     });
     p.write(bytes(`${HEADER}<presence/><presence/>`));
     expect(errors).toEqual(['internal-server-error']);
@@ -759,12 +759,12 @@ describe('stream end and errors', () => {
   it('reports a StreamError thrown by a handler with its own condition', () => {
     const errors: string[] = [];
     const p = new StreamParser({
-      streamStart() {},
-      stanza() {
+      onStreamStart() {},
+      onStanza() {
         throw new StreamError('not-authorized');
       },
-      streamEnd() {},
-      error: (e) => errors.push(e.condition),
+      onStreamEnd() {},
+      onStreamError: (e) => errors.push(e.condition),
     });
     p.write(bytes(`${HEADER}<message/><message/>`));
     expect(errors).toEqual(['not-authorized']);
@@ -773,13 +773,13 @@ describe('stream end and errors', () => {
   it('processes a chunk written re-entrantly from a handler after the current one', () => {
     const seen: string[] = [];
     const p: StreamParser = new StreamParser({
-      streamStart() {},
-      stanza(el) {
+      onStreamStart() {},
+      onStanza(el) {
         seen.push(el.name);
         if (el.name === 'a') p.write(bytes('<c/>'));
       },
-      streamEnd() {},
-      error: (e) => seen.push(`error:${e.condition}`),
+      onStreamEnd() {},
+      onStreamError: (e) => seen.push(`error:${e.condition}`),
     });
     p.write(bytes(`${HEADER}<a/><b/>`));
     expect(seen).toEqual(['a', 'b', 'c']);
