@@ -56,7 +56,8 @@ export class MuxSupervisor {
     const loader = pathToFileURL(require.resolve('tsx')).href;
     const entry = fileURLToPath(new URL('./mux-child.ts', import.meta.url));
     const proc = fork(entry, [], {
-      execArgv: ['--import', loader],
+      // PARLEY_NODE_ARGS (see bin/parley): extra node options, e.g. to profile the muxes too.
+      execArgv: [...(process.env.PARLEY_NODE_ARGS ?? '').split(' ').filter(Boolean), '--import', loader],
       env: {
         ...process.env,
         PARLEY_MUX_CONFIG: JSON.stringify(this.opts.config),
