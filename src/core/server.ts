@@ -28,6 +28,17 @@ declare module './hooks.js' {
     'route.remote': { stanza: Element; to: Jid; from: Jid | null };
     /** A message for an account with no available resource: store it (XEP-0160) or throw StanzaError. */
     'message.offline': { stanza: Element; to: Jid };
+    /**
+     * A message (any type but error and groupchat) addressed to a local account, after blocking and
+     * before delivery to its sessions or offline storage (XEP-0313 archives it and adds its
+     * XEP-0359 stanza-id here). Handlers may add children; a thrown StanzaError refuses the message.
+     */
+    'message.inbound': { stanza: Element; to: Jid; from: Jid | null };
+    /**
+     * Synchronous: `stanza` was just written to these local sessions of `to.bare` (XEP-0280 copies
+     * it to the account's other carbons-enabled sessions). Not fired when it went offline.
+     */
+    'message.delivered': { stanza: Element; to: Jid; sessions: C2SSession[] };
   }
 }
 
@@ -348,39 +359,36 @@ export class Server implements ModuleHost {
       }
       return;
     }
-    if (name === 'message') return this.deliverMessage(stanza, to);
+    if (name === 'message') return this.deliverMessage(stanza, to, from);
     // Any other top-level element is not routable.
     throw stanzaError('bad-request');
   }
 
-  private async deliverMessage(stanza: Element, to: Jid): Promise<void> {
+  private async deliverMessage(stanza: Element, to: Jid, from: Jid | null): Promise<void> {
     const type = stanza.attrs.type ?? 'normal';
+    // Errors go to the exact resource only; groupchat to an account is never delivered (RFC 6121
+    // §8.5.2.1.1, §8.5.3.2.1), except to a full JID (a room's occupant).
+    if (type !== 'error' && type !== 'groupchat' && this.hooks.has('message.inbound')) {
+      await this.hooks.fire('message.inbound', { stanza, to, from });
+    }
     if (to.resource) {
       const s = this.sessions.get(to);
-      if (s) return s.send(stanza);
+      if (s) return this.deliverTo(stanza, to, [s]);
       // RFC 6121 §8.5.3.2.1: no such resource.
       if (type === 'headline' || type === 'error') return;
       // Only chat is handled as if sent to the bare JID; normal (and unknown types, treated as
       // normal per §5.2.2) and groupchat are "S/E" in Table 1: we return service-unavailable.
       if (type !== 'chat') throw stanzaError('service-unavailable');
     }
-    if (type === 'error') {
-      // Errors go to the exact resource only; nothing else to do.
-      return;
-    }
-    // groupchat to an account is never delivered (RFC 6121 §8.5.2.1.1, §8.5.3.2.1).
+    if (type === 'error') return;
     if (type === 'groupchat') throw stanzaError('service-unavailable');
     const available = this.sessions.available(to.bare).filter((s) => s.priority >= 0);
     if (available.length) {
-      if (type === 'headline') {
-        for (const s of available) s.send(stanza);
-        return;
-      }
+      if (type === 'headline') return this.deliverTo(stanza, to, available);
       // normal/chat: every resource sharing the highest non-negative priority (RFC 6121 §8.5.2.1.1).
       let max = -1;
       for (const s of available) if (s.priority > max) max = s.priority;
-      for (const s of available) if (s.priority === max) s.send(stanza);
-      return;
+      return this.deliverTo(stanza, to, available.filter((s) => s.priority === max));
     }
     if (!(await this.accountExists(to.bare))) throw stanzaError('service-unavailable');
     if (type === 'headline') {
@@ -391,6 +399,11 @@ export class Server implements ModuleHost {
       // No offline storage: RFC 6121 §8.5.2.2.1 lets the server return service-unavailable.
       throw stanzaError('service-unavailable');
     }
+  }
+
+  private deliverTo(stanza: Element, to: Jid, sessions: C2SSession[]): void {
+    for (const s of sessions) s.send(stanza);
+    if (this.hooks.has('message.delivered')) this.hooks.foldSync('message.delivered', { stanza, to, sessions });
   }
 
   /** Sends an iq from the server and resolves its result. */
