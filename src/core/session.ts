@@ -30,6 +30,12 @@ declare module './hooks.js' {
     'session.closed': { session: C2SSession; reason: string };
     /** Every stanza written to a client passes here (sync); return null to hold it back. */
     'c2s.send': { session: C2SSession; stanza: Element | null };
+    /** XEP-0198: the session lost its connection and waits for resumption (still bound, sends are queued). */
+    'session.hibernated': { session: C2SSession };
+    /** XEP-0198: a hibernated session was resumed on a new connection. */
+    'session.resumed': { session: C2SSession };
+    /** XEP-0198: a stanza was queued for a hibernated session (XEP-0357 push notifies here). */
+    'session.held': { session: C2SSession; stanza: Element };
   }
 }
 
