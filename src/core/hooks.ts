@@ -4,8 +4,8 @@
 //
 // `fire` runs handlers by descending priority and stops at the first that returns HANDLED;
 // `fold` threads a value through every handler. A failing handler is logged and skipped, except a
-// thrown StanzaError, which is a deliberate veto and propagates to the caller.
-import { StanzaError } from '../xmpp/errors.js';
+// thrown StanzaError or StreamError, which is a deliberate veto and propagates to the caller.
+import { StanzaError, StreamError } from '../xmpp/errors.js';
 import type { Logger } from './logger.js';
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- augmented by every hook owner
@@ -56,7 +56,7 @@ export class HookBus {
         const r = await (h.fn as Handler<HookMap[K]>)(event);
         if (r === HANDLED) return true;
       } catch (err) {
-        if (err instanceof StanzaError) throw err;
+        if (err instanceof StanzaError || err instanceof StreamError) throw err;
         this.log.error({ err, hook: name, owner: h.owner }, 'hook handler failed');
       }
     }
@@ -72,7 +72,7 @@ export class HookBus {
       try {
         v = await (h.fn as Folder<HookMap[K]>)(v);
       } catch (err) {
-        if (err instanceof StanzaError) throw err;
+        if (err instanceof StanzaError || err instanceof StreamError) throw err;
         this.log.error({ err, hook: name, owner: h.owner }, 'hook folder failed');
       }
     }
@@ -88,7 +88,7 @@ export class HookBus {
       try {
         v = (h.fn as (x: HookMap[K]) => HookMap[K])(v);
       } catch (err) {
-        if (err instanceof StanzaError) throw err;
+        if (err instanceof StanzaError || err instanceof StreamError) throw err;
         this.log.error({ err, hook: name, owner: h.owner }, 'hook folder failed');
       }
     }

@@ -63,6 +63,8 @@ export interface ModuleHost {
   accountExists(bare: string): Promise<boolean>;
   /** Forgets the cached existence of an account (after a module created or removed it). */
   invalidateAccount(bare: string): void;
+  /** XEP-0198: delivers a message a session received but never acknowledged (see Server.redeliver). */
+  redeliver(stanza: Element): Promise<void>;
 }
 
 export interface ModuleContext<O = unknown> extends ModuleHost {

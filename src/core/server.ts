@@ -68,6 +68,8 @@ export class Server implements ModuleHost {
   private readonly unloaders: (() => void | Promise<void>)[] = [];
   private readonly connections = new Map<string, { total: number; preAuth: number }>();
   private readonly allConnections = new Set<C2SSession>();
+  /** Bound sessions without a connection, waiting for XEP-0198 resumption. */
+  private readonly hibernating = new Set<C2SSession>();
   private readonly preAuthSessions = new WeakSet<C2SSession>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly moduleDefs: ModuleDefinition[];
@@ -115,7 +117,7 @@ export class Server implements ModuleHost {
 
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    for (const s of [...this.allConnections]) s.close('server shutting down');
+    for (const s of [...this.allConnections, ...this.hibernating]) s.close('server shutting down');
     for (const fn of this.unloaders.reverse()) {
       try {
         await fn();
@@ -152,6 +154,7 @@ export class Server implements ModuleHost {
       request: (iq, t) => this.request(iq, t),
       accountExists: (b) => this.accountExists(b),
       invalidateAccount: (b) => this.invalidateAccount(b),
+      redeliver: (stanza) => this.redeliver(stanza),
       addFeature: (ns, target) => undo(this.disco.addFeature(ns, target)),
       addIdentity: (id) => undo(this.disco.addIdentity(id)),
       iq: (type, ns, elName, handler, target = 'server') => undo(this.iqs.register(type, ns, elName, handler, target, name)),
@@ -228,8 +231,30 @@ export class Server implements ModuleHost {
     if (c) c.preAuth--;
   }
 
+  /** XEP-0198: a bound session lost its connection and waits for resumption. */
+  connectionHibernated(session: C2SSession): void {
+    this.connectionClosed(session, true);
+    this.hibernating.add(session);
+  }
+
+  /**
+   * XEP-0198: `resumed` continues on `fresh`'s connection; `fresh` is gone. `previous` is the
+   * connection `resumed` had, if it was still counted (not yet hibernated).
+   */
+  connectionTakenOver(fresh: C2SSession, resumed: C2SSession, previous: Transport): void {
+    if (!this.hibernating.delete(resumed) && this.allConnections.delete(resumed)) {
+      // Its old connection was still counted: it is dropped now.
+      const c = this.connections.get(previous.remoteAddress);
+      if (c && --c.total <= 0) this.connections.delete(previous.remoteAddress);
+    }
+    // The new connection stays counted under its address, now on behalf of the resumed session.
+    this.allConnections.delete(fresh);
+    this.allConnections.add(resumed);
+  }
+
   /** Called by the session when it ends. */
   connectionClosed(session: C2SSession, _wasAuthenticated: boolean): void {
+    this.hibernating.delete(session);
     if (!this.allConnections.delete(session)) return;
     const c = this.connections.get(session.remoteAddress);
     if (!c) return;
@@ -404,6 +429,34 @@ export class Server implements ModuleHost {
   private deliverTo(stanza: Element, to: Jid, sessions: C2SSession[]): void {
     for (const s of sessions) s.send(stanza);
     if (this.hooks.has('message.delivered')) this.hooks.foldSync('message.delivered', { stanza, to, sessions });
+  }
+
+  /**
+   * XEP-0198: a message written to a session that ended without acknowledging it. It goes to the
+   * account's other available sessions (highest priority), else to offline storage, else back to
+   * the sender as undeliverable; message.inbound and message.delivered are not fired again (it was
+   * archived and carbon-copied on its first delivery).
+   */
+  async redeliver(stanza: Element): Promise<void> {
+    const to = Jid.tryParse(stanza.attrs.to);
+    const type = stanza.attrs.type ?? 'normal';
+    if (!to || type === 'error' || type === 'groupchat') return;
+    const available = this.sessions.available(to.bare).filter((s) => s.priority >= 0);
+    if (available.length) {
+      let max = -1;
+      for (const s of available) if (s.priority > max) max = s.priority;
+      for (const s of available) if (s.priority === max) s.send(stanza);
+      return;
+    }
+    try {
+      const bare = Jid.parse(to.bare);
+      if (!(await this.hooks.fire('message.offline', { stanza, to: bare })) && type !== 'headline') {
+        this.bounce(stanza, stanzaError('service-unavailable'));
+      }
+    } catch (err) {
+      if (!(err instanceof StanzaError)) throw err;
+      this.bounce(stanza, err);
+    }
   }
 
   /** Sends an iq from the server and resolves its result. */

@@ -20,7 +20,7 @@ declare module './hooks.js' {
     'c2s.features': { session: C2SSession; features: Element; stage: 'pre-tls' | 'pre-auth' | 'post-auth' };
     /** A stanza received before authentication (e.g. XEP-0077 registration); unhandled ones end the stream. */
     'c2s.preauth': { session: C2SSession; stanza: Element };
-    /** A top-level non-stanza element on a bound stream (XEP-0198, XEP-0352 ...). */
+    /** A top-level non-stanza element after authentication, bound or not yet (XEP-0198, XEP-0352 ...). */
     'c2s.nonza': { session: C2SSession; element: Element };
     /** A stanza from a bound client, after `from` stamping, before routing. */
     'c2s.stanza': { session: C2SSession; stanza: Element };
@@ -65,6 +65,20 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
   readonly createdAt = Date.now();
   lastActivity = Date.now();
 
+  /**
+   * Stanzas (message, presence, iq) received on this bound stream, modulo 2^32; XEP-0198 counts
+   * its `h` from the value at `<enable/>`.
+   */
+  stanzasIn = 0;
+  /**
+   * XEP-0198: how long the session waits for resumption when its connection drops (0: it ends at
+   * once). Set by the stream-management module when the client enables resumption.
+   */
+  resumeTimeoutMs = 0;
+  /** The connection dropped and the session waits for resumption: still bound and available; writes are dropped. */
+  hibernated = false;
+  private hibernateTimer: NodeJS.Timeout | null = null;
+
   private parser: StreamParser;
   private headerSent = false;
   private sasl: SaslServerSession | null = null;
@@ -79,11 +93,14 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
   private paused = false;
   private pingPending: string | null = null;
   readonly log: Logger;
+  /** The connection; replaced when a hibernated session is resumed on a new one (XEP-0198). */
+  transport: Transport;
 
   constructor(
     readonly server: Server,
-    readonly transport: Transport,
+    transport: Transport,
   ) {
+    this.transport = transport;
     const limits = server.config.limits;
     this.log = server.log.child({ session: this.id, addr: transport.remoteAddress });
     this.parser = this.newParser();
@@ -480,10 +497,15 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
         const bind = el.getChild('bind', NS.BIND);
         if (bind) return this.onBind(el, bind);
       }
+      // Nonzas before binding (XEP-0198 <resume/>).
+      if (el.name !== 'iq' && el.name !== 'message' && el.name !== 'presence' && (await this.server.hooks.fire('c2s.nonza', { session: this, element: el }))) {
+        return;
+      }
       throw new StreamError('not-authorized', 'bind a resource first');
     }
     const name = el.name;
-    if (name !== 'message' && name !== 'presence' && name !== 'iq') {
+    if (name === 'message' || name === 'presence' || name === 'iq') this.stanzasIn = (this.stanzasIn + 1) >>> 0;
+    else {
       const handled = await this.server.hooks.fire('c2s.nonza', { session: this, element: el });
       if (!handled) throw new StreamError('unsupported-stanza-type');
       return;
@@ -589,7 +611,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
 
   /** Writes raw serialized XML, enforcing the output buffer cap. */
   write(data: string): void {
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.hibernated) return;
     // Checked before writing: what is already queued is what the client has not read, so one large
     // stanza to a client that keeps up never trips the cap, while a client that stopped reading does.
     if (this.transport.bufferedBytes > this.server.config.limits.outputBufferBytes) {
@@ -609,7 +631,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
 
   /** XEP-0199: the server pings an idle client; an unanswered ping closes the session. */
   pingIfIdle(now: number, idleMs: number, timeoutMs: number): void {
-    if (this.state !== 'bound') return;
+    if (this.state !== 'bound' || this.hibernated) return;
     if (this.pingPending !== null) {
       if (now - this.lastActivity > timeoutMs) this.fail(new StreamError('connection-timeout', 'no answer to ping'));
       return;
@@ -617,7 +639,10 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     if (now - this.lastActivity < idleMs) return;
     this.pingPending = `ping-${randomBytes(6).toString('hex')}`;
     this.lastActivity = now;
-    this.write(`<iq type='get' id='${this.pingPending}' from='${escapeAttr(this.host)}' to='${escapeAttr((this.jid as Jid).full)}'><ping xmlns='${NS.PING}'/></iq>`);
+    // Through send(): XEP-0198 counts it like any other stanza.
+    const ping = new Element('iq', { type: 'get', id: this.pingPending, from: this.host, to: (this.jid as Jid).full });
+    ping.c('ping', { xmlns: NS.PING });
+    this.send(ping);
   }
 
   // ---- closing -----------------------------------------------------------------------------
@@ -657,7 +682,65 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
 
   /** @internal transport event */
   onTransportClose(reason = 'connection closed'): void {
-    this.finish(reason);
+    if (this.state === 'bound' && this.resumeTimeoutMs > 0) this.hibernate(reason);
+    else this.finish(reason);
+  }
+
+  // ---- XEP-0198 hibernation and resumption ---------------------------------------------------
+
+  /** The connection dropped without a stream close: stay bound and available, wait for resumption. */
+  private hibernate(reason: string): void {
+    if (this.hibernated) return;
+    this.hibernated = true;
+    this.pingPending = null;
+    this.server.connectionHibernated(this);
+    this.log.info({ reason, waitMs: this.resumeTimeoutMs }, 'session hibernated');
+    this.hibernateTimer = setTimeout(() => this.finish('not resumed in time'), this.resumeTimeoutMs);
+    this.hibernateTimer.unref();
+    void this.server.hooks.fire('session.hibernated', { session: this }).catch((err) => {
+      this.log.error({ err }, 'session.hibernated hook failed');
+    });
+  }
+
+  /**
+   * XEP-0198 resumption: this session continues on `fresh`'s connection (a new stream that has just
+   * authenticated as the same account) and `fresh` ends without any event. If this session's own
+   * connection is still open (the client noticed the drop before we did), it is dropped. `first`
+   * runs before anything else is written or processed (the `<resumed/>` answer and the
+   * retransmission of unacknowledged stanzas); then the stanzas the client pipelined after its
+   * `<resume/>` are processed here, in order.
+   */
+  takeOver(fresh: C2SSession, first: () => void): void {
+    if (this.state !== 'bound' || fresh === this) throw new Error('takeOver: session is not bound');
+    if (this.hibernateTimer) clearTimeout(this.hibernateTimer);
+    this.hibernateTimer = null;
+    const previous = this.transport;
+    this.transport = fresh.transport;
+    this.transport.setHandlers(this);
+    this.parser = fresh.parser;
+    this.parser.setHandlers(this);
+    if (!this.hibernated) {
+      previous.setHandlers(DETACHED);
+      previous.destroy();
+    }
+    this.hibernated = false;
+    this.server.connectionTakenOver(fresh, this, previous);
+    this.headerSent = true;
+    this.lastActivity = Date.now();
+    this.pingPending = null;
+    this.paused = fresh.paused;
+    const pipelined = fresh.queue.splice(0);
+    fresh.state = 'closed';
+    if (fresh.negotiationTimer) clearTimeout(fresh.negotiationTimer);
+    if (fresh.throttleTimer) clearTimeout(fresh.throttleTimer);
+    fresh.negotiationTimer = fresh.throttleTimer = null;
+    this.log.info({ addr: this.transport.remoteAddress }, 'session resumed');
+    first();
+    this.queue.push(...pipelined);
+    if (this.queue.length && !this.processing) void this.drainQueue();
+    void this.server.hooks.fire('session.resumed', { session: this }).catch((err) => {
+      this.log.error({ err }, 'session.resumed hook failed');
+    });
   }
 
   private finish(reason: string): void {
@@ -665,7 +748,10 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     const wasBound = this.state === 'bound';
     const wasAuthenticated = this.authenticated;
     this.state = 'closed';
+    this.hibernated = false;
     this.queue.length = 0;
+    if (this.hibernateTimer) clearTimeout(this.hibernateTimer);
+    this.hibernateTimer = null;
     if (this.negotiationTimer) clearTimeout(this.negotiationTimer);
     if (this.throttleTimer) clearTimeout(this.throttleTimer);
     this.negotiationTimer = this.throttleTimer = null;
@@ -683,6 +769,13 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
 function escapeAttr(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
+
+/** Events of a connection nobody listens to any more (the one a resumed session left behind). */
+const DETACHED: TransportEvents = {
+  onTransportData() {},
+  onTransportClose() {},
+  onTransportDrain() {},
+};
 
 function escapeText(s: string): string {
   return s.replace(/[&<>]/g, (c) => `&#${c.charCodeAt(0)};`);

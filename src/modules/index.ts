@@ -11,5 +11,6 @@ import privateStorage from './private.js';
 import blocking from './blocking.js';
 import register from './register.js';
 import last from './last.js';
+import sm from './sm.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, sm] as ModuleDefinition[];

@@ -25,6 +25,8 @@ export class StreamError extends Error {
   constructor(
     readonly condition: StreamErrorCondition,
     readonly text?: string,
+    /** Application-specific condition element (RFC 6120 §4.9.4), e.g. XEP-0198 <handled-count-too-high/>. */
+    readonly appCondition?: Element,
   ) {
     super(text ? `${condition}: ${text}` : condition);
     this.name = 'StreamError';
@@ -34,6 +36,7 @@ export class StreamError extends Error {
     const el = new Element('stream:error');
     el.c(this.condition, { xmlns: NS.STREAMS });
     if (this.text) el.c('text', { xmlns: NS.STREAMS, 'xml:lang': 'en' }).t(this.text);
+    if (this.appCondition) el.cnode(this.appCondition);
     return el;
   }
 }

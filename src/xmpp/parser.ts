@@ -565,7 +565,7 @@ function toStreamError(err: unknown): StreamError {
  */
 export class StreamParser implements EngineSink {
   private readonly engine: Engine;
-  private readonly handlers: StreamParserHandlers;
+  private handlers: StreamParserHandlers;
   private failed = false;
   private writing = false;
   /** Chunks written re-entrantly from a handler; processed after the current chunk. */
@@ -574,6 +574,11 @@ export class StreamParser implements EngineSink {
   constructor(handlers: StreamParserHandlers, limits?: Partial<StreamParserLimits>) {
     this.handlers = handlers;
     this.engine = new Engine('stream', resolveLimits(limits), this);
+  }
+
+  /** Hands the rest of the stream to another sink (XEP-0198 resumption moves a stream to the resumed session). */
+  setHandlers(handlers: StreamParserHandlers): void {
+    this.handlers = handlers;
   }
 
   /** @internal engine sink */

@@ -301,6 +301,66 @@ describe('two embedded muxes', () => {
   }, 45_000);
 });
 
+describe('XEP-0198 across a mux crash', () => {
+  let srv: TestServer;
+  const raws: RawClient[] = [];
+  const SM = 'urn:xmpp:sm:3';
+
+  beforeAll(async () => {
+    srv = await startTestServer({ mux: { count: 2 }, log: { level: 'error' } });
+    for (const u of ['alice', 'bob']) await srv.addUser(u);
+  });
+  afterAll(async () => {
+    for (const r of raws) r.destroy();
+    await srv?.close();
+  });
+
+  it('kill -9 of the mux under a resumable session: the session hibernates (still available, messages held) and resumes through another mux with nothing lost', async () => {
+    const port = srv.ports.c2s as number;
+    await mutual(srv, ['alice@localhost', 'bob@localhost']);
+    // Log Alice in until she and Bob are on different muxes.
+    const b = await RawClient.login(port, 'bob', PASSWORD, { resource: 'r', presence: true });
+    raws.push(b);
+    const bobMux = (srv.muxLink?.status() ?? []).find((st) => st.connections === 1)?.name;
+    let a: RawClient | null = null;
+    for (let i = 0; i < 6 && !a; i++) {
+      const c = await RawClient.login(port, 'alice', PASSWORD, { resource: `r${i}`, presence: true });
+      raws.push(c);
+      if (linkLoad(srv)[bobMux as string] === 1) a = c;
+      else c.end();
+    }
+    if (!a) throw new Error('the supervisor never put Alice on the other mux');
+    await a.send(`<enable xmlns='${SM}' resume='true'/>`);
+    const id = /\bid=['"]([^'"]+)['"]/.exec((await a.waitFor(/<enabled\b[^>]*\/>/))[0])?.[1] as string;
+    const full = a.jid;
+    const aliceMux = Object.keys(linkLoad(srv)).find((k) => k !== bobMux) as string;
+    const victimPid = srv.muxLink?.status().find((st) => st.name === aliceMux)?.stats?.pid as number;
+    const bobMark = b.mark();
+
+    process.kill(victimPid, 'SIGKILL');
+    await a.closed(5000);
+    await waitUntil(() => sessionOf(srv, full)?.hibernated === true, 5000, 'session hibernated');
+    // Still available: Bob hears no unavailable presence and his messages are held for her.
+    expect(srv.server.sessions.available('alice@localhost')).toHaveLength(1);
+    await b.send(`<message type='chat' to='${full}'><body>held:1</body></message>`);
+    await b.send(`<message type='chat' to='alice@localhost'><body>held:2</body></message>`);
+    await b.ping();
+
+    // Back through whichever mux accepts her (the restarted one or Bob's).
+    await waitUntil(() => srv.muxes?.readyCount() === 2, 15_000, 'mux restarted');
+    const a2 = await RawClient.connect(port);
+    raws.push(a2);
+    await a2.authenticate('alice', PASSWORD);
+    await a2.send(`<resume xmlns='${SM}' previd='${id}' h='0'/>`);
+    await a2.waitFor(/<resumed\b/);
+    await a2.waitFor(/held:2</);
+    expect([...a2.text.matchAll(/<body>(held:\d)<\/body>/g)].map((m) => m[1])).toEqual(['held:1', 'held:2']);
+    await a2.ping();
+    expect(b.textSince(bobMark)).not.toMatch(/type=['"]unavailable['"]/);
+    expect(sessionOf(srv, full)?.hibernated).toBe(false);
+  }, 45_000);
+});
+
 describe('the server sees the client’s address, not the mux’s', () => {
   let srv: TestServer;
   const raws: RawClient[] = [];

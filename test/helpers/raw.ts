@@ -332,6 +332,18 @@ export class RawClient {
     return m?.[1];
   }
 
+  /**
+   * Negotiates up to resource binding (STARTTLS when offered, SASL PLAIN, stream restart) and
+   * resolves the post-authentication features, e.g. before a XEP-0198 <resume/>.
+   */
+  async authenticate(user: string, password: string, timeoutMs = 10_000): Promise<string> {
+    const f = await this.openStream('localhost', timeoutMs);
+    if (f.includes(NS_TLS) && !this.secure) await this.startTls({}, timeoutMs);
+    await this.openStream('localhost', timeoutMs);
+    if (!(await this.authPlain(user, password, '', timeoutMs))) throw new Error(`authentication failed: ${this.lastFailure}`);
+    return this.openStream('localhost', timeoutMs);
+  }
+
   /** Sends a bind request; resolves the whole <iq/> reply. */
   async bind(resource?: string, timeoutMs = 5000): Promise<string> {
     const id = this.nextId('bind');

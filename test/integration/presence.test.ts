@@ -77,7 +77,9 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
   }
 
   beforeAll(async () => {
-    srv = await startTestServer();
+    // @xmpp/client enables XEP-0198 with resumption: a dropped connection hibernates for 1 s here
+    // before the session ends (and unavailable presence goes out).
+    srv = await startTestServer({ modules: { sm: { resumeSeconds: 1 } } });
     port = srv.ports.c2s as number;
   });
   afterAll(async () => {
