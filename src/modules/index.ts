@@ -12,5 +12,7 @@ import blocking from './blocking.js';
 import register from './register.js';
 import last from './last.js';
 import sm from './sm.js';
+import extdisco from './extdisco.js';
+import push from './push.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, sm] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, sm, extdisco, push] as ModuleDefinition[];
