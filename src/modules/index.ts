@@ -11,8 +11,10 @@ import privateStorage from './private.js';
 import blocking from './blocking.js';
 import register from './register.js';
 import last from './last.js';
+import carbons from './carbons.js';
+import csi from './csi.js';
 import sm from './sm.js';
 import extdisco from './extdisco.js';
 import push from './push.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, sm, extdisco, push] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, carbons, csi, sm, extdisco, push] as ModuleDefinition[];
