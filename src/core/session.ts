@@ -707,8 +707,8 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
    * authenticated as the same account) and `fresh` ends without any event. If this session's own
    * connection is still open (the client noticed the drop before we did), it is dropped. `first`
    * runs before anything else is written or processed (the `<resumed/>` answer and the
-   * retransmission of unacknowledged stanzas); then the stanzas the client pipelined after its
-   * `<resume/>` are processed here, in order.
+   * retransmission of unacknowledged stanzas); then `session.resumed` fires, and then the stanzas
+   * the client pipelined after its `<resume/>` are processed here, in order.
    */
   takeOver(fresh: C2SSession, first: () => void): void {
     if (this.state !== 'bound' || fresh === this) throw new Error('takeOver: session is not bound');
@@ -737,10 +737,17 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     this.log.info({ addr: this.transport.remoteAddress }, 'session resumed');
     first();
     this.queue.push(...pipelined);
-    if (this.queue.length && !this.processing) void this.drainQueue();
-    void this.server.hooks.fire('session.resumed', { session: this }).catch((err) => {
-      this.log.error({ err }, 'session.resumed hook failed');
-    });
+    // Modules see the resumption (CSI turns active again) before the pipelined stanzas are handled.
+    const idle = !this.processing;
+    this.processing = true;
+    void this.server.hooks
+      .fire('session.resumed', { session: this })
+      .catch((err) => this.log.error({ err }, 'session.resumed hook failed'))
+      .finally(() => {
+        if (!idle) return; // the drain loop that was running picks the queue up
+        this.processing = false;
+        if (this.queue.length && this.state !== 'closed') void this.drainQueue();
+      });
   }
 
   private finish(reason: string): void {
