@@ -4,12 +4,22 @@ import { Element } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../core/module.js';
 import { stanzaError } from '../xmpp/errors.js';
+import type { Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
 
 declare module '../core/hooks.js' {
   interface HookMap {
     /** disco#items of a local host (components, services); handlers append <item/> children. */
     'disco.server-items': { host: string; node: string | undefined; items: Element[] };
+    /**
+     * disco#info of an account. Without `node` the requester may see the account (itself or a
+     * contact with a from/both subscription) and `query` already holds the account identity and
+     * features: folders add identities (PEP). With `node`, the visibility is the folder's own
+     * (XEP-0060 node access): one that knows the node fills `query` and sets `found`.
+     */
+    'disco.account-info': { owner: Jid; from: Jid; node: string | undefined; query: Element; found: boolean };
+    /** disco#items of an account, same rules as disco.account-info (PEP lists its nodes, or a node's items). */
+    'disco.account-items': { owner: Jid; from: Jid; node: string | undefined; query: Element; found: boolean };
   }
 }
 
@@ -29,16 +39,12 @@ export default defineModule({
       const node = req.payload.attrs.node;
       const registry = ctx.discoRegistry();
       if (req.to.local) {
-        // An account: visible to itself and to contacts with a presence subscription (XEP-0030 §6).
-        if (!req.self) {
-          const item = await ctx.storage.roster.getItem(req.to.bare, req.from.bare);
-          if (!item || (item.subscription !== 'from' && item.subscription !== 'both')) throw stanzaError('service-unavailable');
-        }
-        if (node) throw stanzaError('item-not-found');
-        const q = new Element('query', { xmlns: NS.DISCO_INFO });
+        const q = new Element('query', { xmlns: NS.DISCO_INFO, node });
+        if (node) return accountNode('disco.account-info', req.to, req.from, node, q);
+        await mayDiscover(req.to, req.from, req.self);
         q.c('identity', { category: 'account', type: 'registered' });
         for (const f of registry.features('account', ctx.iqNamespaces('account'))) q.c('feature', { var: f });
-        return q;
+        return (await ctx.foldValue('disco.account-info', { owner: req.to.toBare(), from: req.from, node, query: q, found: true })).query;
       }
       const features = registry.features('server', ctx.iqNamespaces('server'));
       const ver = registry.capsVer(features);
@@ -53,17 +59,28 @@ export default defineModule({
       const node = req.payload.attrs.node;
       const q = new Element('query', { xmlns: NS.DISCO_ITEMS, node });
       if (req.to.local) {
-        if (!req.self) {
-          const item = await ctx.storage.roster.getItem(req.to.bare, req.from.bare);
-          if (!item || (item.subscription !== 'from' && item.subscription !== 'both')) throw stanzaError('service-unavailable');
-        }
-        return q; // PEP nodes are listed by the PEP module once it exists
+        if (node) return accountNode('disco.account-items', req.to, req.from, node, q);
+        await mayDiscover(req.to, req.from, req.self);
+        return (await ctx.foldValue('disco.account-items', { owner: req.to.toBare(), from: req.from, node, query: q, found: true })).query;
       }
       const ev = await ctx.foldValue('disco.server-items', { host: req.to.domain, node, items: [] });
       if (!node) for (const i of ctx.options.extraItems) q.c('item', { jid: i.jid, name: i.name });
       for (const i of ev.items) q.cnode(i);
       return q;
     }, 'both');
+
+    /** An account is visible to itself and to contacts with a presence subscription (XEP-0030 §6). */
+    async function mayDiscover(owner: Jid, from: Jid, self: boolean): Promise<void> {
+      if (self) return;
+      const item = await ctx.storage.roster.getItem(owner.bare, from.bare);
+      if (!item || (item.subscription !== 'from' && item.subscription !== 'both')) throw stanzaError('service-unavailable');
+    }
+
+    async function accountNode(hook: 'disco.account-info' | 'disco.account-items', owner: Jid, from: Jid, node: string, query: Element): Promise<Element> {
+      const ev = await ctx.foldValue(hook, { owner: owner.toBare(), from, node, query, found: false });
+      if (!ev.found) throw stanzaError('item-not-found');
+      return ev.query;
+    }
 
     ctx.fold('c2s.features', (ev) => {
       const registry = ctx.discoRegistry();

@@ -11,10 +11,13 @@ import privateStorage from './private.js';
 import blocking from './blocking.js';
 import register from './register.js';
 import last from './last.js';
+import pep from './pep/index.js';
+import bookmarks from './bookmarks.js';
 import carbons from './carbons.js';
 import csi from './csi.js';
 import sm from './sm.js';
 import extdisco from './extdisco.js';
 import push from './push.js';
+import mam from './mam/index.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, carbons, csi, sm, extdisco, push] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam] as ModuleDefinition[];

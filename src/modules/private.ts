@@ -15,10 +15,21 @@
 import { Element, parse } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../core/module.js';
+import type { HookMap } from '../core/hooks.js';
 import { serializer } from '../core/serializer.js';
 import { standalone } from '../xmpp/stanza.js';
 import { StanzaError, stanzaError } from '../xmpp/errors.js';
 import { NS } from '../xmpp/ns.js';
+import type { Jid } from '../xmpp/jid.js';
+
+declare module '../core/hooks.js' {
+  interface HookMap {
+    /** A get of one namespace: a module keeping it elsewhere (XEP-0411 bookmarks) sets `result` and returns HANDLED. */
+    'private.get': { user: Jid; ns: string; result: Element[] | null };
+    /** A set of one namespace (already size-checked): a module keeping it elsewhere stores it and returns HANDLED; a StanzaError refuses. */
+    'private.set': { user: Jid; ns: string; fragments: Element[] };
+  }
+}
 
 const STORE = 'private';
 const RESERVED = new Set<string>(['', NS.CLIENT, NS.SERVER, NS.PRIVATE]);
@@ -45,6 +56,11 @@ export default defineModule({
         const wanted = children[0] as Element;
         const ns = namespaceOf(wanted);
         const q = new Element('query', { xmlns: NS.PRIVATE });
+        const taken: HookMap['private.get'] = { user: req.to.toBare(), ns, result: null };
+        if ((await ctx.fire('private.get', taken)) && taken.result) {
+          for (const el of taken.result) q.cnode(el);
+          return q;
+        }
         const stored = await kv.get(req.to.bare, STORE, ns);
         if (stored === null) {
           // Nothing stored: echo the (empty) element that was asked for (§2.3).
@@ -89,6 +105,9 @@ export default defineModule({
             throw stanzaError('not-acceptable', `private XML for ${ns} is larger than ${maxBytes} bytes`);
           }
           values.set(ns, xml);
+        }
+        for (const [ns, doc] of docs) {
+          if (await ctx.fire('private.set', { user: req.to.toBare(), ns, fragments: doc.getChildElements() })) values.delete(ns);
         }
         const user = req.to.bare;
         await serial(user, async () => {

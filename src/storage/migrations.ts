@@ -130,6 +130,136 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    // XEP-0313 message archive (src/storage/archive-*.ts). `seq` is the ordering key (monotonic,
+    // never reused); `id` is the opaque archive UID handed to clients (XEP-0359 stanza-id).
+    version: 2,
+    name: 'message archive',
+    sqlite: `
+      CREATE TABLE archive (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_jid  TEXT NOT NULL,
+        id        TEXT NOT NULL,
+        with_bare TEXT NOT NULL,
+        with_full TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        stamp     INTEGER NOT NULL,      -- ms since epoch
+        stanza    TEXT NOT NULL,
+        body      TEXT                   -- text for withtext search
+      );
+      CREATE UNIQUE INDEX archive_user_id ON archive (user_jid, id);
+      CREATE INDEX archive_user_seq ON archive (user_jid, seq);
+      CREATE INDEX archive_user_with ON archive (user_jid, with_bare, seq);
+      CREATE INDEX archive_stamp ON archive (stamp);
+
+      -- Full-text index over archive.body (external content: the text is not stored twice).
+      CREATE VIRTUAL TABLE archive_fts USING fts5(
+        body, content='archive', content_rowid='seq', tokenize='unicode61 remove_diacritics 2'
+      );
+      CREATE TRIGGER archive_fts_insert AFTER INSERT ON archive WHEN new.body IS NOT NULL BEGIN
+        INSERT INTO archive_fts (rowid, body) VALUES (new.seq, new.body);
+      END;
+      CREATE TRIGGER archive_fts_delete AFTER DELETE ON archive WHEN old.body IS NOT NULL BEGIN
+        INSERT INTO archive_fts (archive_fts, rowid, body) VALUES ('delete', old.seq, old.body);
+      END;
+
+      -- Entries per user, kept by the store, so that the per-user cap costs no count(*) per message.
+      CREATE TABLE archive_users (
+        user_jid TEXT PRIMARY KEY,
+        n        INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE archive_prefs (
+        user_jid     TEXT PRIMARY KEY,
+        default_mode TEXT NOT NULL CHECK (default_mode IN ('always', 'never', 'roster')),
+        always_jids  TEXT NOT NULL,      -- JSON array of JIDs
+        never_jids   TEXT NOT NULL       -- JSON array of JIDs
+      ) WITHOUT ROWID;
+    `,
+    postgres: `
+      CREATE TABLE archive (
+        seq       bigserial PRIMARY KEY,
+        user_jid  text NOT NULL,
+        id        text NOT NULL,
+        with_bare text NOT NULL,
+        with_full text NOT NULL,
+        direction text NOT NULL CHECK (direction IN ('in', 'out')),
+        stamp     bigint NOT NULL,
+        stanza    text NOT NULL,
+        body      text
+      );
+      CREATE UNIQUE INDEX archive_user_id ON archive (user_jid, id);
+      CREATE INDEX archive_user_seq ON archive (user_jid, seq);
+      CREATE INDEX archive_user_with ON archive (user_jid, with_bare, seq);
+      CREATE INDEX archive_stamp ON archive (stamp);
+      -- 'simple': no language-specific stemming or stop words, the same for every user.
+      CREATE INDEX archive_body_fts ON archive USING gin (to_tsvector('simple', COALESCE(body, '')));
+
+      CREATE TABLE archive_users (
+        user_jid text PRIMARY KEY,
+        n        bigint NOT NULL
+      );
+
+      CREATE TABLE archive_prefs (
+        user_jid     text PRIMARY KEY,
+        default_mode text NOT NULL CHECK (default_mode IN ('always', 'never', 'roster')),
+        always_jids  text NOT NULL,
+        never_jids   text NOT NULL
+      );
+    `,
+  },  {
+    // XEP-0060 pubsub nodes and items: XEP-0163 PEP services (service = the account's bare JID) and
+    // later standalone pubsub services. `seq` orders items (a re-published id gets a new seq: it
+    // becomes the newest); config is a JSON object of node_config field values.
+    version: 3,
+    name: 'pubsub',
+    sqlite: `
+      CREATE TABLE pubsub_nodes (
+        service    TEXT NOT NULL,
+        node       TEXT NOT NULL,
+        owner      TEXT NOT NULL,
+        config     TEXT NOT NULL,        -- JSON: Record<string, string | string[]>
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (service, node)
+      ) WITHOUT ROWID;
+
+      CREATE TABLE pubsub_items (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        service    TEXT NOT NULL,
+        node       TEXT NOT NULL,
+        item_id    TEXT NOT NULL,
+        publisher  TEXT NOT NULL,
+        payload    TEXT NOT NULL,        -- serialized <item/> children
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      );
+      CREATE UNIQUE INDEX pubsub_items_id ON pubsub_items (service, node, item_id);
+      CREATE INDEX pubsub_items_seq ON pubsub_items (service, node, seq);
+    `,
+    postgres: `
+      CREATE TABLE pubsub_nodes (
+        service    text NOT NULL,
+        node       text NOT NULL,
+        owner      text NOT NULL,
+        config     text NOT NULL,
+        created_at bigint NOT NULL,
+        PRIMARY KEY (service, node)
+      );
+
+      CREATE TABLE pubsub_items (
+        seq        bigserial PRIMARY KEY,
+        service    text NOT NULL,
+        node       text NOT NULL,
+        item_id    text NOT NULL,
+        publisher  text NOT NULL,
+        payload    text NOT NULL,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL
+      );
+      CREATE UNIQUE INDEX pubsub_items_id ON pubsub_items (service, node, item_id);
+      CREATE INDEX pubsub_items_seq ON pubsub_items (service, node, seq);
+    `,
+  },
 ];
 
 // Catch a malformed list at startup rather than half-way through migrating somebody's database.

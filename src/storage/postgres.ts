@@ -5,6 +5,8 @@
 // bigint/count(*) columns arrive as strings from pg and are converted with Number().
 import pg from 'pg';
 import { pendingMigrations, SCHEMA_MIGRATIONS_DDL } from './migrations.js';
+import { postgresPubsub, PUBSUB_USER_DELETE_CTES } from './pubsub-postgres.js';
+import { postgresArchive } from './archive-postgres.js';
 import type {
   AccountRecord,
   AccountStore,
@@ -164,7 +166,11 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
               p AS (DELETE FROM roster_pending WHERE user_jid = $1),
               o AS (DELETE FROM offline WHERE user_jid = $1),
               k AS (DELETE FROM keyval WHERE user_jid = $1),
-              b AS (DELETE FROM blocks WHERE user_jid = $1)
+              ${PUBSUB_USER_DELETE_CTES}
+              b AS (DELETE FROM blocks WHERE user_jid = $1),
+              ar AS (DELETE FROM archive WHERE user_jid = $1),
+              au AS (DELETE FROM archive_users WHERE user_jid = $1),
+              ap AS (DELETE FROM archive_prefs WHERE user_jid = $1)
          DELETE FROM accounts WHERE jid = $1`,
         [jid],
       );
@@ -354,6 +360,8 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
     offline,
     keyval,
     blocks,
+    archive: postgresArchive(pool),
+    pubsub: postgresPubsub(pool, (fn) => withTransaction(pool, fn)),
     async ping() {
       await q('SELECT 1');
     },

@@ -5,6 +5,8 @@
 // another connection committed fails with SQLITE_BUSY_SNAPSHOT, which busy_timeout cannot cure.
 import Database from 'better-sqlite3';
 import { pendingMigrations, SCHEMA_MIGRATIONS_DDL } from './migrations.js';
+import { PUBSUB_USER_DELETES, sqlitePubsub } from './pubsub-sqlite.js';
+import { sqliteArchive } from './archive-sqlite.js';
 import type {
   AccountRecord,
   AccountStore,
@@ -111,6 +113,10 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
       'DELETE FROM offline WHERE user_jid = ?',
       'DELETE FROM keyval WHERE user_jid = ?',
       'DELETE FROM blocks WHERE user_jid = ?',
+      ...PUBSUB_USER_DELETES,
+      'DELETE FROM archive WHERE user_jid = ?',
+      'DELETE FROM archive_users WHERE user_jid = ?',
+      'DELETE FROM archive_prefs WHERE user_jid = ?',
     ].map((sql) => db.prepare(sql)),
 
     rosterItems: db.prepare(
@@ -318,6 +324,8 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     offline,
     keyval,
     blocks,
+    archive: sqliteArchive(db),
+    pubsub: sqlitePubsub(db),
     async ping() {
       s.ping.get();
     },

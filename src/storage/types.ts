@@ -27,7 +27,7 @@ export interface AccountStore {
   get(jid: string): Promise<AccountRecord | null>;
   /** Replaces the SCRAM secrets; resolves false if the account does not exist. */
   setScram(jid: string, scram: AccountRecord['scram']): Promise<boolean>;
-  /** Deletes the account and every piece of data keyed by it (roster, offline, keyval, blocklist). */
+  /** Deletes the account and every piece of data keyed by it (roster, offline, keyval, blocklist, archive and its prefs, PEP nodes and items). */
   remove(jid: string): Promise<boolean>;
   /** Usernames' bare JIDs on one host, sorted. */
   list(host: string): Promise<string[]>;
@@ -93,6 +93,131 @@ export interface KeyValStore {
   count(user: string, store: string): Promise<number>;
 }
 
+/** One archived message (XEP-0313). */
+export interface ArchiveEntry {
+  /** Opaque archive UID, unique per user; also the XEP-0359 stanza-id handed to clients. */
+  id: string;
+  /** The contact's bare JID (the user's own for messages to self). */
+  withBare: string;
+  /** The contact's JID as it appeared on the message (full when it had a resource). */
+  withFull: string;
+  /** 'out': sent by the user; 'in': received. */
+  direction: 'in' | 'out';
+  stamp: number; // ms since epoch
+  stanza: string; // serialized message
+  /** Text searched by `withtext` (the body), or null. */
+  body: string | null;
+}
+
+export interface ArchiveQuery {
+  /** A bare JID matches every resource of it; a full JID matches that resource only. */
+  with?: string;
+  /** Inclusive bounds on `stamp`, ms since epoch. */
+  start?: number;
+  end?: number;
+  /** Every word must occur in the body (case-insensitive; full-text index where the backend has one). */
+  text?: string;
+  /** Form-level bounds (XEP-0313 before-id/after-id), exclusive. */
+  afterId?: string;
+  beforeId?: string;
+  /** Only these UIDs. */
+  ids?: string[];
+  /** Page size; 0 returns no items but still the count. */
+  max: number;
+  /** RSM: the page right after this UID (forward paging). */
+  after?: string;
+  /** RSM: the page right before this UID; '' means the last page (backward paging). */
+  before?: string;
+}
+
+export interface ArchivePage {
+  /** In archive order (oldest first), whatever the paging direction. */
+  items: ArchiveEntry[];
+  /** Entries matching the filters, ignoring RSM after/before and max. */
+  count: number;
+  /** Position of items[0] among those `count` entries (RSM first@index). */
+  index: number;
+  /** No more matching entries beyond this page in the paging direction. */
+  complete: boolean;
+}
+
+export type ArchiveDefault = 'always' | 'never' | 'roster';
+
+export interface ArchivePrefs {
+  default: ArchiveDefault;
+  always: string[];
+  never: string[];
+}
+
+/** XEP-0313 per-user message archives. */
+export interface ArchiveStore {
+  /**
+   * Appends an entry. With `cap` > 0, the user's oldest entries beyond `cap` are deleted in the same
+   * transaction (under concurrent appends on PostgreSQL the count may exceed it by a few briefly).
+   */
+  append(user: string, entry: ArchiveEntry, cap?: number): Promise<void>;
+  /** Resolves null when a UID named by afterId/beforeId/ids/after/before is not in the user's archive. */
+  query(user: string, q: ArchiveQuery): Promise<ArchivePage | null>;
+  /** The oldest and newest entries (XEP-0313 §6 metadata), or null for an empty archive. */
+  bounds(user: string): Promise<{ first: { id: string; stamp: number }; last: { id: string; stamp: number } } | null>;
+  count(user: string): Promise<number>;
+  /** Deletes every user's entries with stamp < cutoff; resolves how many went. */
+  purge(cutoff: number): Promise<number>;
+  /** Deletes one user's entries (not the preferences). */
+  clear(user: string): Promise<void>;
+  getPrefs(user: string): Promise<ArchivePrefs | null>;
+  setPrefs(user: string, prefs: ArchivePrefs): Promise<void>;
+}
+
+/** A pubsub node (XEP-0060); for PEP (XEP-0163) the service is the owner's bare JID. */
+export interface PubsubNode {
+  service: string;
+  node: string;
+  /** Bare JID of the node's owner. */
+  owner: string;
+  /** Node configuration: XEP-0004 field values keyed by var (pubsub#access_model ...). */
+  config: Record<string, string | string[]>;
+  createdAt: number; // ms since epoch
+}
+
+export interface PubsubItem {
+  id: string;
+  /** JID of the entity that published it. */
+  publisher: string;
+  /** Serialized payload (the children of <item/>). */
+  payload: string;
+  createdAt: number; // first published, ms since epoch
+  updatedAt: number; // last (re)published
+}
+
+/** XEP-0060 nodes and items, shared by PEP and pubsub services. */
+export interface PubsubStore {
+  getNode(service: string, node: string): Promise<PubsubNode | null>;
+  /** A service's nodes, sorted by name. */
+  listNodes(service: string): Promise<PubsubNode[]>;
+  countNodes(service: string): Promise<number>;
+  /** Creates a node; resolves false if it already exists (nothing changed). */
+  createNode(node: PubsubNode): Promise<boolean>;
+  /** Replaces a node's configuration; resolves false if there is no such node. */
+  setConfig(service: string, node: string, config: PubsubNode['config']): Promise<boolean>;
+  /** Deletes a node and its items; resolves false if there was no such node. */
+  deleteNode(service: string, node: string): Promise<boolean>;
+  /**
+   * Publishes (inserts, or replaces the item with the same id, which then becomes the newest) and
+   * deletes the oldest items beyond `maxItems`, in one transaction. Resolves the ids trimmed.
+   */
+  publish(service: string, node: string, item: PubsubItem, maxItems: number): Promise<string[]>;
+  /** Items oldest first: the newest `max` of them, or only those with the given ids. */
+  getItems(service: string, node: string, opts?: { ids?: string[]; max?: number }): Promise<PubsubItem[]>;
+  countItems(service: string, node: string): Promise<number>;
+  /** Resolves false if there was no such item. */
+  retract(service: string, node: string, id: string): Promise<boolean>;
+  /** Deletes every item of a node (XEP-0060 §8.5 purge). */
+  purge(service: string, node: string): Promise<void>;
+  /** Deletes a whole service: every node and item (account removal deletes the account's PEP service). */
+  deleteService(service: string): Promise<void>;
+}
+
 /** XEP-0191 block lists. */
 export interface BlockStore {
   list(user: string): Promise<string[]>;
@@ -108,6 +233,8 @@ export interface Storage {
   offline: OfflineStore;
   keyval: KeyValStore;
   blocks: BlockStore;
+  archive: ArchiveStore;
+  pubsub: PubsubStore;
   /** Cheap round trip, for readiness checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -7,6 +7,8 @@ import { LATEST_SCHEMA_VERSION, SchemaTooNewError } from '../../src/storage/migr
 import { openPostgres } from '../../src/storage/postgres.js';
 import { type PostgresServer, startPostgres } from '../helpers/postgres.js';
 import { storageContract } from './contract.js';
+import { archiveContract } from './archive-contract.js';
+import { pubsubContract } from './pubsub-contract.js';
 
 let server: PostgresServer;
 
@@ -36,6 +38,8 @@ async function freshDatabase(): Promise<string> {
 }
 
 storageContract('postgres', () => openPostgres({ url: server.url }));
+archiveContract('postgres', () => openPostgres({ url: server.url }));
+pubsubContract('postgres', () => openPostgres({ url: server.url }));
 
 describe('postgres specifics', () => {
   it('opens through openStorage with separate connection fields', async () => {

@@ -10,6 +10,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { LATEST_SCHEMA_VERSION, SchemaTooNewError } from '../../src/storage/migrations.js';
 import { openSqlite } from '../../src/storage/sqlite.js';
 import { storageContract } from './contract.js';
+import { archiveContract } from './archive-contract.js';
+import { pubsubContract } from './pubsub-contract.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dirs: string[] = [];
@@ -24,6 +26,8 @@ afterAll(() => {
 
 storageContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'parley.db') }));
 storageContract('sqlite (:memory:)', () => openSqlite({ path: ':memory:' }));
+archiveContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'archive.db') }));
+pubsubContract('sqlite', () => openSqlite({ path: ':memory:' }));
 
 describe('sqlite specifics', () => {
   it('uses WAL with synchronous=NORMAL on a file', async () => {
