@@ -26,8 +26,12 @@ declare module './hooks.js' {
     'route.server': { stanza: Element; to: Jid; from: Jid | null };
     /** A stanza for a domain that is not a local host (components, federation). */
     'route.remote': { stanza: Element; to: Jid; from: Jid | null };
-    /** A message for an account with no available resource: store it (XEP-0160) or throw StanzaError. */
-    'message.offline': { stanza: Element; to: Jid };
+    /**
+     * A message for an account with no available resource: store it (XEP-0160) or throw StanzaError.
+     * `redelivery`: it comes from Server.redeliver (XEP-0198: written to a session that ended
+     * without acknowledging it), so it was already seen by the hooks of its first delivery.
+     */
+    'message.offline': { stanza: Element; to: Jid; redelivery?: boolean };
     /**
      * A message (any type but error and groupchat) addressed to a local account, after blocking and
      * before delivery to its sessions or offline storage (XEP-0313 archives it and adds its
@@ -450,7 +454,7 @@ export class Server implements ModuleHost {
     }
     try {
       const bare = Jid.parse(to.bare);
-      if (!(await this.hooks.fire('message.offline', { stanza, to: bare })) && type !== 'headline') {
+      if (!(await this.hooks.fire('message.offline', { stanza, to: bare, redelivery: true })) && type !== 'headline') {
         this.bounce(stanza, stanzaError('service-unavailable'));
       }
     } catch (err) {

@@ -8,8 +8,11 @@
 //  - received copies: hook `message.delivered` (sync, after the router wrote the message to the
 //    sessions RFC 6121 chose), so a message refused by blocking or stored offline is never copied.
 //  - sent copies: hook `c2s.stanza` at priority 50, below blocking (100), whose veto (HANDLED)
-//    stops a message to a blocked contact before it is copied. Copies are made for any
-//    destination: remote domains, other users, and the user's own other resources.
+//    stops a message to a blocked contact before it is copied, and below XEP-0313 archiving (60).
+//    Copies are made for any destination: remote domains, other users, and the user's own other
+//    resources. Before wrapping, the copy passes the `carbons.sent` fold, where the archive adds the
+//    <stanza-id/> of the sender's archive entry (XEP-0313 §3 "SHOULD include the element as a child
+//    of the forwarded message"); the routed original never carries it.
 //  - forgeries: genuine carbons are written straight to sessions and never routed, so a routed
 //    message carrying a top-level carbons <sent/>/<received/> is a forgery (CVE-2017-5589): the
 //    element is removed both when a local client sends it (c2s.stanza, priority 200, before any
@@ -37,6 +40,18 @@ const NS_CONFERENCE = 'jabber:x:conference';
 
 /** Session flag: this resource enabled carbons (§4); absent means disabled. */
 const ENABLED = Symbol('carbons.enabled');
+
+declare module '../core/hooks.js' {
+  interface HookMap {
+    /**
+     * Fold: `copy` (a clone of `original`, the message `session` sent) is about to be wrapped in
+     * <sent/> carbons for the account's other resources; handlers may add children to `copy` only
+     * (XEP-0313 adds the sender's archive stanza-id). `original` identifies the message; it is
+     * routed as it is and must not be changed here.
+     */
+    'carbons.sent': { session: C2SSession; original: Element; copy: Element };
+  }
+}
 
 /** Namespaces of the IM payloads that make a message eligible on their own (§6.1, third rule). */
 const IM_PAYLOADS = new Set([NS_RECEIPTS, NS_CHATSTATES, NS_MARKERS]);
@@ -86,15 +101,16 @@ export default defineModule({
 
     ctx.hook(
       'c2s.stanza',
-      ({ session, stanza }) => {
+      async ({ session, stanza }) => {
         if (stanza.name !== 'message' || !session.jid) return undefined;
         const me = session.jid;
-        const others = enabledSessions(me.bare, (s) => s !== session);
-        if (!others.length || !eligible(stanza, 'sent')) return undefined;
+        if (!enabledSessions(me.bare, (s) => s !== session).length || !eligible(stanza, 'sent')) return undefined;
         const copy = clone(stanza);
         // No 'to' means the account itself (RFC 6120 §10.3); the copy says so explicitly.
         copy.attrs.to ??= me.bare;
-        for (const s of others) s.send(wrap('sent', copy, me.bare, s));
+        const ev = await ctx.foldValue('carbons.sent', { session, original: stanza, copy });
+        // Asked again after the fold: a resource may have gone or switched carbons meanwhile.
+        for (const s of enabledSessions(me.bare, (x) => x !== session)) s.send(wrap('sent', ev.copy, me.bare, s));
         return undefined;
       },
       50,

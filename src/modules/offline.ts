@@ -2,12 +2,26 @@
 // resource are committed to storage (with a XEP-0203 delay) before the sender's next stanza is
 // processed, and delivered when the account sends initial presence with a non-negative priority.
 // Per-user quota: the sender gets resource-constraint. A failed write reaches the sender as an error.
-import { clone, parse } from 'ltx';
+// After a successful write, `offline.stored` tells the modules that act on messages waiting for the
+// user (XEP-0357 push), so nothing is announced for a message storage refused.
+import { clone, parse, type Element } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../core/module.js';
 import { HANDLED } from '../core/hooks.js';
 import { StanzaError } from '../xmpp/errors.js';
+import type { Jid } from '../xmpp/jid.js';
 import { delayElement } from '../xmpp/stanza.js';
+
+declare module '../core/hooks.js' {
+  interface HookMap {
+    /**
+     * A message was committed to `to`'s offline storage. `stanza` is the routed message (the very
+     * element message.offline carried, not the stored copy with its delay); `redelivery` as on
+     * message.offline. Fired without waiting: handlers cannot hold up or refuse the message.
+     */
+    'offline.stored': { stanza: Element; to: Jid; redelivery: boolean };
+  }
+}
 
 const HINTS = 'urn:xmpp:hints';
 /** Payloads worth storing even without a body (XEP-0160 §3 leaves this to the server). */
@@ -21,7 +35,7 @@ export default defineModule({
     ctx.addFeature('msgoffline');
     const quota = ctx.config.limits.offlineQuota;
 
-    ctx.hook('message.offline', async ({ stanza, to }) => {
+    ctx.hook('message.offline', async ({ stanza, to, redelivery }) => {
       const type = stanza.attrs.type ?? 'normal';
       if (type !== 'normal' && type !== 'chat') return HANDLED; // headline, groupchat, error: not stored
       const children = stanza.getChildElements();
@@ -41,6 +55,8 @@ export default defineModule({
         throw new StanzaError('wait', 'internal-server-error', 'the message could not be stored');
       }
       if (id === null) throw new StanzaError('wait', 'resource-constraint', 'offline storage for this user is full');
+      // Not awaited: the sender's next stanza waits for the write only, not for what others do with it.
+      void ctx.fire('offline.stored', { stanza, to, redelivery: redelivery === true }).catch((err: unknown) => ctx.log.error({ err, user: to.bare }, 'offline.stored hook failed'));
       return HANDLED;
     });
 

@@ -7,10 +7,13 @@
 // "Security Considerations" (no message body unless the operator allows it).
 //
 // What warrants a notification (the XEP leaves it to the server): a chat or normal message with a
-// body, an encrypted payload or a call proposal (XEP-0353) that either goes to offline storage
-// (hook message.offline, before the offline module, never taking the event) or is held for a
-// session waiting for XEP-0198 resumption (hook session.held). Chat states, receipts, headlines
-// and groupchat messages do not wake a phone.
+// body, an encrypted payload or a call proposal (XEP-0353) that either was committed to offline
+// storage (hook offline.stored, fired by the offline module after a successful write: a message
+// storage refused, over quota or on a write failure, announces nothing) or is held for a session
+// waiting for XEP-0198 resumption (hook session.held). A held message that the session never
+// acknowledged goes to offline storage when the hibernation ends (a redelivery): it was notified
+// when held, so it is neither counted nor notified again. Chat states, receipts, headlines and
+// groupchat messages do not wake a phone.
 //
 // message-count counts the messages notified since the user was last online (reset when a session
 // sends initial presence or is resumed). Notifications are rate-limited per registration: within
@@ -45,20 +48,13 @@ const MAX_TRACKED = 50_000;
 
 const optionsSchema = z
   .object({
-    /** Most push registrations (app server jid + node) one account may hold. */
-    maxRegistrations: z.number().int().min(1).max(100).default(10),
-    /** Least time between two notifications to one registration (0 disables the rate limit). */
-    minIntervalMs: z.number().int().min(0).max(3_600_000).default(10_000),
-    /** Include last-message-sender (the sender's JID) in the summary form. */
-    includeSender: z.boolean().default(true),
-    /** Include last-message-body; off by default, since bodies then pass through third parties. */
-    includeBody: z.boolean().default(false),
-    /** Longest body included, in characters (longer ones are cut). */
-    maxBodyChars: z.number().int().min(1).max(4096).default(256),
-    /** Notifications come from the user's bare JID ('account', as Prosody does) or the server's domain (XEP-0357 v0.3+ examples). */
-    notifyFrom: z.enum(['account', 'server']).default('account'),
-    /** How long to wait for the app server's answer, in ms. */
-    timeoutMs: z.number().int().min(1000).max(120_000).default(30_000),
+    maxRegistrations: z.number().int().min(1).max(100).default(10).describe('Most push registrations (app server jid + node) one account may hold.'),
+    minIntervalMs: z.number().int().min(0).max(3_600_000).default(10_000).describe('Least time between two notifications to one registration (0 disables the rate limit).'),
+    includeSender: z.boolean().default(true).describe('Include last-message-sender (the sender\'s JID) in the summary form.'),
+    includeBody: z.boolean().default(false).describe('Include last-message-body; off by default, since bodies then pass through third parties.'),
+    maxBodyChars: z.number().int().min(1).max(4096).default(256).describe('Longest body included, in characters (longer ones are cut).'),
+    notifyFrom: z.enum(['account', 'server']).default('account').describe('Notifications come from the user\'s bare JID (\'account\', as Prosody does) or the server\'s domain (XEP-0357 v0.3+ examples).'),
+    timeoutMs: z.number().int().min(1000).max(120_000).default(30_000).describe('How long to wait for the app server\'s answer, in ms.'),
   })
   .strict();
 
@@ -140,6 +136,12 @@ export default defineModule({
     const lastSent = new Map<string, number>();
     /** Per registration: the trailing notification waiting for the rate limit. */
     const trailing = new Map<string, NodeJS.Timeout>();
+    /**
+     * Messages notified through session.held. XEP-0198 redelivers the very element that was held
+     * (its unacked queue keeps it), so identity tells a redelivery already announced from one that
+     * was written to a live session and never announced. Weak: gone with the message.
+     */
+    const notifiedHeld = new WeakSet<Element>();
 
     ctx.addFeature(NS_PUSH, 'account');
 
@@ -277,20 +279,18 @@ export default defineModule({
       }
     }
 
-    // Before the offline module (priority 0), which takes the event; never take it here. The
-    // publish runs in the background so that the sender is not held up by a slow app server.
-    ctx.hook(
-      'message.offline',
-      ({ stanza, to }) => {
-        void notify(to.bare, stanza).catch((err: unknown) => ctx.log.error({ err, user: to.bare }, 'push notification failed'));
-        return undefined;
-      },
-      10,
-    );
+    // The publish runs in the background so that nothing waits for a slow app server.
+    ctx.hook('offline.stored', ({ stanza, to, redelivery }) => {
+      if (redelivery && notifiedHeld.has(stanza)) return undefined;
+      void notify(to.bare, stanza).catch((err: unknown) => ctx.log.error({ err, user: to.bare }, 'push notification failed'));
+      return undefined;
+    });
 
     ctx.hook('session.held', ({ session, stanza }) => {
       const user = session.jid?.bare;
-      if (user) void notify(user, stanza).catch((err: unknown) => ctx.log.error({ err, user }, 'push notification failed'));
+      if (!user) return undefined;
+      notifiedHeld.add(stanza);
+      void notify(user, stanza).catch((err: unknown) => ctx.log.error({ err, user }, 'push notification failed'));
       return undefined;
     });
 

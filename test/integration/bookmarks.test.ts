@@ -121,4 +121,73 @@ describe('bookmarks (XEP-0402 + XEP-0411)', () => {
     // Empty storage reads back as an empty <storage/>.
     expect(conferences(await c.iq(legacyGet()))).toEqual([]);
   });
+
+  // ---- migration of documents stored through XEP-0049 before the bridge -----------------------
+
+  /** A XEP-0048 document as the private module stored it (store 'private', key = namespace). */
+  const seedLegacy = (bare: string, body: string) =>
+    srv.storage.keyval.set(bare, 'private', LEGACY, `<private xmlns='${PRIVATE}'><storage xmlns='${LEGACY}'>${body}</storage></private>`);
+  const itemIds = (res: Element) => res.getChild('pubsub', PUBSUB)?.getChild('items')?.getChildren('item').map((i) => i.attrs.id) ?? [];
+
+  it('migrates a pre-bridge XEP-0048 document at login: XEP-0402 retrieval and XEP-0048 read both show it, once', async () => {
+    const bare = await srv.addUser(uniqueUser('bmmig'));
+    await seedLegacy(
+      bare,
+      "<conference jid='orchard@conference.example.org' name='Orchard' autojoin='true'><nick>Romeo</nick><password>rose</password></conference>" +
+        "<conference jid='tomb@conference.example.org' name='Tomb'/>" +
+        "<url name='Verona' url='https://verona.example/'/>",
+    );
+    const c = await connect({ port, username: bare.split('@')[0] as string });
+    clients.push(c);
+
+    const items = await c.iq(nativeItems(bare));
+    expect(itemIds(items).sort()).toEqual(['orchard@conference.example.org', 'tomb@conference.example.org']);
+    const orchard = items.getChild('pubsub', PUBSUB)?.getChild('items')?.getChildren('item').find((i) => i.attrs.id === 'orchard@conference.example.org')?.getChild('conference', BOOKMARKS);
+    expect(orchard?.attrs).toMatchObject({ name: 'Orchard', autojoin: 'true' });
+    expect(orchard?.getChildText('nick')).toBe('Romeo');
+    expect(orchard?.getChildText('password')).toBe('rose');
+    // Created with the XEP-0402 configuration (bookmarks are private).
+    expect((await srv.storage.pubsub.getNode(bare, BOOKMARKS))?.config['pubsub#access_model']).toBe('whitelist');
+
+    const read = await c.iq(legacyGet());
+    expect(conferences(read).map((x) => x.attrs.jid).sort()).toEqual(['orchard@conference.example.org', 'tomb@conference.example.org']);
+    expect(read.getChild('query', PRIVATE)?.getChild('storage', LEGACY)?.getChildren('url').map((u) => u.attrs.url)).toEqual(['https://verona.example/']);
+
+    // Migrated once: the legacy copy is gone, and a second login changes nothing.
+    expect(await srv.storage.keyval.get(bare, 'private', LEGACY)).toBeNull();
+    const again = await connect({ port, username: bare.split('@')[0] as string });
+    clients.push(again);
+    expect(itemIds(await again.iq(nativeItems(bare))).sort()).toEqual(['orchard@conference.example.org', 'tomb@conference.example.org']);
+    expect((await again.iq(legacyGet())).getChild('query', PRIVATE)?.getChild('storage', LEGACY)?.getChildren('url')).toHaveLength(1);
+  });
+
+  it('migrates on a XEP-0048 read for a session already online, keeping rooms the node already has', async () => {
+    const { c, bare } = await login();
+    // A XEP-0402 client already bookmarked one room; the legacy document names it differently.
+    await c.iq(
+      xml(
+        'iq',
+        { type: 'set' },
+        xml('pubsub', { xmlns: PUBSUB }, xml('publish', { node: BOOKMARKS }, xml('item', { id: 'hall@conference.example.org' }, xml('conference', { xmlns: BOOKMARKS, name: 'Hall (new)' }))), publishOptions()),
+      ),
+    );
+    await seedLegacy(bare, "<conference jid='hall@conference.example.org' name='Hall (old)'/><conference jid='balcony@conference.example.org' name='Balcony' autojoin='1'/>");
+
+    const read = await c.iq(legacyGet());
+    const byJid = new Map(conferences(read).map((x) => [x.attrs.jid, x]));
+    expect([...byJid.keys()].sort()).toEqual(['balcony@conference.example.org', 'hall@conference.example.org']);
+    expect(byJid.get('hall@conference.example.org')?.attrs.name).toBe('Hall (new)');
+    expect(byJid.get('balcony@conference.example.org')?.attrs.autojoin).toBe('true');
+    expect(itemIds(await c.iq(nativeItems(bare))).sort()).toEqual(['balcony@conference.example.org', 'hall@conference.example.org']);
+    expect(await srv.storage.keyval.get(bare, 'private', LEGACY)).toBeNull();
+  });
+
+  it('a XEP-0048 write migrates first, so a room it leaves out is removed for good', async () => {
+    const { c, bare } = await login();
+    await seedLegacy(bare, "<conference jid='old@conference.example.org' name='Old'/><conference jid='kept@conference.example.org' name='Kept'/>");
+    await c.iq(legacySet(xml('conference', { jid: 'kept@conference.example.org', name: 'Kept' })));
+    expect(itemIds(await c.iq(nativeItems(bare)))).toEqual(['kept@conference.example.org']);
+    expect(conferences(await c.iq(legacyGet())).map((x) => x.attrs.jid)).toEqual(['kept@conference.example.org']);
+    expect(await srv.storage.keyval.get(bare, 'private', LEGACY)).toBeNull();
+  });
 });

@@ -1,7 +1,8 @@
 // XEP-0280 message carbons over real client connections: discovery (§3), enable/disable and their
 // errors (§4, §5, §10.1), received copies (§7) and sent copies (§8) — to other users, remote domains
 // and the account's own resources —, the §6.1 eligibility rules, <private/> and the XEP-0334
-// <no-copy/> hint (§9), blocking (XEP-0191) vetoing copies, and forged carbons (§11).
+// <no-copy/> hint (§9), blocking (XEP-0191) vetoing copies, and forged carbons (§11); with XEP-0313,
+// a sent copy carries the stanza-id of the sender's archive entry, the recipient only its own.
 //
 // "Nothing arrived" is shown with a ping round trip to the server after the copy would have been
 // written: the server writes on one ordered stream per client, so a copy written before the pong
@@ -9,6 +10,7 @@
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type TestClient, xml } from '../helpers/client.js';
+import { mamQuery } from '../helpers/mam.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS = 'urn:xmpp:carbons:2';
@@ -16,6 +18,7 @@ const NS_FORWARD = 'urn:xmpp:forward:0';
 const NS_HINTS = 'urn:xmpp:hints';
 const NS_BLOCKING = 'urn:xmpp:blocking';
 const NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
+const NS_SID = 'urn:xmpp:sid:0';
 
 const enable = (to?: string) => xml('iq', { type: 'set', to }, xml('enable', { xmlns: NS }));
 const disable = (to?: string) => xml('iq', { type: 'set', to }, xml('disable', { xmlns: NS }));
@@ -166,6 +169,28 @@ describe('message carbons (XEP-0280)', () => {
     await flush(plain);
     expect(a.received.filter(mentions('s1'))).toHaveLength(0);
     expect(plain.received.filter(mentions('s1'))).toHaveLength(0);
+  });
+
+  it("XEP-0313 §3: a sent copy carries the sender's archive stanza-id; the recipient gets only its own", async () => {
+    const { a, b, juliet } = await cast();
+    await a.send(chat(bare(juliet), 'archived'));
+    const got = await juliet.waitFor((el) => el.name === 'message' && el.getChildText('body') === 'archived');
+    const inner = forwarded(await b.waitFor(carbonWith('sent', 'archived')), 'sent') as Element;
+
+    // The copy's stanza-id is the UID of the message in Romeo's archive.
+    const sid = inner.getChildren('stanza-id', NS_SID);
+    expect(sid).toHaveLength(1);
+    expect(sid[0]?.attrs.by).toBe(bare(a));
+    const romeo = await mamQuery(b, { fields: { with: bare(juliet) } });
+    expect(romeo.bodies).toEqual(['archived']);
+    expect(sid[0]?.attrs.id).toBe(romeo.ids[0]);
+
+    // Juliet cannot read Romeo's archive: she gets one stanza-id, by her own archive, with its UID.
+    const theirs = got.getChildren('stanza-id', NS_SID);
+    expect(theirs.map((s) => s.attrs.by)).toEqual([bare(juliet)]);
+    expect(got.toString()).not.toContain(romeo.ids[0] as string);
+    const julietArchive = await mamQuery(juliet, { fields: { with: bare(a) } });
+    expect(julietArchive.ids).toEqual([theirs[0]?.attrs.id]);
   });
 
   it('§8: sent copies also cover the sending resource without carbons, remote domains and own resources', async () => {

@@ -5,12 +5,17 @@
 // done), rate limiting folding messages into one trailing notification, the count reset when the
 // user comes online, disable (all nodes or one), an app server's error disabling the registration,
 // malformed and unauthorized requests, the registration limit, and persistence across a restart.
+// With stream management and a full offline store: no notification for a message storage refused,
+// and a message held for a hibernated session is notified once, not again when the hibernation
+// times out and it goes to offline storage (a message written to the live session and never
+// acknowledged is notified once, at that point).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type TestClient, xml } from '../helpers/client.js';
+import { iqReplyPattern, RawClient, waitUntil } from '../helpers/raw.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS_PUSH = 'urn:xmpp:push:0';
@@ -352,5 +357,129 @@ describe('push registrations across a restart', () => {
       await first.stop();
       rmSync(dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('push with offline storage limits and stream management', () => {
+  const PW = 'secret-password';
+  const SM = 'urn:xmpp:sm:3';
+  let srv: TestServer;
+  let port: number;
+  const clients: TestClient[] = [];
+  const raws: RawClient[] = [];
+
+  beforeAll(async () => {
+    // No rate limit: a duplicate notification would go out at once instead of being folded.
+    srv = await startTestServer({ modules: { push: { minIntervalMs: 0 }, sm: { resumeSeconds: 1 } }, limits: { offlineQuota: 2 } });
+    port = srv.ports.c2s as number;
+  });
+  afterAll(async () => {
+    for (const r of raws) r.destroy();
+    await Promise.all(clients.map((c) => c.stop()));
+    await srv?.close();
+  });
+
+  async function login(prefix: string, resource?: string): Promise<TestClient> {
+    const bare = await srv.addUser(uniqueUser(prefix), PW);
+    const c = await connect({ port, username: bare.split('@')[0] as string, resource, mechanism: 'PLAIN' });
+    clients.push(c);
+    return c;
+  }
+
+  async function app(): Promise<TestClient> {
+    const a = await login('app', 'push');
+    serveAsApp(a);
+    return a;
+  }
+
+  const publishes = (a: TestClient) => a.received.filter(isPublish);
+
+  async function say(from: TestClient, to: string, body: string): Promise<void> {
+    await from.send(xml('message', { to, type: 'chat', id: `m-${body}` }, xml('body', {}, body)));
+    // Barrier: the message has been routed once the ping comes back.
+    await from.iq(xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+  }
+
+  /** Bob on a raw connection: logged in with presence, push enabled towards `appJid`, SM with resumption. */
+  async function phone(appJid: string): Promise<{ raw: RawClient; bare: string }> {
+    const local = uniqueUser('bob');
+    const bare = await srv.addUser(local, PW);
+    const raw = await RawClient.login(port, local, PW, { resource: 'phone', presence: true });
+    raws.push(raw);
+    const id = raw.nextId('push');
+    await raw.send(`<iq type='set' id='${id}'><enable xmlns='${NS_PUSH}' jid='${appJid}' node='sm'/></iq>`);
+    expect((await raw.waitFor(iqReplyPattern(id)))[0]).toMatch(/type=['"]result['"]/);
+    await raw.send(`<enable xmlns='${SM}' resume='true'/>`);
+    await raw.waitFor(/<enabled\b[^>]*resume=['"]true['"]/);
+    return { raw, bare };
+  }
+
+  async function dropAndWaitHibernated(raw: RawClient, bare: string): Promise<void> {
+    raw.destroy();
+    await waitUntil(() => srv.server.sessions.resources(bare).some((s) => s.hibernated), 5000, 'the session to hibernate');
+  }
+
+  /** Waits until the hibernation timed out (resumeSeconds: 1) and `n` messages are in offline storage. */
+  async function waitOffline(bare: string, n: number): Promise<void> {
+    await waitUntil(() => srv.server.sessions.count(bare) === 0, 5000, 'the hibernated session to end');
+    for (let i = 0; i < 100 && (await srv.storage.offline.count(bare)) < n; i++) await sleep(20);
+    expect(await srv.storage.offline.count(bare)).toBe(n);
+  }
+
+  it('sends no notification for a message offline storage refused (quota full)', async () => {
+    const service = await app();
+    const a = await login('alice', 'desk');
+    const b = await login('bob', 'phone');
+    const bob = b.jid.split('/')[0] as string;
+    await b.iq(enable(service.jid, 'quota'));
+    await b.stop();
+    await waitUntil(() => srv.server.sessions.count(bob) === 0, 5000, 'bob to go offline');
+
+    await say(a, bob, 'q1');
+    await say(a, bob, 'q2');
+    await waitUntil(() => publishes(service).length === 2, 5000, 'two notifications');
+    // offlineQuota is 2: the third is refused to the sender, and nobody is woken up for it.
+    await say(a, bob, 'q3');
+    const bounce = await a.waitFor((el) => el.name === 'message' && el.attrs.type === 'error' && el.attrs.id === 'm-q3');
+    expect(bounce.getChild('error')?.getChild('resource-constraint')).toBeDefined();
+    await sleep(500);
+    expect(publishes(service)).toHaveLength(2);
+    expect(summary(publishes(service)[1] as Element).fields['message-count']).toEqual(['2']);
+    expect(await srv.storage.offline.count(bob)).toBe(2);
+  });
+
+  it('notifies a message held for a hibernated session once, also after the hibernation times out and it goes offline', async () => {
+    const service = await app();
+    const a = await login('alice', 'desk');
+    const { raw, bare } = await phone(service.jid);
+    await dropAndWaitHibernated(raw, bare);
+
+    await say(a, bare, 'held');
+    const first = await service.waitFor(isPublish);
+    expect(summary(first).fields['message-count']).toEqual(['1']);
+    expect(summary(first).node).toBe('sm');
+
+    // Not resumed: the session ends and the unacknowledged message is stored offline (redelivery).
+    await waitOffline(bare, 1);
+    await sleep(500);
+    expect(publishes(service)).toHaveLength(1);
+  });
+
+  it('a message written to the live session and never acknowledged is notified once, when it goes offline', async () => {
+    const service = await app();
+    const a = await login('alice', 'desk');
+    const { raw, bare } = await phone(service.jid);
+    await say(a, bare, 'live');
+    await raw.waitFor(/<body>live<\/body>/);
+    await dropAndWaitHibernated(raw, bare); // 'live' was never acknowledged
+
+    await say(a, bare, 'held');
+    expect(summary(await service.waitFor(isPublish)).fields['message-count']).toEqual(['1']);
+
+    await waitOffline(bare, 2);
+    await waitUntil(() => publishes(service).length >= 2, 5000, 'the notification for the unannounced message');
+    expect(summary(publishes(service)[1] as Element).fields['message-count']).toEqual(['2']);
+    await sleep(500);
+    expect(publishes(service)).toHaveLength(2);
   });
 });

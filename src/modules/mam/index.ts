@@ -3,7 +3,10 @@
 //  - §3 archiving at routing time: outgoing messages in `c2s.stanza` (the sender's archive, after
 //    XEP-0191 blocking at priority 100 has vetoed blocked ones), incoming ones in `message.inbound`
 //    (the recipient's archive, after blocking); §3 + XEP-0359 §4 <stanza-id by=archive/> on the
-//    delivered copy, with forged ones (a `by` on one of our hosts) stripped.
+//    delivered copy, with forged ones (a `by` on one of our hosts) stripped. An outgoing message
+//    goes to its recipient without the sender's stanza-id (§3: the contact cannot read that
+//    archive), but its XEP-0280 sent carbons carry it (§3 SHOULD), through the carbons.sent fold;
+//    hence archiving at priority 60, before the carbons module copies at 50.
 //  - §5 business rules (user archives): type chat/normal with a <body/> (or a <store/> hint or an
 //    end-to-end encrypted payload, which carry no body but are conversation); never error, headline,
 //    groupchat, XEP-0334 <no-store/>/<no-permanent-store/>, nor bodiless chat states and receipts
@@ -206,7 +209,11 @@ export default defineModule({
       });
     }
 
-    // Outgoing: below blocking (100), so a message to a blocked JID never reaches the archive.
+    /** Outgoing messages archived, with their UID, for the sender's carbons (the element is the key: weak). */
+    const sentIds = new WeakMap<Element, string>();
+
+    // Outgoing: below blocking (100), so a message to a blocked JID never reaches the archive;
+    // above the carbons module's sent copies (50), so the copies can carry the archive id.
     ctx.hook(
       'c2s.stanza',
       async ({ session, stanza }) => {
@@ -217,11 +224,20 @@ export default defineModule({
         if (!to || to.bare === me.bare) return undefined;
         if (!to.local && ctx.isLocalHost(to.domain)) return undefined; // to the server itself
         // No stanza-id on the outgoing message: the contact has no access to this archive (§3).
-        await archive(me.bare, to, 'out', stanza);
+        const id = await archive(me.bare, to, 'out', stanza);
+        if (id) sentIds.set(stanza, id);
         return undefined;
       },
-      50,
+      60,
     );
+
+    // §3: "servers SHOULD include the element as a child of the forwarded message when using XEP-0280".
+    ctx.fold('carbons.sent', (ev) => {
+      const id = sentIds.get(ev.original);
+      const me = ev.session.jid;
+      if (id && me) ev.copy.c('stanza-id', { xmlns: NS_SID, by: me.bare, id });
+      return ev;
+    });
 
     ctx.hook('message.inbound', async ({ stanza, to, from }) => {
       stripForged(stanza);
