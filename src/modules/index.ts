@@ -19,5 +19,6 @@ import sm from './sm.js';
 import extdisco from './extdisco.js';
 import push from './push.js';
 import mam from './mam/index.js';
+import avatars from './avatars.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam, avatars] as ModuleDefinition[];

@@ -15,6 +15,21 @@ import { defineModule } from '../core/module.js';
 import { standalone } from '../xmpp/stanza.js';
 import { stanzaError } from '../xmpp/errors.js';
 import { NS } from '../xmpp/ns.js';
+import { HANDLED } from '../core/hooks.js';
+import type { Jid } from '../xmpp/jid.js';
+
+declare module '../core/hooks.js' {
+  interface HookMap {
+    /** A client replaced its own vCard (already stored); `vcard` is null when it was deleted. */
+    'vcard.changed': { user: Jid; previous: Element | null; vcard: Element | null };
+    /**
+     * Server-side access for other modules (XEP-0398 conversion): sets `vcard` to the stored vCard
+     * and, with `update`, stores what it returns (null deletes, undefined leaves it). Does not fire
+     * vcard.changed, so a conversion cannot trigger the reverse one. Throws not-acceptable when too large.
+     */
+    'vcard.edit': { user: Jid; update?: (current: Element | null) => Element | null | undefined; vcard?: Element | null };
+  }
+}
 
 const STORE = 'vcard';
 const KEY = '';
@@ -29,6 +44,34 @@ export default defineModule({
 
     // §4: the server advertises vcard-temp; accounts get it through the iq namespaces.
     ctx.addFeature(NS.VCARD, 'server');
+
+    const load = async (bare: string): Promise<Element | null> => {
+      const stored = await kv.get(bare, STORE, KEY);
+      if (stored === null) return null;
+      try {
+        return parse(stored);
+      } catch (err) {
+        ctx.log.warn({ err, user: bare }, 'unreadable stored vCard');
+        return null;
+      }
+    };
+
+    ctx.hook('vcard.edit', async (ev) => {
+      const current = await load(ev.user.bare);
+      const next = ev.update ? ev.update(current) : undefined;
+      if (next === undefined) {
+        ev.vcard = current;
+      } else if (next === null || next.getChildElements().length === 0) {
+        await kv.delete(ev.user.bare, STORE, KEY);
+        ev.vcard = null;
+      } else {
+        const xml = standalone(next).toString();
+        if (Buffer.byteLength(xml, 'utf8') > maxBytes) throw stanzaError('not-acceptable', `vCard larger than ${maxBytes} bytes`);
+        await kv.set(ev.user.bare, STORE, KEY, xml);
+        ev.vcard = next;
+      }
+      return HANDLED;
+    });
 
     ctx.iq(
       'get',
@@ -58,8 +101,10 @@ export default defineModule({
       async (req) => {
         if (!req.to.local) throw stanzaError('not-allowed', 'the server vCard cannot be set in-band');
         if (!req.self) throw stanzaError('forbidden', 'only your own vCard can be set');
+        const previous = await load(req.to.bare);
         if (req.payload.getChildElements().length === 0) {
           await kv.delete(req.to.bare, STORE, KEY);
+          await ctx.fire('vcard.changed', { user: req.to.toBare(), previous, vcard: null });
           return undefined;
         }
         const xml = standalone(req.payload).toString();
@@ -67,6 +112,7 @@ export default defineModule({
           throw stanzaError('not-acceptable', `vCard larger than ${maxBytes} bytes`);
         }
         await kv.set(req.to.bare, STORE, KEY, xml);
+        await ctx.fire('vcard.changed', { user: req.to.toBare(), previous, vcard: req.payload });
         return undefined;
       },
       'both',

@@ -38,6 +38,11 @@ declare module '../../core/hooks.js' {
     'pep.publish': { owner: Jid; node: string; item: Element; options?: Record<string, string> };
     /** Retract one item from `owner`'s PEP node as the owner; throws StanzaError (item-not-found...). */
     'pep.retract': { owner: Jid; node: string; id: string; notify?: boolean };
+    /**
+     * The owner published `item` (with its final `id`) through an iq (XEP-0398 conversion listens);
+     * not fired for pep.publish, so a module's own publish cannot come back to it.
+     */
+    'pep.published': { owner: Jid; node: string; id: string; item: Element };
   }
 }
 
@@ -137,7 +142,20 @@ export default defineModule({
 
     for (const type of ['get', 'set'] as const) {
       for (const ns of [NS_PUBSUB, NS_PUBSUB_OWNER]) {
-        ctx.iq(type, ns, 'pubsub', (req) => engine.handle(req.to.toBare(), req.from, type, req.payload), 'account');
+        ctx.iq(
+          type,
+          ns,
+          'pubsub',
+          async (req) => {
+            const res = await engine.handle(req.to.toBare(), req.from, type, req.payload);
+            const publish = type === 'set' && ns === NS_PUBSUB ? req.payload.getChild('publish') : undefined;
+            const item = publish?.getChild('item');
+            const id = res?.getChild('publish')?.getChild('item')?.attrs.id as string | undefined;
+            if (publish && item && id) await ctx.fire('pep.published', { owner: req.to.toBare(), node: String(publish.attrs.node), id, item });
+            return res;
+          },
+          'account',
+        );
       }
     }
 
