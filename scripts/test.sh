@@ -23,5 +23,5 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 echo "== typecheck"; npx tsc --noEmit -p .
-echo "== lint"; npx eslint src test bench
+echo "== lint"; npx eslint src test bench scripts
 echo "== tests"; npx vitest run "$@"

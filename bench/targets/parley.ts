@@ -8,7 +8,7 @@
 // ping, logging at warn, and the same modules: roster (with presence), offline, disco, ping.
 // Parley's blocking, last-activity, vCard, private storage, registration, time and version modules
 // are switched off, and so are the modern-IM ones of issue 5 (archive, carbons, CSI, stream
-// management, PEP, bookmarks, push, external services): they hook into routed stanzas (the archive
+// management, PEP, bookmarks, push, external services, avatar conversion): they hook into routed stanzas (the archive
 // writes every chat message to the database) and the peers run none of them here. Parley has no MUC yet (issue 7): opts.muc is ignored and the runner finds out
 // through disco.
 import { spawnSync } from 'node:child_process';
@@ -25,7 +25,7 @@ const ROOT = resolve(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin/parley');
 
 /** Modules the peers do not run (see the header); `name: false` in parley.yaml. */
-const DISABLED_MODULES = ['blocking', 'last', 'vcard', 'private', 'register', 'time', 'version', 'mam', 'carbons', 'csi', 'sm', 'pep', 'bookmarks', 'push', 'extdisco'];
+const DISABLED_MODULES = ['blocking', 'last', 'vcard', 'private', 'register', 'time', 'version', 'mam', 'carbons', 'csi', 'sm', 'pep', 'bookmarks', 'push', 'extdisco', 'avatars'];
 
 async function provision(opts: TargetOptions, dbPath: string): Promise<void> {
   const [sha1, sha256] = await Promise.all([userSecrets(opts.users, 'SHA-1'), userSecrets(opts.users, 'SHA-256')]);

@@ -11,6 +11,7 @@ import { builtinModules } from '../modules/index.js';
 import { openConfiguredStorage, startParley } from './app.js';
 import { runMux } from '../mux/index.js';
 import { muxSecret } from './secrets.js';
+import { modulesReference } from './modules-doc.js';
 import { hostname } from 'node:os';
 
 const program = new Command();
@@ -150,6 +151,13 @@ user
     } finally {
       await storage.close();
     }
+  });
+
+program
+  .command('modules')
+  .description('list the built-in modules with their XEPs and options (Markdown)')
+  .action(() => {
+    process.stdout.write(`${modulesReference(builtinModules)}\n`);
   });
 
 program

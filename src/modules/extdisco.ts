@@ -39,14 +39,10 @@ const serviceSchema = z
 
 const optionsSchema = z
   .object({
-    /** The external services announced to local users. */
-    services: z.array(serviceSchema).max(64).default([]),
-    /** Shared secret of the TURN server (coturn static-auth-secret); prefer secretFile. */
-    secret: z.string().min(1).optional(),
-    /** File holding the shared secret (surrounding whitespace ignored). */
-    secretFile: z.string().min(1).optional(),
-    /** Lifetime of issued credentials, in seconds. */
-    credentialTtlSeconds: z.number().int().min(60).max(7 * 86400).default(86400),
+    services: z.array(serviceSchema).max(64).default([]).describe('External services announced to local users: {type, host, port?, transport?, restricted?, name?}'),
+    secret: z.string().min(1).optional().describe('Shared secret of the TURN server (coturn static-auth-secret); prefer secretFile'),
+    secretFile: z.string().min(1).optional().describe('File holding the shared secret (surrounding whitespace ignored)'),
+    credentialTtlSeconds: z.number().int().min(60).max(7 * 86400).default(86400).describe('Lifetime of issued TURN credentials, in seconds'),
   })
   .strict()
   .refine((o) => !(o.secret !== undefined && o.secretFile !== undefined), { message: 'set either secret or secretFile, not both' });
