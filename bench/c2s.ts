@@ -266,6 +266,7 @@ async function runScenario(template: string, s: Scenario): Promise<Result> {
     'hosts: [localhost]',
     `dataDir: ${dir}/data`,
     'listen: { address: 127.0.0.1, c2s: 0, c2sDirectTls: null }',
+    'http: { port: null, tlsPort: null }',
     s.tls ? 'tls: { required: true }' : 'tls: { required: false }',
     `auth: { allowPlainWithoutTls: ${!s.tls}, maxFailuresPerAddress: 1000000, maxFailuresPerAccount: 1000000 }`,
     `mux: { count: ${s.mux} }`,

@@ -72,6 +72,7 @@ function configYaml(opts: TargetOptions, dataDir: string, mux: number): string {
     `hosts: [${opts.domain}]`,
     `dataDir: ${dataDir}`,
     `listen: { address: 127.0.0.1, c2s: ${opts.port}, c2sDirectTls: null }`,
+    'http: { port: null, tlsPort: null }',
     // STARTTLS is always offered (with the generated self-signed EC P-256 certificate), never required.
     'tls: { required: false }',
     'auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1000000, maxFailuresPerAccount: 1000000 }',

@@ -13,6 +13,7 @@ import type { Storage } from '../storage/types.js';
 import { listenC2S, type C2SListener } from '../transports/tcp.js';
 import { builtinModules } from '../modules/index.js';
 import { MuxLinkServer } from '../transports/mux-link.js';
+import { startWebContainer, type WebContainer } from '../transports/web.js';
 import { MuxSupervisor } from './muxes.js';
 import { fileSecret, muxSecret } from './secrets.js';
 
@@ -20,11 +21,13 @@ export interface RunningParley {
   server: Server;
   storage: Storage;
   /** Bound ports (useful when the configuration asked for port 0). */
-  ports: { c2s: number | null; c2sDirectTls: number | null };
+  ports: { c2s: number | null; c2sDirectTls: number | null; http: number | null; https: number | null };
   certPath: string;
   /** The mux link listener and the embedded muxes, when clients go through muxes. */
   muxLink: MuxLinkServer | null;
   muxes: MuxSupervisor | null;
+  /** The web container (BOSH, WebSocket, module routes, static files), when an HTTP port is on. */
+  web: WebContainer | null;
   stop(): Promise<void>;
 }
 
@@ -52,10 +55,11 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
   const listeners: C2SListener[] = [];
   let muxLink: MuxLinkServer | null = null;
   let muxes: MuxSupervisor | null = null;
+  let web: WebContainer | null = null;
   const useMux = !opts.noMux && config.mux.count > 0;
   try {
     await server.start();
-    const ports: RunningParley['ports'] = { c2s: null, c2sDirectTls: null };
+    const ports: RunningParley['ports'] = { c2s: null, c2sDirectTls: null, http: null, https: null };
     // The link listener also serves standalone muxes when it has a fixed port.
     if (useMux || config.mux.linkPort !== 0) {
       muxLink = new MuxLinkServer(server, muxSecret(config));
@@ -77,6 +81,11 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       }
       listeners.push(l);
       ports[key] = (l.address() as AddressInfo).port;
+    }
+    if (config.http.port !== null || config.http.tlsPort !== null) {
+      web = await startWebContainer(server, tls);
+      ports.http = web.ports.http;
+      ports.https = web.ports.https;
     }
     let statusTimer: NodeJS.Timeout | null = null;
     const statusPath = join(config.dataDir, 'status.json');
@@ -111,12 +120,14 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       certPath: tls.certPath,
       muxLink,
       muxes,
+      web,
       async stop() {
         if (stopped) return;
         stopped = true;
         if (statusTimer) clearInterval(statusTimer);
         // Stop accepting, close every stream, then give clients a moment to close their side.
         const closed = Promise.all(listeners.map((l) => new Promise<void>((r) => l.close(() => r()))));
+        await web?.close();
         await server.stop();
         const grace = setTimeout(() => {
           for (const l of listeners) l.destroyAll();
@@ -129,6 +140,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       },
     };
   } catch (err) {
+    await web?.close().catch(() => {});
     for (const l of listeners) l.close();
     await muxes?.stop().catch(() => {});
     await muxLink?.close().catch(() => {});

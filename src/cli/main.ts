@@ -66,6 +66,8 @@ program
       `Parley is running for ${hosts}`,
       running.ports.c2s !== null ? `  client connections (STARTTLS): ${cfg.listen.address} port ${running.ports.c2s}` : null,
       running.ports.c2sDirectTls !== null ? `  client connections (direct TLS): ${cfg.listen.address} port ${running.ports.c2sDirectTls}` : null,
+      running.ports.https !== null ? `  web container (HTTPS): ${cfg.http.address} port ${running.ports.https}` : null,
+      running.ports.http !== null ? `  web container (HTTP): ${cfg.http.plainAddress} port ${running.ports.http}` : null,
       muxCount ? `  through ${muxCount} multiplexor process${muxCount > 1 ? 'es' : ''} (pids ${running.muxes?.pids().join(', ')})` : '  clients connect to the server process directly (no multiplexor)',
       running.muxLink && cfg.mux.linkPort ? `  mux link: ${cfg.mux.linkAddress} port ${cfg.mux.linkPort}` : null,
       `  storage: ${cfg.storage.type}${cfg.storage.type === 'sqlite' ? ` (${cfg.storage.path})` : ''}`,

@@ -62,6 +62,24 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    http: z
+      .object({
+        address: z.string().default('::').describe('Address of the HTTPS listener (BOSH, WebSocket, upload, host-meta, metrics)'),
+        tlsPort: port.nullable().default(5281).describe('HTTPS port of the web container (null: off)'),
+        plainAddress: z.string().default('127.0.0.1').describe('Address of the plain HTTP listener (loopback by default: for a reverse proxy)'),
+        port: port.nullable().default(5280).describe('Plain HTTP port of the web container (null: off)'),
+        trustedProxies: z
+          .array(z.string())
+          .default([])
+          .describe('Addresses (or CIDR ranges) of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed'),
+        publicUrl: z.string().url().optional().describe('Base URL clients use to reach the web container (host-meta, upload URLs); default: from each request'),
+        secureLoopback: z
+          .boolean()
+          .default(true)
+          .describe('Treat plain HTTP from a loopback address (a local reverse proxy terminating TLS) as secure'),
+      })
+      .strict()
+      .prefault({}),
     tls: z
       .object({
         cert: z.string().optional().describe('PEM certificate (default: generated self-signed in dataDir)'),

@@ -10,6 +10,8 @@ import type { ResolvedConfig } from './config.js';
 import type { C2SSession } from './session.js';
 import type { SessionRegistry } from './sessions.js';
 import type { DiscoRegistry } from './disco.js';
+import type { HttpMethod } from './http.js';
+import type { RequestHandler } from 'express';
 
 export type IqType = 'get' | 'set';
 
@@ -76,6 +78,8 @@ export interface ModuleContext<O = unknown> extends ModuleHost {
   hook<K extends keyof HookMap & string>(name: K, fn: (event: HookMap[K]) => HookResult | Promise<HookResult>, priority?: number): void;
   fold<K extends keyof HookMap & string>(name: K, fn: (value: HookMap[K]) => HookMap[K] | Promise<HookMap[K]>, priority?: number): void;
   onUnload(fn: () => void | Promise<void>): void;
+  /** Adds an HTTP route to the web container (served on its HTTP and HTTPS ports when they are on). */
+  httpRoute(method: HttpMethod, path: string, handler: RequestHandler): void;
   /** Identities and features every module declared (for disco#info and caps). */
   discoRegistry(): DiscoRegistry;
   /** Namespaces that have iq handlers for a target. */

@@ -13,6 +13,7 @@ import { HookBus } from './hooks.js';
 import type { Logger } from './logger.js';
 import { IqDispatcher } from './iq.js';
 import { DiscoRegistry } from './disco.js';
+import { HttpRoutes } from './http.js';
 import { SessionRegistry } from './sessions.js';
 import { C2SSession } from './session.js';
 import type { Transport } from './transport.js';
@@ -63,6 +64,8 @@ export class Server implements ModuleHost {
   readonly sessions = new SessionRegistry();
   readonly iqs: IqDispatcher;
   readonly disco = new DiscoRegistry();
+  /** HTTP routes modules add to the web container. */
+  readonly http = new HttpRoutes();
   readonly auth: AccountService;
   readonly throttle: LoginThrottle;
   readonly secret: Buffer;
@@ -160,6 +163,7 @@ export class Server implements ModuleHost {
       invalidateAccount: (b) => this.invalidateAccount(b),
       redeliver: (stanza) => this.redeliver(stanza),
       addFeature: (ns, target) => undo(this.disco.addFeature(ns, target)),
+      httpRoute: (method, path, handler) => undo(this.http.add({ method, path, handler, owner: name })),
       addIdentity: (id) => undo(this.disco.addIdentity(id)),
       iq: (type, ns, elName, handler, target = 'server') => undo(this.iqs.register(type, ns, elName, handler, target, name)),
       hook: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),

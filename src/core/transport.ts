@@ -11,7 +11,11 @@ export interface TransportEvents {
   onTransportDrain(): void;
 }
 
+/** How a client reached the server (metrics: sessions by transport). */
+export type TransportKind = 'tcp' | 'mux' | 'websocket' | 'bosh';
+
 export interface Transport {
+  readonly kind: TransportKind;
   /** The client's real address (never a proxy's or mux's). */
   readonly remoteAddress: string;
   readonly localPort: number;

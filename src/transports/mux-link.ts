@@ -47,6 +47,7 @@ const MAX_LINK_BACKLOG = 64 * 1024 * 1024;
 const MAX_HELD_BYTES = 8 * 1024 * 1024;
 
 class MuxTransport implements Transport {
+  readonly kind = 'mux' as const;
   private events: TransportEvents | null = null;
   private closed = false;
   private tlsPending: { resolve: () => void; reject: (e: Error) => void } | null = null;

@@ -10,6 +10,7 @@ import { TLS_BASE_OPTIONS, tlsServerEndPoint } from '../core/tls.js';
 import type { Server } from '../core/server.js';
 
 export class TcpTransport implements Transport {
+  readonly kind = 'tcp' as const;
   private socket: net.Socket | TLSSocket;
   private events: TransportEvents | null = null;
   private closed = false;

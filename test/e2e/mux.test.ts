@@ -577,7 +577,7 @@ describe('standalone muxes and the server as separate processes', () => {
     serverConfig = join(dir, 'server.yaml');
     writeFileSync(
       serverConfig,
-      `hosts: [localhost]\ndataDir: ${dataDir}\nlisten: { address: 127.0.0.1, c2s: null, c2sDirectTls: null }\nmux: { linkAddress: 127.0.0.1, linkPort: ${linkPort}, secret: "${secret}" }\nlog: { level: warn }\n`,
+      `hosts: [localhost]\ndataDir: ${dataDir}\nlisten: { address: 127.0.0.1, c2s: null, c2sDirectTls: null }\nhttp: { port: null, tlsPort: null }\nmux: { linkAddress: 127.0.0.1, linkPort: ${linkPort}, secret: "${secret}" }\nlog: { level: warn }\n`,
     );
     for (let i = 0; i < 2; i++) {
       const ports = { c2s: await freePort(), tls: await freePort() };

@@ -286,7 +286,7 @@ describe('standard XMPP clients from Debian against parley start', () => {
   beforeAll(async () => {
     writeFileSync(
       configPath,
-      `hosts: [localhost]\ndataDir: ${join(dir, 'data')}\nlisten:\n  address: 127.0.0.1\n  c2s: 0\n  c2sDirectTls: 0\ntls:\n  required: true\nlog:\n  level: info\n`,
+      `hosts: [localhost]\ndataDir: ${join(dir, 'data')}\nlisten:\n  address: 127.0.0.1\n  c2s: 0\n  c2sDirectTls: 0\nhttp:\n  address: 127.0.0.1\n  port: 0\n  tlsPort: 0\ntls:\n  required: true\nlog:\n  level: info\n`,
     );
     srv = await startServerProcess(configPath);
     cert = join(dir, 'data', 'tls', 'cert.pem');

@@ -32,7 +32,7 @@ export function tempConfig(extra = ''): { dir: string; config: string } {
   const config = join(dir, 'parley.yaml');
   writeFileSync(
     config,
-    `hosts: [localhost]\ndataDir: ${join(dir, 'data')}\nlisten:\n  address: 127.0.0.1\n  c2s: 0\n  c2sDirectTls: 0\nlog:\n  level: warn\n${extra}`,
+    `hosts: [localhost]\ndataDir: ${join(dir, 'data')}\nlisten:\n  address: 127.0.0.1\n  c2s: 0\n  c2sDirectTls: 0\nhttp:\n  address: 127.0.0.1\n  port: 0\n  tlsPort: 0\nlog:\n  level: warn\n${extra}`,
   );
   return { dir, config };
 }

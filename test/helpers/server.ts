@@ -32,6 +32,7 @@ export async function startTestServer(
     hosts: ['localhost'],
     dataDir,
     listen: { address: '127.0.0.1', c2s: 0, c2sDirectTls: 0 },
+    http: { address: '127.0.0.1', port: 0, tlsPort: 0 },
     // PARLEY_TEST_MUX=N runs the suite with clients going through N embedded muxes.
     mux: { count: Number(process.env.PARLEY_TEST_MUX ?? 0) },
     ...overrides,

@@ -1,0 +1,185 @@
+// The web container (issue 6): one express application in the server process, served on a plain
+// HTTP port (loopback by default, for a reverse proxy) and an HTTPS port (with the server's
+// certificates, SNI per host). Browser transports (BOSH at /http-bind, WebSocket at
+// /xmpp-websocket) mount themselves here; modules add routes through ctx.httpRoute() (the registry
+// in src/core/http.ts, dispatched at request time); static resources are served from one directory
+// (web/public) so that the messenger and the portal only add files.
+//
+// Client addresses: the socket's, or X-Forwarded-For when the request comes from a configured
+// trusted proxy (express' "trust proxy"). A request is secure when it came over HTTPS, over HTTP
+// from a trusted proxy that says X-Forwarded-Proto: https, or over HTTP from loopback when
+// `http.secureLoopback` is on (a local proxy terminating TLS).
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { Duplex } from 'node:stream';
+import type { AddressInfo } from 'node:net';
+import type { SecureContext } from 'node:tls';
+import { resolve } from 'node:path';
+import express, { type Express, type Request, type RequestHandler, type Router } from 'express';
+import type { Server } from '../core/server.js';
+import type { TlsMaterial } from '../core/tls.js';
+import { TLS_BASE_OPTIONS } from '../core/tls.js';
+
+/** Where static resources live (the messenger, the portal widget, test pages). */
+export const STATIC_DIR = resolve(import.meta.dirname, '../../web/public');
+
+export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer, info: RequestInfo) => void;
+
+export interface RequestInfo {
+  /** The client's address (X-Forwarded-For from a trusted proxy, else the socket's). */
+  remoteAddress: string;
+  /** TLS protects the request end to end as far as we can tell (see the header). */
+  secure: boolean;
+}
+
+export interface WebContainer {
+  app: Express;
+  /** Bound ports (null: that listener is off). */
+  ports: { http: number | null; https: number | null };
+  /** Mounts a transport's router before the module routes and static files. */
+  mount(path: string, router: RequestHandler | Router): void;
+  /** Takes WebSocket upgrades for one path. */
+  onUpgrade(path: string, handler: UpgradeHandler): void;
+  /** Address and security of a request, as the header explains. */
+  requestInfo(req: http.IncomingMessage): RequestInfo;
+  close(): Promise<void>;
+}
+
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+
+export async function startWebContainer(server: Server, tls: TlsMaterial): Promise<WebContainer> {
+  const cfg = server.config.http;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', cfg.trustedProxies.length ? cfg.trustedProxies : false);
+  app.use((_req, res, next) => {
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    next();
+  });
+
+  // Transports first (mount() adds to this router), then module routes, then static files.
+  const transports = express.Router();
+  app.use(transports);
+  app.use(moduleRoutes(server));
+  app.use(express.static(STATIC_DIR, { index: ['index.html'], fallthrough: true, dotfiles: 'deny' }));
+  app.use((_req, res) => {
+    res.status(404).type('text/plain').send('not found\n');
+  });
+  // Errors in handlers: a plain 500, details only in the log.
+  app.use(((err, _req, res, _next) => {
+    server.log.error({ err }, 'http handler failed');
+    if (!res.headersSent) res.status(500).type('text/plain').send('internal server error\n');
+    else res.destroy();
+  }) as express.ErrorRequestHandler);
+
+  const upgrades = new Map<string, UpgradeHandler>();
+  const requestInfo = (req: http.IncomingMessage): RequestInfo => {
+    const socketAddr = req.socket.remoteAddress ?? 'unknown';
+    const viaTls = 'encrypted' in req.socket && (req.socket as { encrypted?: boolean }).encrypted === true;
+    let remoteAddress = socketAddr;
+    let forwardedTls = false;
+    if (cfg.trustedProxies.length) {
+      // express computes req.ip with the trust-proxy setting; reuse it for upgrades too.
+      const trust = app.get('trust proxy fn') as (addr: string, i: number) => boolean;
+      if (trust(socketAddr, 0)) {
+        const xff = String(req.headers['x-forwarded-for'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+        if (xff.length) remoteAddress = xff[xff.length - 1] as string;
+        forwardedTls = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim() === 'https';
+      }
+    }
+    const secure = viaTls || forwardedTls || (cfg.secureLoopback && LOOPBACK.test(socketAddr) && LOOPBACK.test(remoteAddress));
+    return { remoteAddress: normalize(remoteAddress), secure };
+  };
+
+  const servers: (http.Server | https.Server)[] = [];
+  const ports: WebContainer['ports'] = { http: null, https: null };
+  const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    const h = upgrades.get(path);
+    if (!h) {
+      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    h(req, socket, head, requestInfo(req));
+  };
+  const listen = (srv: http.Server | https.Server, port: number, address: string) =>
+    new Promise<number>((resolveListen, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, address, () => {
+        srv.off('error', reject);
+        resolveListen((srv.address() as AddressInfo).port);
+      });
+    });
+  const prepare = (srv: http.Server | https.Server) => {
+    // Slow-loris and idle limits; BOSH holds requests for at most its `wait` (bounded below this).
+    srv.headersTimeout = 20_000;
+    srv.requestTimeout = 120_000;
+    srv.keepAliveTimeout = 70_000;
+    srv.maxHeadersCount = 100;
+    srv.on('upgrade', onUpgrade);
+    srv.on('clientError', (_err, socket) => socket.destroy());
+    servers.push(srv);
+  };
+  try {
+    if (cfg.port !== null) {
+      const srv = http.createServer(app);
+      prepare(srv);
+      ports.http = await listen(srv, cfg.port, cfg.plainAddress);
+    }
+    if (cfg.tlsPort !== null) {
+      // Without SNI (a client connecting by IP address) the default certificate answers.
+      const opts = { ...TLS_BASE_OPTIONS, cert: readFileSync(tls.certPath), key: readFileSync(tls.keyPath), SNICallback: (name: string, cb: (e: Error | null, c: SecureContext) => void) => cb(null, tls.contextFor(name)) };
+      const srv = https.createServer(opts, app);
+      prepare(srv);
+      ports.https = await listen(srv, cfg.tlsPort, cfg.address);
+    }
+  } catch (err) {
+    for (const s of servers) s.close();
+    throw err;
+  }
+
+  return {
+    app,
+    ports,
+    mount: (path, router) => {
+      transports.use(path, router);
+    },
+    onUpgrade: (path, handler) => {
+      upgrades.set(path, handler);
+    },
+    requestInfo,
+    async close() {
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((r) => {
+              s.close(() => r());
+              s.closeAllConnections();
+            }),
+        ),
+      );
+    },
+  };
+}
+
+/** Dispatches to the routes modules registered, rebuilding the router when the registry changes. */
+function moduleRoutes(server: Server): RequestHandler {
+  let version = -1;
+  let router: Router = express.Router();
+  return (req: Request, res, next) => {
+    if (version !== server.http.version) {
+      router = express.Router();
+      for (const r of server.http.list()) {
+        const m = r.method.toLowerCase() as 'get' | 'head' | 'put' | 'post' | 'delete' | 'options';
+        router[m](r.path, r.handler);
+      }
+      version = server.http.version;
+    }
+    router(req, res, next);
+  };
+}
+
+function normalize(addr: string): string {
+  return addr.startsWith('::ffff:') ? addr.slice(7) : addr;
+}
