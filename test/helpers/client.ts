@@ -26,6 +26,18 @@ export interface ConnectOptions {
   mechanism?: 'PLAIN' | 'SCRAM-SHA-1';
 }
 
+/** Sends an iq that must fail; resolves its error condition and type (throws if it succeeds). */
+export async function iqError(c: TestClient, el: Element): Promise<{ condition: string; type: string }> {
+  try {
+    const r = await c.iq(el);
+    throw new Error(`expected an error, got ${r}`);
+  } catch (e) {
+    const err = e as { condition?: string; type?: string };
+    if (!err.condition) throw e;
+    return { condition: err.condition, type: err.type ?? '' };
+  }
+}
+
 export async function connect(opts: ConnectOptions): Promise<TestClient> {
   const domain = opts.domain ?? 'localhost';
   const xmpp = client({

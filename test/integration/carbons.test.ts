@@ -9,7 +9,7 @@
 // would have arrived before it.
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { iqError, connect, type TestClient, xml } from '../helpers/client.js';
 import { mamQuery } from '../helpers/mam.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
@@ -40,17 +40,6 @@ function forwarded(el: Element, kind: 'sent' | 'received'): Element | undefined 
 const carbonWith = (kind: 'sent' | 'received', body: string) => (el: Element) => forwarded(el, kind)?.getChildText('body') === body;
 /** Anything that shows `body`, as a message or as any kind of carbon. */
 const mentions = (body: string) => (el: Element) => el.toString().includes(body);
-
-async function iqError(c: TestClient, el: Element): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error(`expected an error, got ${r}`);
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
-}
 
 describe('message carbons (XEP-0280)', () => {
   let srv: TestServer;

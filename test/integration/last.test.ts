@@ -3,7 +3,7 @@
 // forbidden answer without a presence subscription (§3, §4), full-JID queries (§4) and disco (§6).
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { iqError, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS = 'jabber:iq:last';
@@ -12,17 +12,6 @@ const NS_ROSTER = 'jabber:iq:roster';
 const lastGet = (to: string) => xml('iq', { type: 'get', to }, xml('query', { xmlns: NS }));
 const ping = (to: string) => xml('iq', { type: 'get', to }, xml('ping', { xmlns: 'urn:xmpp:ping' }));
 const bare = (c: TestClient) => c.jid.split('/')[0] as string;
-
-async function iqError(c: TestClient, el: Element): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error(`expected an error, got ${r}`);
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
-}
 
 async function lastOf(c: TestClient, to: string): Promise<{ seconds: number; text: string; raw: Element }> {
   const res = await c.iq(lastGet(to));

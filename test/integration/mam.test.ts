@@ -5,23 +5,12 @@
 // item-not-found, bad-request, page cap, storage failures).
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { iqError, connect, type TestClient, xml } from '../helpers/client.js';
 import { mamQuery, mamQueryIq, NS_MAM } from '../helpers/mam.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS_SID = 'urn:xmpp:sid:0';
 const MAX_PAGE = 20;
-
-async function iqError(c: TestClient, el: Element): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error(`expected an error, got ${r}`);
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
-}
 
 const bare = (c: TestClient) => c.jid.split('/')[0] as string;
 const ping = () => xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' }));

@@ -4,7 +4,7 @@
 // per-account caps (limits.privateItemBytes, limits.privateStorageItems).
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { iqError, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS = 'jabber:iq:private';
@@ -17,17 +17,6 @@ function privSet(children: Element[], to?: string, attrs: Record<string, string>
 
 function privGet(children: Element[], to?: string): Element {
   return xml('iq', { type: 'get', to }, xml('query', { xmlns: NS }, ...children));
-}
-
-async function iqError(c: TestClient, el: Element): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error(`expected an error, got ${r}`);
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
 }
 
 /** The children of the <query/> in a result. */

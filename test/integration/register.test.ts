@@ -6,7 +6,7 @@
 // registers before SASL); logins use the real @xmpp/client.
 import { type Element, parse } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { iqError, connect, type TestClient, xml } from '../helpers/client.js';
 import { iqReplyPattern, RawClient } from '../helpers/raw.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
@@ -43,17 +43,6 @@ function legacySet(username?: string, password?: string): string {
   const u = username === undefined ? '' : `<username>${esc(username)}</username>`;
   const p = password === undefined ? '' : `<password>${esc(password)}</password>`;
   return `<query xmlns='${NS}'>${u}${p}</query>`;
-}
-
-async function iqError(c: TestClient, el: Element): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error(`expected an error, got ${r}`);
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
 }
 
 const regSet = (...children: Element[]) => xml('iq', { type: 'set', to: 'localhost' }, xml('query', { xmlns: NS }, ...children));

@@ -3,7 +3,7 @@
 // disco feature (§4).
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { iqError, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS = 'vcard-temp';
@@ -24,17 +24,6 @@ function sampleCard(fn: string): Element[] {
     xml('NICKNAME', {}, 'stpeter'),
     xml('TEL', {}, xml('WORK'), xml('VOICE'), xml('NUMBER', {}, '303-308-3282')),
   ];
-}
-
-async function iqError(c: TestClient, el: Element): Promise<{ condition: string; type: string }> {
-  try {
-    const r = await c.iq(el);
-    throw new Error(`expected an error, got ${r}`);
-  } catch (e) {
-    const err = e as { condition?: string; type?: string };
-    if (!err.condition) throw e;
-    return { condition: err.condition, type: err.type ?? '' };
-  }
 }
 
 describe('vcard-temp (XEP-0054)', () => {
