@@ -11,6 +11,8 @@ compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 [ -x /usr/bin/go-sendxmpp ] || need+=(go-sendxmpp)
 [ -x /usr/bin/profanity ] || need+=(profanity)
 [ -x /usr/bin/tmux ] || need+=(tmux)
+# Headless Chromium for the browser tests (driven by playwright-core).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing test dependencies: ${need[*]}"

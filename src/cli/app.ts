@@ -14,6 +14,9 @@ import { listenC2S, type C2SListener } from '../transports/tcp.js';
 import { builtinModules } from '../modules/index.js';
 import { MuxLinkServer } from '../transports/mux-link.js';
 import { startWebContainer, type WebContainer } from '../transports/web.js';
+import { startOps, type OpsEndpoints } from '../transports/ops.js';
+import { startBosh, type BoshService } from '../transports/bosh.js';
+import { startHostMeta, startWebSocket, type WebSocketService } from '../transports/websocket.js';
 import { MuxSupervisor } from './muxes.js';
 import { fileSecret, muxSecret } from './secrets.js';
 
@@ -56,6 +59,9 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
   let muxLink: MuxLinkServer | null = null;
   let muxes: MuxSupervisor | null = null;
   let web: WebContainer | null = null;
+  let ops: OpsEndpoints | null = null;
+  let websocket: WebSocketService | null = null;
+  let bosh: BoshService | null = null;
   const useMux = !opts.noMux && config.mux.count > 0;
   try {
     await server.start();
@@ -84,6 +90,11 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
     }
     if (config.http.port !== null || config.http.tlsPort !== null) {
       web = await startWebContainer(server, tls);
+      // /healthz, /readyz, /metrics (issue 6): readiness needs every client listener bound and, with muxes, a live link.
+      ops = startOps(server, web, { listenersUp: () => listeners.every((l) => l.listening), muxLink, muxRequired: muxes !== null });
+      bosh = startBosh(server, web); // XEP-0124/0206 at /http-bind (issue 6)
+      websocket = startWebSocket(server, web); // RFC 7395 at /xmpp-websocket (issue 6)
+      startHostMeta(server, web); // XEP-0156 at /.well-known/host-meta[.json]
       ports.http = web.ports.http;
       ports.https = web.ports.https;
     }
@@ -125,8 +136,12 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
         if (stopped) return;
         stopped = true;
         if (statusTimer) clearInterval(statusTimer);
+        ops?.close();
         // Stop accepting, close every stream, then give clients a moment to close their side.
         const closed = Promise.all(listeners.map((l) => new Promise<void>((r) => l.close(() => r()))));
+        // Upgraded WebSocket connections would keep the HTTP servers from closing: end them first.
+        await websocket?.close();
+        bosh?.close();
         await web?.close();
         await server.stop();
         const grace = setTimeout(() => {
@@ -140,6 +155,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       },
     };
   } catch (err) {
+    ops?.close();
     await web?.close().catch(() => {});
     for (const l of listeners) l.close();
     await muxes?.stop().catch(() => {});

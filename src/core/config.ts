@@ -1,11 +1,21 @@
 // Configuration: one YAML file (parley.yaml), validated once at start with a schema and frozen.
 // Every error is reported with its path (`parley check-config`). Every limit has a default in code.
 import { readFileSync, existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolve, dirname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 
 const port = z.number().int().min(0).max(65535);
+
+/** An IPv4/IPv6 address, or one with a /prefix length valid for its family (allow lists). */
+function isAddressOrCidr(v: string): boolean {
+  const [addr = '', prefix, extra] = v.split('/');
+  const family = isIP(addr);
+  if (family === 0 || extra !== undefined) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
 
 export const hostSchema = z
   .object({
@@ -77,6 +87,50 @@ export const configSchema = z
           .boolean()
           .default(true)
           .describe('Treat plain HTTP from a loopback address (a local reverse proxy terminating TLS) as secure'),
+        bosh: z
+          .object({
+            enabled: z.boolean().default(true).describe('Serve BOSH (XEP-0124/XEP-0206) at /http-bind'),
+            maxWait: z.number().int().min(1).max(100).default(60).describe('Longest time (s) a request is held open, whatever the client asks'),
+            maxHold: z.number().int().min(0).max(4).default(1).describe('Most requests held open at once per session'),
+            maxRequests: z.number().int().min(1).max(5).default(2).describe('Most simultaneous requests per session (the rid window)'),
+            maxInactivity: z.number().int().min(1).max(600).default(60).describe('Seconds without any request before a session is dropped'),
+            maxPause: z.number().int().min(0).max(3600).default(120).describe('Longest pause (s) a client may request (0: none)'),
+            polling: z.number().int().min(0).max(60).default(2).describe('Shortest interval (s) between empty polls (0: no limit)'),
+            maxBodyBytes: z.number().int().min(1024).default(300000).describe('Largest request body (bytes); larger ones get 413'),
+            origins: z.array(z.string()).default([]).describe('Origins allowed to use BOSH from a browser (CORS; empty: any)'),
+          })
+          .strict()
+          .prefault({})
+          .describe('BOSH connection manager limits'),
+        metrics: z
+          .object({
+            enabled: z.boolean().default(true).describe('Serve Prometheus metrics at /metrics (/healthz and /readyz are always served)'),
+            allow: z
+              .array(z.string().refine(isAddressOrCidr, 'expected an IP address or a CIDR range'))
+              .default(['127.0.0.0/8', '::1'])
+              .describe('Client addresses (or CIDR ranges) allowed to scrape /metrics without a token; behind a trusted proxy, the forwarded address'),
+            token: z.string().min(16).optional().describe('Bearer token (Authorization: Bearer ...) that grants /metrics from any address'),
+            probeSeconds: z.number().int().min(0).default(15).describe('Interval of the storage latency probe (0: only at scrape and /readyz)'),
+            storageTimeoutMs: z.number().int().min(50).max(60000).default(2000).describe('Deadline for the storage ping of /readyz, /metrics and the probe'),
+          })
+          .strict()
+          .prefault({})
+          .describe('Operations endpoints: /healthz, /readyz, /metrics'),
+        websocket: z
+          .object({
+            enabled: z.boolean().default(true).describe('Serve XMPP over WebSocket (RFC 7395) at /xmpp-websocket'),
+            origins: z.array(z.string()).default([]).describe('Origins (scheme://host[:port]) allowed to open WebSocket connections from a browser (empty: any)'),
+            pingSeconds: z.number().int().min(0).default(30).describe('WebSocket ping interval; a connection silent since the previous ping is dropped (0: no pings)'),
+            seeOtherUri: z
+              .string()
+              .url()
+              .regex(/^wss?:\/\//)
+              .optional()
+              .describe('Redirect every new WebSocket stream to this ws(s):// URL (RFC 7395 see-other-uri), e.g. while draining a node'),
+          })
+          .strict()
+          .prefault({})
+          .describe('XMPP over WebSocket (RFC 7395)'),
       })
       .strict()
       .prefault({}),

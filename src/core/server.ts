@@ -15,6 +15,7 @@ import { IqDispatcher } from './iq.js';
 import { DiscoRegistry } from './disco.js';
 import { HttpRoutes } from './http.js';
 import { SessionRegistry } from './sessions.js';
+import { ServerStats } from './stats.js';
 import { C2SSession } from './session.js';
 import type { Transport } from './transport.js';
 import type { ModuleContext, ModuleDefinition, ModuleHost } from './module.js';
@@ -69,6 +70,8 @@ export class Server implements ModuleHost {
   readonly auth: AccountService;
   readonly throttle: LoginThrottle;
   readonly secret: Buffer;
+  /** Hot-path counters (stanzas, auth failures) that /metrics reads at scrape time. */
+  readonly stats = new ServerStats();
   private readonly hosts: Set<string>;
   private readonly mechanisms: SaslMechanism[];
   private readonly pending = new Map<string, { resolve: (el: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();

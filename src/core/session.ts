@@ -400,6 +400,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
         this.sasl = null;
         return;
       }
+      this.saslMechanism = ''; // a new exchange: a refusal before a mechanism is chosen is counted under "none"
       const throttle = this.server.throttle.check(this.remoteAddress);
       if (!throttle.allowed) {
         this.saslFailure('temporary-auth-failure', 'too many failed attempts; try later');
@@ -470,6 +471,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
   private saslFailure(condition: string, text?: string): void {
     const t = text ? `<text xml:lang='en'>${escapeText(text)}</text>` : '';
     this.write(`<failure xmlns='${NS.SASL}'><${condition}/>${t}</failure>`);
+    if (condition !== 'aborted') this.server.stats.authFailure(this.saslMechanism, condition);
     if (condition !== 'aborted' && ++this.authFailures >= 5) {
       this.fail(new StreamError('policy-violation', 'too many authentication attempts'));
     }
@@ -504,8 +506,10 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
       throw new StreamError('not-authorized', 'bind a resource first');
     }
     const name = el.name;
-    if (name === 'message' || name === 'presence' || name === 'iq') this.stanzasIn = (this.stanzasIn + 1) >>> 0;
-    else {
+    if (name === 'message' || name === 'presence' || name === 'iq') {
+      this.stanzasIn = (this.stanzasIn + 1) >>> 0;
+      this.server.stats.stanzaIn(name); // plain integers, read by /metrics at scrape time
+    } else {
       const handled = await this.server.hooks.fire('c2s.nonza', { session: this, element: el });
       if (!handled) throw new StreamError('unsupported-stanza-type');
       return;
@@ -606,6 +610,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     if (this.state === 'closed') return;
     const out = this.server.hooks.foldSync('c2s.send', { session: this, stanza }).stanza;
     if (!out) return;
+    this.server.stats.stanzaOut(out.name);
     this.write(out.toString());
   }
 

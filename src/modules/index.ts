@@ -20,5 +20,7 @@ import extdisco from './extdisco.js';
 import push from './push.js';
 import mam from './mam/index.js';
 import avatars from './avatars.js';
+import upload from './upload.js';
+import proxy65 from './proxy65.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam, avatars] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam, avatars, upload, proxy65] as ModuleDefinition[];

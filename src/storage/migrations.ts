@@ -260,6 +260,42 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX pubsub_items_seq ON pubsub_items (service, node, seq);
     `,
   },
+  {
+    // XEP-0363 HTTP file upload metadata (src/modules/upload.ts); the bytes are files named by
+    // `slot` in the upload directory. expires_at: the PUT deadline while uploaded_at is NULL, then
+    // the file's expiry (NULL: kept). Not keyed by user for accounts.remove(): a shared link
+    // outlives its uploader until it expires.
+    version: 4,
+    name: 'http upload',
+    sqlite: `
+      CREATE TABLE uploads (
+        slot         TEXT PRIMARY KEY,
+        owner        TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        uploaded_at  INTEGER
+      ) WITHOUT ROWID;
+      CREATE INDEX uploads_owner ON uploads (owner);
+      CREATE INDEX uploads_expires ON uploads (expires_at) WHERE expires_at IS NOT NULL;
+    `,
+    postgres: `
+      CREATE TABLE uploads (
+        slot         text PRIMARY KEY,
+        owner        text NOT NULL,
+        name         text NOT NULL,
+        size         bigint NOT NULL,
+        content_type text NOT NULL,
+        created_at   bigint NOT NULL,
+        expires_at   bigint,
+        uploaded_at  bigint
+      );
+      CREATE INDEX uploads_owner ON uploads (owner);
+      CREATE INDEX uploads_expires ON uploads (expires_at) WHERE expires_at IS NOT NULL;
+    `,
+  },
 ];
 
 // Catch a malformed list at startup rather than half-way through migrating somebody's database.

@@ -7,6 +7,7 @@ import pg from 'pg';
 import { pendingMigrations, SCHEMA_MIGRATIONS_DDL } from './migrations.js';
 import { postgresPubsub, PUBSUB_USER_DELETE_CTES } from './pubsub-postgres.js';
 import { postgresArchive } from './archive-postgres.js';
+import { postgresUploads } from './upload-postgres.js';
 import type {
   AccountRecord,
   AccountStore,
@@ -299,6 +300,10 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
       const { rows } = await q<{ n: string }>('SELECT count(*) AS n FROM offline WHERE user_jid = $1', [user]);
       return Number(rows[0]!.n);
     },
+    async total() {
+      const { rows } = await q<{ n: string }>('SELECT count(*) AS n FROM offline');
+      return Number(rows[0]!.n);
+    },
   };
 
   const keyval: KeyValStore = {
@@ -362,6 +367,7 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
     blocks,
     archive: postgresArchive(pool),
     pubsub: postgresPubsub(pool, (fn) => withTransaction(pool, fn)),
+    uploads: postgresUploads(pool, (fn) => withTransaction(pool, fn)),
     async ping() {
       await q('SELECT 1');
     },

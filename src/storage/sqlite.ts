@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { pendingMigrations, SCHEMA_MIGRATIONS_DDL } from './migrations.js';
 import { PUBSUB_USER_DELETES, sqlitePubsub } from './pubsub-sqlite.js';
 import { sqliteArchive } from './archive-sqlite.js';
+import { sqliteUploads } from './upload-sqlite.js';
 import type {
   AccountRecord,
   AccountStore,
@@ -148,6 +149,7 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     pendingList: db.prepare('SELECT contact, stanza FROM roster_pending WHERE user_jid = ? ORDER BY contact'),
 
     offlineCount: db.prepare('SELECT count(*) FROM offline WHERE user_jid = ?').pluck(),
+    offlineTotal: db.prepare('SELECT count(*) FROM offline').pluck(),
     offlineInsert: db.prepare('INSERT INTO offline (user_jid, stanza, stamp) VALUES (?, ?, ?)'),
     // LIMIT -1 means no limit in SQLite.
     offlineList: db.prepare('SELECT id, stanza, stamp FROM offline WHERE user_jid = ? ORDER BY id LIMIT ?'),
@@ -285,6 +287,9 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     async count(user) {
       return s.offlineCount.get(user) as number;
     },
+    async total() {
+      return s.offlineTotal.get() as number;
+    },
   };
 
   const keyval: KeyValStore = {
@@ -326,6 +331,7 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     blocks,
     archive: sqliteArchive(db),
     pubsub: sqlitePubsub(db),
+    uploads: sqliteUploads(db),
     async ping() {
       s.ping.get();
     },

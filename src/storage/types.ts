@@ -82,6 +82,8 @@ export interface OfflineStore {
   list(user: string, limit?: number): Promise<OfflineMessage[]>;
   remove(user: string, ids: number[]): Promise<void>;
   count(user: string): Promise<number>;
+  /** Messages stored for all accounts together (the /metrics offline gauge). */
+  total(): Promise<number>;
 }
 
 /** Small per-user documents: private XML (XEP-0049), vCards (XEP-0054), last activity (XEP-0012). */
@@ -226,6 +228,46 @@ export interface BlockStore {
   clear(user: string): Promise<void>;
 }
 
+/**
+ * One XEP-0363 upload: a slot handed out by the upload service, then (after its HTTP PUT) a stored
+ * file. The bytes live on disk under the slot id; the row is the metadata.
+ */
+export interface UploadRecord {
+  /** Random slot id (also the file's name on disk). */
+  slot: string;
+  /** Bare JID of the account that requested the slot. */
+  owner: string;
+  /** Sanitized file name (the last segment of the URLs). */
+  name: string;
+  size: number; // bytes
+  /** Content type the client announced (application/octet-stream when it gave none). */
+  contentType: string;
+  createdAt: number; // ms since epoch
+  /** While pending: the PUT deadline; once uploaded: when the file goes (null: kept). */
+  expiresAt: number | null;
+  /** When the PUT completed; null while the slot waits for its upload. */
+  uploadedAt: number | null;
+}
+
+/** XEP-0363 upload metadata. "Live" uploads are the uploaded ones plus the pending slots not yet expired. */
+export interface UploadStore {
+  /**
+   * Records a new pending slot unless the owner's live uploads would then hold more than
+   * `quotaBytes` bytes or `maxFiles` files (0: no limit; `rec.createdAt` is "now"). Resolves
+   * false when refused.
+   */
+  reserve(rec: UploadRecord, quotaBytes: number, maxFiles?: number): Promise<boolean>;
+  get(slot: string): Promise<UploadRecord | null>;
+  /** Marks a pending slot whose deadline is after `at` uploaded, with its new expiry; resolves false otherwise. */
+  complete(slot: string, at: number, expiresAt: number | null): Promise<boolean>;
+  /** The owner's live uploads at `now`: count and bytes. */
+  usage(owner: string, now: number): Promise<{ files: number; bytes: number }>;
+  /** Resolves false if there was no such slot. */
+  remove(slot: string): Promise<boolean>;
+  /** Uploads and slots with expiresAt <= now, earliest first, at most `limit`. */
+  expired(now: number, limit: number): Promise<UploadRecord[]>;
+}
+
 export interface Storage {
   readonly kind: 'sqlite' | 'postgres';
   accounts: AccountStore;
@@ -235,6 +277,7 @@ export interface Storage {
   blocks: BlockStore;
   archive: ArchiveStore;
   pubsub: PubsubStore;
+  uploads: UploadStore;
   /** Cheap round trip, for readiness checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

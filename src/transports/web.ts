@@ -66,8 +66,15 @@ export async function startWebContainer(server: Server, tls: TlsMaterial): Promi
   app.use((_req, res) => {
     res.status(404).type('text/plain').send('not found\n');
   });
-  // Errors in handlers: a plain 500, details only in the log.
-  app.use(((err, _req, res, _next) => {
+  // Errors in handlers: client errors (a malformed URL, a body parser's 400/413) keep their status;
+  // anything else is a plain 500 with the details only in the log.
+  app.use(((err: { status?: number; statusCode?: number }, _req, res, _next) => {
+    const status = err.status ?? err.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      if (!res.headersSent) res.status(status).type('text/plain').send('bad request\n');
+      else res.destroy();
+      return;
+    }
     server.log.error({ err }, 'http handler failed');
     if (!res.headersSent) res.status(500).type('text/plain').send('internal server error\n');
     else res.destroy();

@@ -36,6 +36,8 @@ export async function startTestServer(
     // PARLEY_TEST_MUX=N runs the suite with clients going through N embedded muxes.
     mux: { count: Number(process.env.PARLEY_TEST_MUX ?? 0) },
     ...overrides,
+    // The SOCKS5 proxy (XEP-0065) takes a free port, not 7777, unless a test configures it.
+    modules: { proxy65: { port: 0 }, ...(overrides.modules as Record<string, unknown> | undefined) },
   };
   const config = validateConfig(raw);
   const log = opts.log ?? (process.env.PARLEY_TEST_LOG ? createLogger({ level: process.env.PARLEY_TEST_LOG }) : silentLogger());

@@ -360,6 +360,22 @@ export function storageContract(name: string, open: () => Promise<Storage>, clea
         expect(id2).toBeGreaterThan(id1);
       });
 
+      it('total counts every account, and follows pushes, refusals over quota and removals', async () => {
+        // Tests in this file run one after another on this storage: the delta is ours alone.
+        const before = await s.offline.total();
+        expect(Number.isInteger(before)).toBe(true);
+        const [a, b] = [uniq(), uniq()];
+        const ids: number[] = [];
+        for (let i = 0; i < 3; i++) ids.push((await s.offline.push(a, `<a${i}/>`, i, 3))!);
+        expect(await s.offline.push(a, '<over/>', 9, 3)).toBeNull(); // refused: not counted
+        await s.offline.push(b, '<b/>', 0, 3);
+        expect(await s.offline.total()).toBe(before + 4);
+        await s.offline.remove(a, ids.slice(0, 2));
+        expect(await s.offline.total()).toBe(before + 2);
+        await s.offline.remove(b, [987_654_321]); // unknown id: nothing
+        expect(await s.offline.total()).toBe(before + 2);
+      });
+
       it('keeps large stanzas intact', async () => {
         const u = uniq();
         const big = `<message><body>${'x✓'.repeat(100_000)}</body></message>`;

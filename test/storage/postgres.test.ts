@@ -9,6 +9,7 @@ import { type PostgresServer, startPostgres } from '../helpers/postgres.js';
 import { storageContract } from './contract.js';
 import { archiveContract } from './archive-contract.js';
 import { pubsubContract } from './pubsub-contract.js';
+import { uploadContract } from './upload-contract.js';
 
 let server: PostgresServer;
 
@@ -40,6 +41,7 @@ async function freshDatabase(): Promise<string> {
 storageContract('postgres', () => openPostgres({ url: server.url }));
 archiveContract('postgres', () => openPostgres({ url: server.url }));
 pubsubContract('postgres', () => openPostgres({ url: server.url }));
+uploadContract('postgres', () => openPostgres({ url: server.url }));
 
 describe('postgres specifics', () => {
   it('opens through openStorage with separate connection fields', async () => {

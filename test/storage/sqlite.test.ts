@@ -12,6 +12,7 @@ import { openSqlite } from '../../src/storage/sqlite.js';
 import { storageContract } from './contract.js';
 import { archiveContract } from './archive-contract.js';
 import { pubsubContract } from './pubsub-contract.js';
+import { uploadContract } from './upload-contract.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dirs: string[] = [];
@@ -28,6 +29,7 @@ storageContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'parle
 storageContract('sqlite (:memory:)', () => openSqlite({ path: ':memory:' }));
 archiveContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'archive.db') }));
 pubsubContract('sqlite', () => openSqlite({ path: ':memory:' }));
+uploadContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'uploads.db') }));
 
 describe('sqlite specifics', () => {
   it('uses WAL with synchronous=NORMAL on a file', async () => {

@@ -33,6 +33,8 @@ describe('web container', () => {
     const undo = srv.server.http.add({ method: 'GET', path: '/test-route/:x', owner: 'test', handler: (req, res) => void res.type('text/plain').send(`got ${req.params.x}`) });
     const r = await fetch(`http://127.0.0.1:${srv.ports.http}/test-route/abc`);
     expect(await r.text()).toBe('got abc');
+    // A parameter that is not valid percent-encoding is the client's error, not a 500.
+    expect((await fetch(`http://127.0.0.1:${srv.ports.http}/test-route/%E0%A4%A`)).status).toBe(400);
     undo();
     expect((await fetch(`http://127.0.0.1:${srv.ports.http}/test-route/abc`)).status).toBe(404);
   });
