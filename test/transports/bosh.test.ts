@@ -6,6 +6,7 @@ import { randomInt } from 'node:crypto';
 import { parse, type Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
+import { RawClient, waitUntil } from '../helpers/raw.js';
 
 const HB = 'http://jabber.org/protocol/httpbind';
 const XB = 'urn:xmpp:xbosh';
@@ -303,5 +304,40 @@ describe('BOSH transport', () => {
     expect(srv.server.sessions.count(`${user}@localhost`)).toBe(1);
     const pong = await c2.until((e) => e.name === 'iq' && e.attrs.id === 'p2', "<iq type='get' id='p2' to='localhost' xmlns='jabber:client'><ping xmlns='urn:xmpp:ping'/></iq>");
     expect(pong.attrs.type).toBe('result');
+  });
+
+  it('XEP-0198 across transports: a session that dropped on TCP is resumed over BOSH with the messages held meanwhile', async () => {
+    const user = uniqueUser('tcp2bosh');
+    const friend = uniqueUser('friend');
+    await srv.addUser(user);
+    await srv.addUser(friend);
+    const tcp = await RawClient.login(srv.ports.c2s as number, user, 'secret-password', { resource: 'phone', presence: true });
+    await tcp.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+    const previd = /\bid=['"]([^'"]+)['"]/.exec((await tcp.waitFor(/<enabled\b[^>]*\/>/))[0])?.[1] as string;
+    const full = tcp.jid;
+    tcp.destroy();
+    await waitUntil(() => [...srv.server.sessions.all()].some((s) => s.jid?.full === full && s.hibernated), 5000, 'hibernated');
+    const f = await RawClient.login(srv.ports.c2s as number, friend, 'secret-password', { resource: 'r' });
+    await f.send(`<message type='chat' to='${full}'><body>while-away</body></message>`);
+    await f.ping();
+    const c2 = new Raw();
+    await c2.create();
+    const auth = Buffer.from(`\0${user}\0secret-password`).toString('base64');
+    await c2.until((e) => e.name === 'success', `<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${auth}</auth>`);
+    await c2.until((e) => e.getName() === 'features', '', "to='localhost' xmpp:restart='true'");
+    // <resumed/> and the retransmitted message may come in one response or several.
+    const seen: Element[] = [];
+    let r = await c2.send(`<resume xmlns='urn:xmpp:sm:3' previd='${previd}' h='0'/>`);
+    const held = () => seen.find((e) => e.name === 'message' && e.getChildText('body') === 'while-away');
+    for (let i = 0; i < 10; i++) {
+      seen.push(...r.body.getChildElements());
+      if (held() || seen.some((e) => e.name === 'failed')) break;
+      r = await c2.send();
+    }
+    expect(seen[0]?.name).toBe('resumed');
+    expect(held()?.attrs.to).toBe(full);
+    const s = [...srv.server.sessions.all()].find((x) => x.jid?.full === full);
+    expect(s?.transport.kind).toBe('bosh');
+    f.end();
   });
 });
