@@ -11,6 +11,7 @@ import type { C2SSession } from './session.js';
 import type { SessionRegistry } from './sessions.js';
 import type { DiscoRegistry } from './disco.js';
 import type { HttpMethod } from './http.js';
+import type { AccessControl } from './acl.js';
 import type { RequestHandler } from 'express';
 
 export type IqType = 'get' | 'set';
@@ -65,6 +66,8 @@ export interface ModuleHost {
   accountExists(bare: string): Promise<boolean>;
   /** Forgets the cached existence of an account (after a module created or removed it). */
   invalidateAccount(bare: string): void;
+  /** Service-wide and per-venue rights (access control files, issue 7). */
+  readonly acl: AccessControl;
   /** XEP-0198: delivers a message a session received but never acknowledged (see Server.redeliver). */
   redeliver(stanza: Element): Promise<void>;
 }

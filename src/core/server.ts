@@ -14,6 +14,7 @@ import type { Logger } from './logger.js';
 import { IqDispatcher } from './iq.js';
 import { DiscoRegistry } from './disco.js';
 import { HttpRoutes } from './http.js';
+import { DefaultAccessControl, type AccessControl } from './acl.js';
 import { SessionRegistry } from './sessions.js';
 import { ServerStats } from './stats.js';
 import { C2SSession } from './session.js';
@@ -65,6 +66,8 @@ export class Server implements ModuleHost {
   readonly sessions = new SessionRegistry();
   readonly iqs: IqDispatcher;
   readonly disco = new DiscoRegistry();
+  /** Rights of users (replaced by the access-control-file implementation when it is configured). */
+  acl: AccessControl = new DefaultAccessControl((d) => this.isLocalHost(d));
   /** HTTP routes modules add to the web container. */
   readonly http = new HttpRoutes();
   readonly auth: AccountService;
@@ -151,6 +154,8 @@ export class Server implements ModuleHost {
   private contextFor<O>(name: string, options: O): ModuleContext<O> {
     const log = this.log.child({ module: name });
     const undo = (fn: () => void | Promise<void>) => this.unloaders.push(fn);
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the acl getter must see later replacements
+    const server = this;
     return {
       name,
       options,
@@ -165,6 +170,9 @@ export class Server implements ModuleHost {
       accountExists: (b) => this.accountExists(b),
       invalidateAccount: (b) => this.invalidateAccount(b),
       redeliver: (stanza) => this.redeliver(stanza),
+      get acl() {
+        return server.acl;
+      },
       addFeature: (ns, target) => undo(this.disco.addFeature(ns, target)),
       httpRoute: (method, path, handler) => undo(this.http.add({ method, path, handler, owner: name })),
       addIdentity: (id) => undo(this.disco.addIdentity(id)),
