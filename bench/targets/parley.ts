@@ -9,8 +9,9 @@
 // Parley's blocking, last-activity, vCard, private storage, registration, time and version modules
 // are switched off, and so are the modern-IM ones of issue 5 (archive, carbons, CSI, stream
 // management, PEP, bookmarks, push, external services, avatar conversion): they hook into routed stanzas (the archive
-// writes every chat message to the database) and the peers run none of them here. Parley has no MUC yet (issue 7): opts.muc is ignored and the runner finds out
-// through disco.
+// writes every chat message to the database) and the peers run none of them here; nor upload,
+// proxy65, news channels, ad-hoc commands or alerts. MUC (issue 7) runs at conference.<domain>
+// with the limits lifted for W6.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -25,7 +26,7 @@ const ROOT = resolve(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin/parley');
 
 /** Modules the peers do not run (see the header); `name: false` in parley.yaml. */
-const DISABLED_MODULES = ['blocking', 'last', 'vcard', 'private', 'register', 'time', 'version', 'mam', 'carbons', 'csi', 'sm', 'pep', 'bookmarks', 'push', 'extdisco', 'avatars'];
+const DISABLED_MODULES = ['blocking', 'last', 'vcard', 'private', 'register', 'time', 'version', 'mam', 'carbons', 'csi', 'sm', 'pep', 'bookmarks', 'push', 'extdisco', 'avatars', 'upload', 'proxy65', 'news', 'adhoc', 'alerts'];
 
 async function provision(opts: TargetOptions, dbPath: string): Promise<void> {
   const [sha1, sha256] = await Promise.all([userSecrets(opts.users, 'SHA-1'), userSecrets(opts.users, 'SHA-256')]);
@@ -78,7 +79,8 @@ function configYaml(opts: TargetOptions, dataDir: string, mux: number): string {
     'auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1000000, maxFailuresPerAccount: 1000000 }',
     `mux: { count: ${mux} }`,
     'log: { level: warn }',
-    `modules: { ${DISABLED_MODULES.map((m) => `${m}: false`).join(', ')} }`,
+    // MUC limits lifted like the peers' (ejabberd: max_users 10000, no message interval).
+    `modules: { ${DISABLED_MODULES.map((m) => `${m}: false`).join(', ')}, muc: { maxRoomsPerUser: 0, defaultMaxUsers: 1000, messagesPerSecond: 1000000, messageBurst: 1000000 } }`,
     'limits:',
     '  connectionsPerAddress: 1000000',
     '  preAuthPerAddress: 1000000',

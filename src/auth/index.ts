@@ -7,6 +7,11 @@ import { deriveScramAsync, verifyPasswordAgainstScramAsync } from './scram-secre
 export { saslMechanisms, findMechanism } from './sasl/index.js';
 export { LoginThrottle } from './backoff.js';
 export type { SaslMechanism, SaslContext, ChannelBindingType } from './sasl/types.js';
+// Access control files (issue 7): policy/ holds the parser, FileAccessControl and reload support.
+export {
+  startAccessFiles, readAclStatus, formatAclReport, ACL_STATUS_FILE, FileAccessControl, AclLoadError, AclSyntaxError, parseAclFile,
+} from './policy/index.js';
+export type { AclStatus, AclReloadReport, AclFileReport } from './policy/index.js';
 
 export class AccountError extends Error {
   override name = 'AccountError';

@@ -19,6 +19,7 @@ import { startBosh, type BoshService } from '../transports/bosh.js';
 import { startHostMeta, startWebSocket, type WebSocketService } from '../transports/websocket.js';
 import { MuxSupervisor } from './muxes.js';
 import { fileSecret, muxSecret } from './secrets.js';
+import { startAccessFiles, ACL_STATUS_FILE, type FileAccessControl } from '../auth/index.js';
 
 export interface RunningParley {
   server: Server;
@@ -31,6 +32,8 @@ export interface RunningParley {
   muxes: MuxSupervisor | null;
   /** The web container (BOSH, WebSocket, module routes, static files), when an HTTP port is on. */
   web: WebContainer | null;
+  /** The access control files in force (issue 7); `acl.reload()` re-reads them (SIGHUP, `parley reload`). */
+  acl: FileAccessControl;
   stop(): Promise<void>;
 }
 
@@ -63,7 +66,11 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
   let websocket: WebSocketService | null = null;
   let bosh: BoshService | null = null;
   const useMux = !opts.noMux && config.mux.count > 0;
+  let acl: FileAccessControl | null = null;
   try {
+    // Access control files (issue 7), in force before any module runs; a malformed one stops the start.
+    acl = await startAccessFiles({ config, isLocal: (d) => server.isLocalHost(d), log, statusPath: opts.statusFile ? join(config.dataDir, ACL_STATUS_FILE) : undefined });
+    server.acl = acl;
     await server.start();
     const ports: RunningParley['ports'] = { c2s: null, c2sDirectTls: null, http: null, https: null };
     // The link listener also serves standalone muxes when it has a fixed port.
@@ -132,10 +139,12 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       muxLink,
       muxes,
       web,
+      acl,
       async stop() {
         if (stopped) return;
         stopped = true;
         if (statusTimer) clearInterval(statusTimer);
+        acl?.close();
         ops?.close();
         // Stop accepting, close every stream, then give clients a moment to close their side.
         const closed = Promise.all(listeners.map((l) => new Promise<void>((r) => l.close(() => r()))));
@@ -155,6 +164,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       },
     };
   } catch (err) {
+    acl?.close();
     ops?.close();
     await web?.close().catch(() => {});
     for (const l of listeners) l.close();

@@ -7,11 +7,14 @@ import { Command } from 'commander';
 import { loadConfig, ConfigError, type ResolvedConfig } from '../core/config.js';
 import { createLogger } from '../core/logger.js';
 import { AccountService, AccountError, parseAccountJid } from '../auth/index.js';
+import { ACL_STATUS_FILE, FileAccessControl, formatAclReport, readAclStatus } from '../auth/index.js';
 import { builtinModules } from '../modules/index.js';
 import { openConfiguredStorage, startParley } from './app.js';
 import { runMux } from '../mux/index.js';
 import { muxSecret } from './secrets.js';
 import { modulesReference } from './modules-doc.js';
+import { AlertInputError, PRIORITIES, storeAlert } from '../modules/alerts.js';
+import type { AlertPriority } from '../storage/types.js';
 import { hostname } from 'node:os';
 
 const program = new Command();
@@ -82,6 +85,10 @@ program
     };
     process.once('SIGINT', () => void shutdown('SIGINT'));
     process.once('SIGTERM', () => void shutdown('SIGTERM'));
+    // `parley reload` (issue 7): re-read the access control files; the report goes to dataDir/acl-status.json.
+    process.on('SIGHUP', () => {
+      running.acl.reload('SIGHUP').catch((err: unknown) => log.error({ err }, 'access control reload failed'));
+    });
   });
 
 program
@@ -155,6 +162,57 @@ user
     }
   });
 
+// Alerts (issue 7): stored here, delivered by the running server (its poll, or the recipient's next login).
+const alert = program.command('alert').description('send alerts (headline messages) and read their delivery reports');
+alert
+  .command('send')
+  .description('store an alert for users, groups or everyone; a running server delivers it to online recipients within its poll interval, the others at their next login')
+  .requiredOption('--to <recipients>', 'comma-separated: user@host, group:NAME, everyone')
+  .requiredOption('--subject <text>', 'subject')
+  .requiredOption('--body <text>', 'message text')
+  .option('--url <url>', 'a link (XEP-0066)')
+  .option('--priority <level>', 'low, medium or high', 'medium')
+  .option('--receipts', 'ask recipients for delivery receipts (XEP-0184)', false)
+  .option('--host <domain>', 'the host the alert comes from (default: the first recipient\'s, else the first configured host)')
+  .action(async (o: { to: string; subject: string; body: string; url?: string; priority: string; receipts: boolean; host?: string }) => {
+    const cfg = config();
+    const to = o.to.split(',').map((s) => s.trim()).filter(Boolean);
+    const firstJid = to.find((t) => t.includes('@'));
+    const host = o.host ?? (firstJid ? firstJid.slice(firstJid.lastIndexOf('@') + 1).toLowerCase() : cfg.hosts[0]?.domain ?? 'localhost');
+    if (!(PRIORITIES as readonly string[]).includes(o.priority)) throw new AlertInputError(`--priority must be one of ${PRIORITIES.join(', ')}`);
+    const storage = await openConfiguredStorage(cfg);
+    try {
+      const alertOpts = cfg.modules.alerts;
+      const max = typeof alertOpts === 'object' && typeof alertOpts.maxRecipients === 'number' ? alertOpts.maxRecipients : 10000;
+      const { alert: a, recipients } = await storeAlert(
+        storage,
+        cfg,
+        { host, sender: 'cli', to, subject: o.subject, body: o.body, url: o.url ?? null, priority: o.priority as AlertPriority, receipts: o.receipts },
+        max,
+      );
+      process.stdout.write(`alert ${a.id} stored for ${recipients.length} recipient${recipients.length === 1 ? '' : 's'}\n`);
+    } finally {
+      await storage.close();
+    }
+  });
+alert
+  .command('report <id>')
+  .description('show who has an alert pending, delivered, and who returned a receipt')
+  .action(async (id: string) => {
+    const storage = await openConfiguredStorage(config());
+    try {
+      const a = await storage.alerts.get(id);
+      if (!a) throw new AlertInputError(`no alert ${id}`);
+      const rows = await storage.alerts.recipients(id);
+      const list = (st: string) => rows.filter((r) => r.state === st).map((r) => r.user);
+      const lines = [`alert ${a.id} from ${a.sender} at ${new Date(a.createdAt).toISOString()}: ${a.subject}`];
+      for (const st of ['pending', 'delivered', 'received']) lines.push(`  ${st}: ${list(st).length}${list(st).length ? ` (${list(st).join(', ')})` : ''}`);
+      process.stdout.write(`${lines.join('\n')}\n`);
+    } finally {
+      await storage.close();
+    }
+  });
+
 program
   .command('modules')
   .description('list the built-in modules with their XEPs and options (Markdown)')
@@ -165,9 +223,12 @@ program
 program
   .command('check-config')
   .description('validate the configuration and print every error with its path')
-  .action(() => {
+  .action(async () => {
     const cfg = config();
     const problems: string[] = [];
+    // The access control files too (docs/acl.md): a malformed one would stop `parley start`.
+    const aclCheck = await new FileAccessControl({ directory: cfg.acl.directory, groups: cfg.acl.groups, isLocal: () => true }).reload('check-config');
+    problems.push(...aclCheck.errors);
     for (const def of builtinModules) {
       const raw = cfg.modules[def.name];
       if (raw === false) continue;
@@ -218,6 +279,48 @@ program
     );
   });
 
+program
+  .command('reload')
+  .description('make the running server re-read its access control files (docs/acl.md) and print the rules loaded per file')
+  .option('--timeout <seconds>', "how long to wait for the server's report", '10')
+  .action(async (o: { timeout: string }) => {
+    const cfg = config();
+    const pid = runningPid(cfg);
+    if (pid === null) {
+      process.stdout.write('parley is not running (no live server process in the status file)\n');
+      process.exitCode = 3;
+      return;
+    }
+    const statusPath = join(cfg.dataDir, ACL_STATUS_FILE);
+    const before = readAclStatus(statusPath);
+    const since = before?.pid === pid ? before.generation : 0;
+    process.kill(pid, 'SIGHUP');
+    // The server answers by writing its next report; wait for one newer than what we saw.
+    const deadline = Date.now() + Math.max(1, Number(o.timeout) || 10) * 1000;
+    while (Date.now() < deadline) {
+      const st = readAclStatus(statusPath);
+      if (st && st.pid === pid && st.generation > since) {
+        process.stdout.write(formatAclReport(st));
+        process.exitCode = st.errors.length ? 1 : 0;
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    process.stderr.write(`parley: the server (pid ${pid}) did not report a reload within ${o.timeout} s; see its log\n`);
+    process.exitCode = 1;
+  });
+
+/** The pid of the running server, from dataDir/status.json, or null when it is not alive. */
+function runningPid(cfg: Readonly<ResolvedConfig>): number | null {
+  try {
+    const st = JSON.parse(readFileSync(join(cfg.dataDir, 'status.json'), 'utf8')) as { pid: number; updatedAt: string };
+    process.kill(st.pid, 0); // throws when no such process
+    return Date.now() - Date.parse(st.updatedAt) < 30_000 ? st.pid : null;
+  } catch {
+    return null;
+  }
+}
+
 interface MuxStatus {
   name: string;
   connections: number;
@@ -243,7 +346,7 @@ function formatMuxes(muxes: MuxStatus[]): string {
 }
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof ConfigError || err instanceof AccountError) {
+  if (err instanceof ConfigError || err instanceof AccountError || err instanceof AlertInputError) {
     process.stderr.write(`parley: ${err.message}\n`);
     process.exit(2);
   }

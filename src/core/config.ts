@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import { resolve, dirname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { Jid } from '../xmpp/jid.js';
 
 const port = z.number().int().min(0).max(65535);
 
@@ -190,6 +191,21 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    acl: z
+      .object({
+        directory: z.string().default('acl').describe('Directory of the access control files (docs/acl.md); relative paths start at the configuration file\'s directory'),
+        watch: z.boolean().default(true).describe('Reload the access control files automatically when one changes (`parley reload` always works)'),
+        groups: z
+          .record(
+            z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'expected a group name: letters, digits, ".", "_" or "-"'),
+            z.array(z.string().refine((v) => !!Jid.tryParse(v)?.local && !Jid.tryParse(v)?.resource, 'expected a bare user JID (user@domain)')),
+          )
+          .default({})
+          .describe('Groups the access files name as @group: group name → member JIDs (until directory groups exist)'),
+      })
+      .strict()
+      .prefault({})
+      .describe('Access control files: who may create rooms and channels, send alerts, run polls, administer'),
     modules: z
       .record(z.string(), z.union([z.boolean(), z.record(z.string(), z.unknown())]))
       .default({})
@@ -245,6 +261,7 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
     if (h.key) h.key = resolve(baseDir, h.key);
   }
   if (cfg.storage.type === 'sqlite') cfg.storage.path = resolve(cfg.dataDir, cfg.storage.path ?? 'parley.sqlite');
+  cfg.acl.directory = resolve(baseDir, cfg.acl.directory);
   return deepFreeze(cfg);
 }
 

@@ -9,8 +9,16 @@ import { NS } from '../xmpp/ns.js';
 
 declare module '../core/hooks.js' {
   interface HookMap {
-    /** disco#items of a local host (components, services); handlers append <item/> children. */
-    'disco.server-items': { host: string; node: string | undefined; items: Element[] };
+    /**
+     * disco#items of a local host (components, services); handlers append <item/> children. `from`
+     * is the requester (XEP-0050 lists only the commands it may run).
+     */
+    'disco.server-items': { host: string; node: string | undefined; items: Element[]; from: Jid };
+    /**
+     * disco#info of a node of a local host other than the caps node (XEP-0050 command nodes): a
+     * folder that knows the node fills `query` and sets `found`; nobody did: item-not-found.
+     */
+    'disco.server-node-info': { host: string; node: string; from: Jid; query: Element; found: boolean };
     /**
      * disco#info of an account. Without `node` the requester may see the account (itself or a
      * contact with a from/both subscription) and `query` already holds the account identity and
@@ -48,7 +56,12 @@ export default defineModule({
       }
       const features = registry.features('server', ctx.iqNamespaces('server'));
       const ver = registry.capsVer(features);
-      if (node && node !== `${CAPS_NODE}#${ver}`) throw stanzaError('item-not-found');
+      if (node && node !== `${CAPS_NODE}#${ver}`) {
+        const q = new Element('query', { xmlns: NS.DISCO_INFO, node });
+        const ev = await ctx.foldValue('disco.server-node-info', { host: req.to.domain, node, from: req.from, query: q, found: false });
+        if (!ev.found) throw stanzaError('item-not-found');
+        return ev.query;
+      }
       const q = new Element('query', { xmlns: NS.DISCO_INFO, node });
       for (const id of registry.identities) q.c('identity', { category: id.category, type: id.type, name: id.name });
       for (const f of features) q.c('feature', { var: f });
@@ -63,7 +76,7 @@ export default defineModule({
         await mayDiscover(req.to, req.from, req.self);
         return (await ctx.foldValue('disco.account-items', { owner: req.to.toBare(), from: req.from, node, query: q, found: true })).query;
       }
-      const ev = await ctx.foldValue('disco.server-items', { host: req.to.domain, node, items: [] });
+      const ev = await ctx.foldValue('disco.server-items', { host: req.to.domain, node, items: [], from: req.from });
       if (!node) for (const i of ctx.options.extraItems) q.c('item', { jid: i.jid, name: i.name });
       for (const i of ev.items) q.cnode(i);
       return q;

@@ -296,6 +296,107 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX uploads_expires ON uploads (expires_at) WHERE expires_at IS NOT NULL;
     `,
   },
+  {
+    version: 5,
+    name: 'muc rooms and affiliations',
+    sqlite: `
+      CREATE TABLE muc_rooms (
+        jid        TEXT PRIMARY KEY,
+        config     TEXT NOT NULL,            -- JSON, validated by the MUC module
+        subject    TEXT NOT NULL,
+        subject_by TEXT NOT NULL,
+        secret     TEXT NOT NULL,
+        creator    TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE TABLE muc_affiliations (
+        room        TEXT NOT NULL REFERENCES muc_rooms (jid) ON DELETE CASCADE,
+        jid         TEXT NOT NULL,
+        affiliation TEXT NOT NULL CHECK (affiliation IN ('owner', 'admin', 'member', 'outcast')),
+        nick        TEXT,
+        reason      TEXT,
+        PRIMARY KEY (room, jid)
+      ) WITHOUT ROWID;
+    `,
+    postgres: `
+      CREATE TABLE muc_rooms (
+        jid        text PRIMARY KEY,
+        config     text NOT NULL,
+        subject    text NOT NULL,
+        subject_by text NOT NULL,
+        secret     text NOT NULL,
+        creator    text NOT NULL,
+        created_at bigint NOT NULL
+      );
+      CREATE TABLE muc_affiliations (
+        room        text NOT NULL REFERENCES muc_rooms (jid) ON DELETE CASCADE,
+        jid         text NOT NULL,
+        affiliation text NOT NULL CHECK (affiliation IN ('owner', 'admin', 'member', 'outcast')),
+        nick        text,
+        reason      text,
+        PRIMARY KEY (room, jid)
+      );
+    `,
+  },
+  {
+    // Alerts (issue 7, src/modules/alerts.ts, src/storage/alerts-*.ts): one row per alert, one per
+    // recipient with its delivery state. `seq` orders recipient rows and lets a running server find
+    // the rows `parley alert send` added from another process since it last looked.
+    version: 6,
+    name: 'alerts',
+    sqlite: `
+      CREATE TABLE alerts (
+        id         TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        sender     TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        url        TEXT,
+        priority   TEXT NOT NULL CHECK (priority IN ('low', 'medium', 'high')),
+        receipts   INTEGER NOT NULL,        -- 0/1
+        created_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX alerts_sender ON alerts (sender, created_at);
+      CREATE INDEX alerts_created ON alerts (created_at);
+
+      CREATE TABLE alert_recipients (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        alert_id     TEXT NOT NULL,
+        user_jid     TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'received')),
+        delivered_at INTEGER,
+        received_at  INTEGER
+      );
+      CREATE UNIQUE INDEX alert_recipients_alert ON alert_recipients (alert_id, user_jid);
+      CREATE INDEX alert_recipients_user ON alert_recipients (user_jid, seq);
+    `,
+    postgres: `
+      CREATE TABLE alerts (
+        id         text PRIMARY KEY,
+        host       text NOT NULL,
+        sender     text NOT NULL,
+        subject    text NOT NULL,
+        body       text NOT NULL,
+        url        text,
+        priority   text NOT NULL CHECK (priority IN ('low', 'medium', 'high')),
+        receipts   boolean NOT NULL,
+        created_at bigint NOT NULL
+      );
+      CREATE INDEX alerts_sender ON alerts (sender, created_at);
+      CREATE INDEX alerts_created ON alerts (created_at);
+
+      CREATE TABLE alert_recipients (
+        seq          bigserial PRIMARY KEY,
+        alert_id     text NOT NULL,
+        user_jid     text NOT NULL,
+        state        text NOT NULL CHECK (state IN ('pending', 'delivered', 'received')),
+        delivered_at bigint,
+        received_at  bigint
+      );
+      CREATE UNIQUE INDEX alert_recipients_alert ON alert_recipients (alert_id, user_jid);
+      CREATE INDEX alert_recipients_user ON alert_recipients (user_jid, seq);
+    `,
+  },
 ];
 
 // Catch a malformed list at startup rather than half-way through migrating somebody's database.

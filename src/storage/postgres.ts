@@ -8,6 +8,8 @@ import { pendingMigrations, SCHEMA_MIGRATIONS_DDL } from './migrations.js';
 import { postgresPubsub, PUBSUB_USER_DELETE_CTES } from './pubsub-postgres.js';
 import { postgresArchive } from './archive-postgres.js';
 import { postgresUploads } from './upload-postgres.js';
+import { ALERT_USER_DELETE_CTES, postgresAlerts } from './alerts-postgres.js';
+import { postgresMuc } from './muc-postgres.js';
 import type {
   AccountRecord,
   AccountStore,
@@ -168,6 +170,7 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
               o AS (DELETE FROM offline WHERE user_jid = $1),
               k AS (DELETE FROM keyval WHERE user_jid = $1),
               ${PUBSUB_USER_DELETE_CTES}
+              ${ALERT_USER_DELETE_CTES}
               b AS (DELETE FROM blocks WHERE user_jid = $1),
               ar AS (DELETE FROM archive WHERE user_jid = $1),
               au AS (DELETE FROM archive_users WHERE user_jid = $1),
@@ -368,6 +371,8 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
     archive: postgresArchive(pool),
     pubsub: postgresPubsub(pool, (fn) => withTransaction(pool, fn)),
     uploads: postgresUploads(pool, (fn) => withTransaction(pool, fn)),
+    alerts: postgresAlerts(pool, (fn) => withTransaction(pool, fn)),
+    muc: postgresMuc(pool),
     async ping() {
       await q('SELECT 1');
     },

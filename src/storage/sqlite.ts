@@ -8,6 +8,8 @@ import { pendingMigrations, SCHEMA_MIGRATIONS_DDL } from './migrations.js';
 import { PUBSUB_USER_DELETES, sqlitePubsub } from './pubsub-sqlite.js';
 import { sqliteArchive } from './archive-sqlite.js';
 import { sqliteUploads } from './upload-sqlite.js';
+import { ALERT_USER_DELETES, sqliteAlerts } from './alerts-sqlite.js';
+import { sqliteMuc } from './muc-sqlite.js';
 import type {
   AccountRecord,
   AccountStore,
@@ -115,6 +117,7 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
       'DELETE FROM keyval WHERE user_jid = ?',
       'DELETE FROM blocks WHERE user_jid = ?',
       ...PUBSUB_USER_DELETES,
+      ...ALERT_USER_DELETES,
       'DELETE FROM archive WHERE user_jid = ?',
       'DELETE FROM archive_users WHERE user_jid = ?',
       'DELETE FROM archive_prefs WHERE user_jid = ?',
@@ -332,6 +335,8 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     archive: sqliteArchive(db),
     pubsub: sqlitePubsub(db),
     uploads: sqliteUploads(db),
+    alerts: sqliteAlerts(db),
+    muc: sqliteMuc(db),
     async ping() {
       s.ping.get();
     },

@@ -268,6 +268,101 @@ export interface UploadStore {
   expired(now: number, limit: number): Promise<UploadRecord[]>;
 }
 
+/** A persistent XEP-0045 room (temporary rooms never reach storage). */
+export interface MucRoomRecord {
+  /** Bare room JID (room@conference.host). */
+  jid: string;
+  /** Room configuration, JSON (owned by the MUC module, which validates it on load). */
+  config: string;
+  subject: string;
+  /** Nickname that set the subject (empty when none). */
+  subjectBy: string;
+  /** Key of the room's XEP-0421 occupant ids (base64). */
+  secret: string;
+  /** Bare JID of the creator (counted against rooms-per-user). */
+  creator: string;
+  createdAt: number; // ms since epoch
+}
+
+export type MucAffiliationKind = 'owner' | 'admin' | 'member' | 'outcast';
+
+export interface MucAffiliationRecord {
+  room: string;
+  /** Bare JID (or a domain, for a server ban). */
+  jid: string;
+  affiliation: MucAffiliationKind;
+  /** Registered nickname (XEP-0045 §7.10), null when none. */
+  nick: string | null;
+  reason: string | null;
+}
+
+/** XEP-0045 persistent rooms and their affiliations. */
+export interface MucStore {
+  /** Inserts or replaces a room (its affiliations are kept). */
+  saveRoom(rec: MucRoomRecord): Promise<void>;
+  getRoom(jid: string): Promise<MucRoomRecord | null>;
+  listRooms(): Promise<MucRoomRecord[]>;
+  /** Deletes a room and its affiliations; resolves false if there was no such room. */
+  deleteRoom(jid: string): Promise<boolean>;
+  /** Sets (or with 'none' removes) one affiliation. */
+  setAffiliation(room: string, jid: string, affiliation: MucAffiliationKind | 'none', nick?: string | null, reason?: string | null): Promise<void>;
+  affiliations(room: string): Promise<MucAffiliationRecord[]>;
+}
+
+/** Alert urgency, the XEP-0131 SHIM `Urgency` header values. */
+export type AlertPriority = 'low' | 'medium' | 'high';
+
+/** One alert (issue 7): a headline from a host to many recipients (src/modules/alerts.ts). */
+export interface AlertRecord {
+  /** Random id; also the message id, so XEP-0184 receipts name it. */
+  id: string;
+  /** The local host the alert comes from (`from` of the message). */
+  host: string;
+  /** Who sent it: a bare JID, or `cli` for `parley alert send`. */
+  sender: string;
+  subject: string;
+  body: string;
+  /** XEP-0066 out-of-band URL, or null. */
+  url: string | null;
+  priority: AlertPriority;
+  /** The sender asked for XEP-0184 receipts. */
+  receipts: boolean;
+  createdAt: number; // ms since epoch
+}
+
+export type AlertState = 'pending' | 'delivered' | 'received';
+
+export interface AlertRecipient {
+  alertId: string;
+  user: string; // bare JID
+  /** pending: not yet handed to a session; delivered: written to one; received: a receipt came back. */
+  state: AlertState;
+  deliveredAt: number | null;
+  receivedAt: number | null;
+}
+
+/** Alerts and their per-recipient delivery state. */
+export interface AlertStore {
+  /** Stores an alert with one pending row per recipient, in one transaction. */
+  create(alert: AlertRecord, recipients: string[]): Promise<void>;
+  get(id: string): Promise<AlertRecord | null>;
+  /** A sender's alerts, newest first. */
+  listBySender(sender: string, limit: number): Promise<AlertRecord[]>;
+  /** Alerts still pending for a user, oldest first. */
+  pendingFor(user: string, limit: number): Promise<AlertRecord[]>;
+  /** Pending recipient rows stored after `seq` (a row counter), oldest first: for the delivery poll. */
+  pendingSince(seq: number, limit: number): Promise<{ seq: number; alertId: string; user: string }[]>;
+  /** The newest recipient row counter (0 when there is none). */
+  maxSeq(): Promise<number>;
+  /** pending → delivered; resolves false when the row was not pending (someone else delivered it). */
+  markDelivered(alertId: string, user: string, at: number): Promise<boolean>;
+  /** delivered/pending → received; resolves false when there is no such row or it already was. */
+  markReceived(alertId: string, user: string, at: number): Promise<boolean>;
+  recipients(alertId: string): Promise<AlertRecipient[]>;
+  /** Deletes alerts created before `cutoff` with their recipient rows; resolves how many alerts went. */
+  purge(cutoff: number): Promise<number>;
+}
+
 export interface Storage {
   readonly kind: 'sqlite' | 'postgres';
   accounts: AccountStore;
@@ -278,6 +373,8 @@ export interface Storage {
   archive: ArchiveStore;
   pubsub: PubsubStore;
   uploads: UploadStore;
+  alerts: AlertStore;
+  muc: MucStore;
   /** Cheap round trip, for readiness checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

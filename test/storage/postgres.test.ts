@@ -10,6 +10,8 @@ import { storageContract } from './contract.js';
 import { archiveContract } from './archive-contract.js';
 import { pubsubContract } from './pubsub-contract.js';
 import { uploadContract } from './upload-contract.js';
+import { alertsContract } from './alerts-contract.js';
+import { mucContract } from './muc-contract.js';
 
 let server: PostgresServer;
 
@@ -42,6 +44,8 @@ storageContract('postgres', () => openPostgres({ url: server.url }));
 archiveContract('postgres', () => openPostgres({ url: server.url }));
 pubsubContract('postgres', () => openPostgres({ url: server.url }));
 uploadContract('postgres', () => openPostgres({ url: server.url }));
+alertsContract('postgres', () => openPostgres({ url: server.url }));
+mucContract('postgres', () => openPostgres({ url: server.url }));
 
 describe('postgres specifics', () => {
   it('opens through openStorage with separate connection fields', async () => {

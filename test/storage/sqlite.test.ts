@@ -13,6 +13,8 @@ import { storageContract } from './contract.js';
 import { archiveContract } from './archive-contract.js';
 import { pubsubContract } from './pubsub-contract.js';
 import { uploadContract } from './upload-contract.js';
+import { alertsContract } from './alerts-contract.js';
+import { mucContract } from './muc-contract.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dirs: string[] = [];
@@ -30,6 +32,8 @@ storageContract('sqlite (:memory:)', () => openSqlite({ path: ':memory:' }));
 archiveContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'archive.db') }));
 pubsubContract('sqlite', () => openSqlite({ path: ':memory:' }));
 uploadContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'uploads.db') }));
+alertsContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'alerts.db') }));
+mucContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'muc.db') }));
 
 describe('sqlite specifics', () => {
   it('uses WAL with synchronous=NORMAL on a file', async () => {

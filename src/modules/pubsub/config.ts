@@ -75,14 +75,14 @@ export function formFields(x: Element | undefined, formType: string): Map<string
   return out;
 }
 
-function parseBool(v: string | undefined): boolean | null {
+export function parseBool(v: string | undefined): boolean | null {
   if (v === 'true' || v === '1') return true;
   if (v === 'false' || v === '0') return false;
   return null;
 }
 
 /** A max_items value: a positive integer, or 'max' (the service's limit). */
-function parseMax(v: string | undefined, limit: number): number | null {
+export function parseMax(v: string | undefined, limit: number): number | null {
   if (v === 'max') return limit;
   if (v === undefined || !/^\d{1,9}$/.test(v)) return null;
   const n = Number(v);

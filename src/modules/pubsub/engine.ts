@@ -355,7 +355,7 @@ function applyKnown(base: NodeConfig, fields: Map<string, string[]>, limit: numb
 }
 
 /** Serializes a payload so that it parses on its own (inherited xmlns re-declared). */
-function standaloneString(el: Element): string {
+export function standaloneString(el: Element): string {
   const copy = standalone(el);
   if (copy.attrs.xmlns === undefined) {
     const ns = el.getNS();

@@ -1,5 +1,5 @@
 // XEP-0163 Personal Eventing Protocol (v1.2) on every account's bare JID, over the XEP-0060 engine
-// in ./service.ts: §3 identity pubsub/pep and features, §4.1 publish with auto-create, §4.2
+// in ./engine.ts: §3 identity pubsub/pep and features, §4.1 publish with auto-create, §4.2
 // implicit subscriptions (contacts with a from/both subscription, and the owner's own resources),
 // §4.3 notifications filtered by XEP-0115 "+notify" features (§4.3.1 caps resolution with a
 // verified per-hash cache), §4.3.3 last published item on presence and on new interest, §4.4
@@ -24,7 +24,7 @@ import type { Jid } from '../../xmpp/jid.js';
 import { delayElement } from '../../xmpp/stanza.js';
 import { CapsCache, capsOf, NS_DISCO_INFO, type CapsRef } from './caps.js';
 import { type NodeConfig, NS_PUBSUB, NS_PUBSUB_OWNER, pubsubError } from './config.js';
-import { PubsubEngine } from './service.js';
+import { PubsubEngine } from './engine.js';
 
 const NOTIFY = '+notify';
 const CAPS_TIMEOUT_MS = 10_000;

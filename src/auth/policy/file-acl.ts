@@ -1,0 +1,446 @@
+// Access control files (issue 7, docs/acl.md): the rules in force, their resolution, and reloading
+// (on demand: SIGHUP / `parley reload`; and on change: fs.watch on the directory, debounced).
+// Reload is per file: a malformed file is reported and its previous rules stay in force, while the
+// good files beside it are applied.
+import { EventEmitter } from 'node:events';
+import { watch, type FSWatcher } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { DefaultAccessControl, type AccessControl, type ServiceRight, type VenueRight } from '../../core/acl.js';
+import { Jid } from '../../xmpp/jid.js';
+import { AclSyntaxError, MAX_FILE_BYTES, parseAclFile, roomKeyFromFileName, safeDecode, type AclEntry, type Grant } from './parse.js';
+
+const NO_DIRECTORY = ' does not exist: built-in defaults apply';
+
+/** The service files and the right each one governs. */
+export const SERVICE_FILES: Readonly<Record<string, ServiceRight>> = {
+  'rooms.acl': 'room.create',
+  'channels.acl': 'channel.create',
+  'alerts.acl': 'alert.send',
+  'polls.acl': 'poll.create',
+  'admins.acl': 'admin',
+};
+
+type Target = { type: 'service'; right: ServiceRight } | { type: 'room'; key: string } | { type: 'channel'; key: string };
+
+/** One file's rules, indexed by subject kind so that a check costs a few map lookups. */
+interface LoadedFile {
+  path: string;
+  target: Target;
+  rules: number;
+  users: Map<string, Grant>;
+  groups: Map<string, Grant>;
+  domains: Map<string, Grant>;
+  everyone: Grant | null;
+}
+
+export interface AclFileReport {
+  /** Path relative to the ACL directory, with "/" separators. */
+  file: string;
+  /** Entries in force for this file after the reload. */
+  rules: number;
+  /**
+   * loaded: parsed and in force; kept: malformed, the previous version stays in force; rejected:
+   * malformed and never loaded, so the file is treated as absent; removed: deleted since last time.
+   */
+  status: 'loaded' | 'kept' | 'rejected' | 'removed';
+  error?: string;
+}
+
+export interface AclReloadReport {
+  /** Counts reloads since start (1 = the initial load). */
+  generation: number;
+  at: string;
+  reason: string;
+  directory: string;
+  files: AclFileReport[];
+  /** `file:line: what was expected`, one per malformed file. */
+  errors: string[];
+  warnings: string[];
+}
+
+export class AclLoadError extends Error {
+  override name = 'AclLoadError';
+  constructor(readonly problems: string[]) {
+    super(`invalid access control files:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+export interface FileAccessControlOptions {
+  directory: string;
+  /** Group name → member JIDs (the `acl.groups` configuration; the directory provides them later). */
+  groups?: Readonly<Record<string, readonly string[]>>;
+  /** Whether a domain is served here: the defaults for absent files grant only local accounts. */
+  isLocal: (domain: string) => boolean;
+  log?: Logger;
+  /** Quiet period after the last change event before an automatic reload. */
+  debounceMs?: number;
+}
+
+const RANK: Record<Grant, number> = { deny: 0, allow: 1, NONE: 0, READ: 1, WRITE: 2, MANAGE: 3 };
+
+/** Within one level of specificity an explicit refusal wins, else the strongest grant. */
+function combine(a: Grant | null, b: Grant): Grant {
+  if (a === null) return b;
+  if (RANK[a] === 0) return a;
+  if (RANK[b] === 0) return b;
+  return RANK[b] > RANK[a] ? b : a;
+}
+
+export class FileAccessControl implements AccessControl {
+  readonly directory: string;
+  private readonly fallback: DefaultAccessControl;
+  private readonly log: Logger | undefined;
+  private readonly debounceMs: number;
+  private readonly events = new EventEmitter();
+  private files = new Map<string, LoadedFile>();
+  private service = new Map<ServiceRight, LoadedFile>();
+  private rooms = new Map<string, LoadedFile>();
+  private channels = new Map<string, LoadedFile>();
+  private memberOf = new Map<string, Set<string>>();
+  private knownGroups = new Set<string>();
+  private generation = 0;
+  private last: AclReloadReport | null = null;
+  private running: Promise<AclReloadReport> | null = null;
+  private queued: Promise<AclReloadReport> | null = null;
+  private watchers = new Map<string, FSWatcher>();
+  private debounce: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(opts: FileAccessControlOptions) {
+    this.directory = opts.directory;
+    this.fallback = new DefaultAccessControl(opts.isLocal);
+    this.log = opts.log;
+    this.debounceMs = opts.debounceMs ?? 200;
+    this.setGroups(opts.groups ?? {});
+  }
+
+  /** Replaces the group definitions (members are bare JIDs; invalid ones are logged and skipped). */
+  setGroups(groups: Readonly<Record<string, readonly string[]>>): void {
+    const memberOf = new Map<string, Set<string>>();
+    const known = new Set<string>();
+    for (const [rawName, members] of Object.entries(groups)) {
+      const name = rawName.toLowerCase();
+      known.add(name);
+      for (const m of members) {
+        const jid = Jid.tryParse(m);
+        if (!jid || !jid.local) {
+          this.log?.warn({ group: name, member: m }, 'acl.groups: not a user JID, ignored');
+          continue;
+        }
+        let set = memberOf.get(jid.bare);
+        if (!set) memberOf.set(jid.bare, (set = new Set()));
+        set.add(name);
+      }
+    }
+    this.memberOf = memberOf;
+    this.knownGroups = known;
+  }
+
+  // ---- AccessControl ----
+
+  allows(right: ServiceRight, who: Jid): boolean {
+    // Administrators hold every service right, as in the Sun IM design.
+    if (this.isAdmin(who)) return true;
+    if (right === 'admin') return false;
+    const file = this.service.get(right);
+    if (!file) return this.fallback.allows(right, who);
+    return this.resolve(file, who) === 'allow';
+  }
+
+  venue(kind: 'room' | 'channel', venue: string, who: Jid): VenueRight | null {
+    const file = kind === 'room' ? this.roomFile(venue) : this.channelFile(venue);
+    if (!file) return null;
+    if (this.isAdmin(who)) return 'MANAGE';
+    // A file governs the venue entirely: nobody it names holds nothing.
+    return (this.resolve(file, who) as VenueRight | null) ?? 'NONE';
+  }
+
+  // ---- inspection ----
+
+  /** The report of the last reload (null before the first). */
+  lastReport(): AclReloadReport | null {
+    return this.last;
+  }
+
+  /** Runs `fn` after every reload (automatic or requested); returns an unsubscribe function. */
+  onReload(fn: (report: AclReloadReport) => void): () => void {
+    this.events.on('reload', fn);
+    return () => this.events.off('reload', fn);
+  }
+
+  /** Whether the file named (relative path) governs something now. */
+  governs(file: string): boolean {
+    return this.files.has(file);
+  }
+
+  // ---- loading ----
+
+  /** The first load: any malformed file is an error (there are no previous rules to keep). */
+  async start(): Promise<AclReloadReport> {
+    const report = await this.reload('start');
+    if (report.errors.length) throw new AclLoadError(report.errors);
+    return report;
+  }
+
+  /**
+   * Re-reads the directory. Reloads never overlap: a request made while one runs gets the next
+   * one, so every caller sees files read after its request.
+   */
+  reload(reason = 'request'): Promise<AclReloadReport> {
+    if (!this.running) {
+      this.running = this.doReload(reason).finally(() => {
+        this.running = null;
+      });
+      return this.running;
+    }
+    if (!this.queued) {
+      const after = this.running.catch(() => undefined);
+      this.queued = after.then(() => {
+        this.queued = null;
+        return this.reload(reason);
+      });
+    }
+    return this.queued;
+  }
+
+  private async doReload(reason: string): Promise<AclReloadReport> {
+    const found = await this.scan();
+    const warnings = [...found.warnings];
+    const errors: string[] = [];
+    const reports: AclFileReport[] = [];
+    const next = new Map<string, LoadedFile>();
+    const claimed = new Map<string, string>(); // venue key → file that governs it
+    for (const f of found.files) {
+      let loaded: LoadedFile | string;
+      try {
+        loaded = await this.loadFile(f.path, f.target, warnings);
+      } catch (err) {
+        loaded = err instanceof AclSyntaxError ? err.message : `${f.path}: ${(err as Error).message}`;
+      }
+      if (typeof loaded !== 'string') {
+        const venueKey = loaded.target.type === 'service' ? null : `${loaded.target.type}:${loaded.target.key}`;
+        const other = venueKey ? claimed.get(venueKey) : undefined;
+        if (venueKey && other) loaded = `${f.path}: governs the same venue as ${other}`;
+        else if (venueKey) claimed.set(venueKey, f.path);
+      }
+      if (typeof loaded === 'string') {
+        errors.push(loaded);
+        const previous = this.files.get(f.path);
+        if (previous) {
+          next.set(f.path, previous);
+          reports.push({ file: f.path, rules: previous.rules, status: 'kept', error: loaded });
+        } else {
+          reports.push({ file: f.path, rules: 0, status: 'rejected', error: loaded });
+        }
+        continue;
+      }
+      next.set(f.path, loaded);
+      reports.push({ file: f.path, rules: loaded.rules, status: 'loaded' });
+    }
+    for (const path of this.files.keys()) {
+      if (!found.files.some((f) => f.path === path)) reports.push({ file: path, rules: 0, status: 'removed' });
+    }
+    this.install(next);
+    const report: AclReloadReport = {
+      generation: ++this.generation,
+      at: new Date().toISOString(),
+      reason,
+      directory: this.directory,
+      files: reports.sort((a, b) => a.file.localeCompare(b.file)),
+      errors: errors.sort(),
+      warnings,
+    };
+    this.last = report;
+    for (const e of errors) this.log?.error({ reason }, `access control file rejected, previous rules kept: ${e}`);
+    // No directory at all is the out-of-the-box state, not a problem: the reload report says so,
+    // the log only at info.
+    for (const w of warnings) {
+      if (w.endsWith(NO_DIRECTORY)) this.log?.info(`access control files: ${w}`);
+      else this.log?.warn(`access control files: ${w}`);
+    }
+    this.log?.info({ reason, files: reports.map((r) => `${r.file}: ${r.status}, ${r.rules} rules`) }, 'access control files loaded');
+    this.events.emit('reload', report);
+    return report;
+  }
+
+  private install(files: Map<string, LoadedFile>): void {
+    const service = new Map<ServiceRight, LoadedFile>();
+    const rooms = new Map<string, LoadedFile>();
+    const channels = new Map<string, LoadedFile>();
+    for (const f of files.values()) {
+      if (f.target.type === 'service') service.set(f.target.right, f);
+      else if (f.target.type === 'room') rooms.set(f.target.key, f);
+      else channels.set(f.target.key, f);
+    }
+    // Swapped in one go: a check never sees half of a reload.
+    this.files = files;
+    this.service = service;
+    this.rooms = rooms;
+    this.channels = channels;
+  }
+
+  private async scan(): Promise<{ files: { path: string; target: Target | string }[]; warnings: string[] }> {
+    const files: { path: string; target: Target | string }[] = [];
+    const warnings: string[] = [];
+    let top: string[];
+    try {
+      top = (await readdir(this.directory)).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        warnings.push(`directory ${this.directory}${NO_DIRECTORY}`);
+        return { files, warnings };
+      }
+      throw err;
+    }
+    for (const name of top) {
+      if (name.startsWith('.')) continue; // editor swap files, dotfiles
+      if (name === 'rooms' || name === 'channels') {
+        for (const sub of await this.listAcl(join(this.directory, name))) {
+          const base = sub.slice(0, -'.acl'.length);
+          const path = `${name}/${sub}`;
+          if (name === 'rooms') {
+            const r = roomKeyFromFileName(base);
+            files.push({ path, target: 'key' in r ? { type: 'room', key: r.key } : `${path}: ${r.error}` });
+          } else {
+            const node = safeDecode(base);
+            files.push({ path, target: node ? { type: 'channel', key: node } : `${path}: file name: invalid %-escape` });
+          }
+        }
+        continue;
+      }
+      if (!name.endsWith('.acl')) continue; // backups (rooms.acl~), notes
+      const right = SERVICE_FILES[name];
+      if (right) files.push({ path: name, target: { type: 'service', right } });
+      else warnings.push(`${name}: unknown file, ignored (expected one of ${Object.keys(SERVICE_FILES).join(', ')}, rooms/, channels/)`);
+    }
+    return { files, warnings };
+  }
+
+  private async listAcl(dir: string): Promise<string[]> {
+    try {
+      return (await readdir(dir)).filter((n) => n.endsWith('.acl') && !n.startsWith('.')).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return [];
+      throw err;
+    }
+  }
+
+  private async loadFile(path: string, target: Target | string, warnings: string[]): Promise<LoadedFile | string> {
+    if (typeof target === 'string') return target;
+    const buf = await readFile(join(this.directory, path));
+    if (buf.length > MAX_FILE_BYTES) return `${path}: file larger than ${MAX_FILE_BYTES} bytes`;
+    const parsed = parseAclFile(path, buf.toString('utf8'), target.type === 'service' ? 'service' : 'venue');
+    for (const g of parsed.groups) {
+      if (!this.knownGroups.has(g)) warnings.push(`${path}: group @${g} is not defined (acl.groups): it matches nobody`);
+    }
+    const file: LoadedFile = { path, target, rules: parsed.entries.length, users: new Map(), groups: new Map(), domains: new Map(), everyone: null };
+    for (const e of parsed.entries as AclEntry[]) {
+      const s = e.subject;
+      if (s.kind === 'user') file.users.set(s.jid, e.grant);
+      else if (s.kind === 'group') file.groups.set(s.name, e.grant);
+      else if (s.kind === 'domain') file.domains.set(s.domain, e.grant);
+      else file.everyone = e.grant;
+    }
+    return file;
+  }
+
+  // ---- resolution ----
+
+  private isAdmin(who: Jid): boolean {
+    const file = this.service.get('admin');
+    if (!file) return this.fallback.allows('admin', who);
+    return this.resolve(file, who) === 'allow';
+  }
+
+  /** Most specific level that matches: the user, then their groups, then their domain, then `*`. */
+  private resolve(file: LoadedFile, who: Jid): Grant | null {
+    const bare = who.bare;
+    const user = file.users.get(bare);
+    if (user) return user;
+    let byGroup: Grant | null = null;
+    const groups = this.memberOf.get(bare);
+    if (groups) for (const g of groups) {
+      const grant = file.groups.get(g);
+      if (grant) byGroup = combine(byGroup, grant);
+    }
+    if (byGroup) return byGroup;
+    // Wildcards name users: a server or component JID (no localpart) is nobody's "everyone".
+    if (!who.local) return null;
+    return file.domains.get(who.domain) ?? file.everyone;
+  }
+
+  private roomFile(venue: string): LoadedFile | undefined {
+    const jid = Jid.tryParse(venue);
+    if (!jid) return undefined;
+    const bare = jid.toBare();
+    return this.rooms.get(bare.bare) ?? (bare.local ? this.rooms.get(bare.local) : undefined);
+  }
+
+  private channelFile(venue: string): LoadedFile | undefined {
+    const exact = this.channels.get(venue);
+    if (exact) return exact;
+    // "node@service" asked and only a service-independent "node" file exists.
+    const at = venue.lastIndexOf('@');
+    return at > 0 ? this.channels.get(venue.slice(0, at)) : undefined;
+  }
+
+  // ---- watching ----
+
+  /**
+   * Reloads automatically when a file in the directory (or rooms/, channels/) changes. Watching
+   * directories, not files, also sees editors that save by writing a new file and renaming it.
+   */
+  watch(): void {
+    if (this.closed) return;
+    this.arm(this.directory);
+    this.arm(join(this.directory, 'rooms'));
+    this.arm(join(this.directory, 'channels'));
+  }
+
+  private arm(dir: string): void {
+    if (this.watchers.has(dir)) return;
+    let w: FSWatcher;
+    try {
+      w = watch(dir, { persistent: false }, (_event, name) => {
+        // rooms/ or channels/ created after start: watch it too.
+        if (dir === this.directory && (name === 'rooms' || name === 'channels')) this.arm(join(dir, name));
+        this.schedule();
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log?.warn({ err, dir }, 'cannot watch access control directory');
+      else if (dir === this.directory) this.log?.info({ dir }, 'access control directory absent: not watched (parley reload still works)');
+      return;
+    }
+    w.on('error', (err) => {
+      // The directory was removed or became unreadable: stop watching it; reload still works.
+      this.log?.warn({ err, dir }, 'access control directory watch ended');
+      w.close();
+      this.watchers.delete(dir);
+      this.schedule();
+    });
+    this.watchers.set(dir, w);
+  }
+
+  private schedule(): void {
+    if (this.closed) return;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => {
+      this.debounce = null;
+      // Subdirectories that reappeared are re-armed before reading them.
+      if (!this.closed) this.watch();
+      this.reload('change').catch((err: unknown) => this.log?.error({ err }, 'access control reload failed'));
+    }, this.debounceMs);
+    this.debounce.unref();
+  }
+
+  /** Stops watching. Rules stay in force. */
+  close(): void {
+    this.closed = true;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = null;
+    for (const w of this.watchers.values()) w.close();
+    this.watchers.clear();
+  }
+}
