@@ -30,6 +30,15 @@ export interface IqRequest {
   self: boolean;
 }
 
+/** A stanza for a service hosted inside the server (see ModuleContext.service). */
+export type ServiceHandler = (ev: { stanza: Element; to: Jid; from: Jid | null; host: string }) => void | Promise<void>;
+
+export interface LocalService {
+  /** The service's domain, `<subdomain>.<host>`. */
+  jid: string;
+  name: string;
+}
+
 export type IqHandler = (req: IqRequest) => Element | undefined | Promise<Element | undefined>;
 
 export interface DiscoIdentity {
@@ -83,6 +92,15 @@ export interface ModuleContext<O = unknown> extends ModuleHost {
   onUnload(fn: () => void | Promise<void>): void;
   /** Adds an HTTP route to the web container (served on its HTTP and HTTPS ports when they are on). */
   httpRoute(method: HttpMethod, path: string, handler: RequestHandler): void;
+  /**
+   * Hosts a service at `<subdomain>.<host>` for every local host (conference rooms, news channels,
+   * upload, the SOCKS5 proxy): the router hands it every stanza addressed to those domains (a thrown
+   * StanzaError is answered like any routing error), and the host's disco#items lists it.
+   * Resolves domain -> the local host it serves.
+   */
+  service(subdomain: string, name: string, handle: ServiceHandler): ReadonlyMap<string, string>;
+  /** The services hosted under one local host (for its disco#items). */
+  servicesOf(host: string): readonly LocalService[];
   /** Identities and features every module declared (for disco#info and caps). */
   discoRegistry(): DiscoRegistry;
   /** Namespaces that have iq handlers for a target. */

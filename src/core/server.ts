@@ -19,7 +19,7 @@ import { SessionRegistry } from './sessions.js';
 import { ServerStats } from './stats.js';
 import { C2SSession } from './session.js';
 import type { Transport } from './transport.js';
-import type { ModuleContext, ModuleDefinition, ModuleHost } from './module.js';
+import type { ModuleContext, ModuleDefinition, ModuleHost, ServiceHandler } from './module.js';
 
 declare module './hooks.js' {
   interface HookMap {
@@ -83,6 +83,8 @@ export class Server implements ModuleHost {
   private readonly allConnections = new Set<C2SSession>();
   /** Bound sessions without a connection, waiting for XEP-0198 resumption. */
   private readonly hibernating = new Set<C2SSession>();
+  /** Services hosted inside the server, by domain (`<subdomain>.<local host>`). */
+  private readonly services = new Map<string, { host: string; name: string; handle: ServiceHandler }>();
   private readonly preAuthSessions = new WeakSet<C2SSession>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly moduleDefs: ModuleDefinition[];
@@ -175,6 +177,16 @@ export class Server implements ModuleHost {
       },
       addFeature: (ns, target) => undo(this.disco.addFeature(ns, target)),
       httpRoute: (method, path, handler) => undo(this.http.add({ method, path, handler, owner: name })),
+      service: (subdomain, serviceName, handle) => {
+        const domains = new Map(this.hostNames().map((h) => [`${subdomain}.${h}`, h]));
+        for (const [domain, host] of domains) {
+          if (this.services.has(domain)) throw new Error(`service ${domain} is already hosted by another module`);
+          this.services.set(domain, { host, name: serviceName, handle });
+          undo(() => void this.services.delete(domain));
+        }
+        return domains;
+      },
+      servicesOf: (host) => [...this.services].filter(([, s]) => s.host === host).map(([jid, s]) => ({ jid, name: s.name })),
       addIdentity: (id) => undo(this.disco.addIdentity(id)),
       iq: (type, ns, elName, handler, target = 'server') => undo(this.iqs.register(type, ns, elName, handler, target, name)),
       hook: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
@@ -316,6 +328,8 @@ export class Server implements ModuleHost {
     }
     try {
       if (!this.isLocalHost(to.domain)) {
+        const service = this.services.get(to.domain);
+        if (service) return await service.handle({ stanza, to, from, host: service.host });
         if (await this.hooks.fire('route.remote', { stanza, to, from })) return;
         this.bounce(stanza, stanzaError('remote-server-not-found'), origin);
         return;
@@ -427,13 +441,7 @@ export class Server implements ModuleHost {
     if (type === 'error') return;
     if (type === 'groupchat') throw stanzaError('service-unavailable');
     const available = this.sessions.available(to.bare).filter((s) => s.priority >= 0);
-    if (available.length) {
-      if (type === 'headline') return this.deliverTo(stanza, to, available);
-      // normal/chat: every resource sharing the highest non-negative priority (RFC 6121 §8.5.2.1.1).
-      let max = -1;
-      for (const s of available) if (s.priority > max) max = s.priority;
-      return this.deliverTo(stanza, to, available.filter((s) => s.priority === max));
-    }
+    if (available.length) return this.deliverTo(stanza, to, type === 'headline' ? available : highestPriority(available));
     if (!(await this.accountExists(to.bare))) throw stanzaError('service-unavailable');
     if (type === 'headline') {
       await this.hooks.fire('message.offline', { stanza, to });
@@ -462,9 +470,7 @@ export class Server implements ModuleHost {
     if (!to || type === 'error' || type === 'groupchat') return;
     const available = this.sessions.available(to.bare).filter((s) => s.priority >= 0);
     if (available.length) {
-      let max = -1;
-      for (const s of available) if (s.priority > max) max = s.priority;
-      for (const s of available) if (s.priority === max) s.send(stanza);
+      for (const s of highestPriority(available)) s.send(stanza);
       return;
     }
     try {
@@ -498,6 +504,13 @@ export class Server implements ModuleHost {
       });
     });
   }
+}
+
+/** RFC 6121 §8.5.2.1.1: normal and chat messages go to every resource sharing the highest priority. */
+function highestPriority(sessions: C2SSession[]): C2SSession[] {
+  let max = Number.NEGATIVE_INFINITY;
+  for (const s of sessions) if (s.priority > max) max = s.priority;
+  return sessions.filter((s) => s.priority === max);
 }
 
 function onLocalHost(server: Server, jid: string | undefined): boolean {

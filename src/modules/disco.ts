@@ -77,7 +77,10 @@ export default defineModule({
         return (await ctx.foldValue('disco.account-items', { owner: req.to.toBare(), from: req.from, node, query: q, found: true })).query;
       }
       const ev = await ctx.foldValue('disco.server-items', { host: req.to.domain, node, items: [], from: req.from });
-      if (!node) for (const i of ctx.options.extraItems) q.c('item', { jid: i.jid, name: i.name });
+      if (!node) {
+        for (const sv of ctx.servicesOf(req.to.domain)) q.c('item', { jid: sv.jid, name: sv.name });
+        for (const i of ctx.options.extraItems) q.c('item', { jid: i.jid, name: i.name });
+      }
       for (const i of ev.items) q.cnode(i);
       return q;
     }, 'both');

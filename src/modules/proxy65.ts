@@ -26,7 +26,6 @@ import type { AddressInfo } from 'node:net';
 import { Element } from 'ltx';
 import { z } from 'zod';
 import { TokenBucket } from '../core/bucket.js';
-import { HANDLED } from '../core/hooks.js';
 import { defineModule } from '../core/module.js';
 import { StanzaError, stanzaError } from '../xmpp/errors.js';
 import { Jid } from '../xmpp/jid.js';
@@ -126,37 +125,21 @@ export default defineModule({
 
     // ---- XMPP side -----------------------------------------------------------------------------
 
-    /** Service domain -> the local host it serves. */
-    const services = new Map(ctx.hostNames().map((h) => [`${opts.subdomain}.${h}`, h]));
-
-    ctx.fold('disco.server-items', (ev) => {
-      if (ev.node === undefined) ev.items.push(new Element('item', { jid: `${opts.subdomain}.${ev.host}`, name: opts.name }));
-      return ev;
+    ctx.service(opts.subdomain, opts.name, async ({ stanza, to, from, host }) => {
+      if (stanza.name !== 'iq') {
+        // A service without messages: RFC 6120 §10.4.3 (service-unavailable for a message, presence ignored).
+        if (stanza.name === 'message' && stanza.attrs.type !== 'error') throw stanzaError('service-unavailable');
+        return;
+      }
+      const type = stanza.attrs.type;
+      if (type !== 'get' && type !== 'set') return; // results/errors: we never send requests
+      if (!from) return;
+      if (to.local || to.resource) throw stanzaError('service-unavailable');
+      const payload = iqPayload(stanza);
+      if (!payload || payload === 'many') throw stanzaError('bad-request');
+      const result = await handleIq(type, payload, from, host);
+      await ctx.route(iqResult(stanza, result));
     });
-
-    // Priority above federation: these domains are ours even though they are not local hosts.
-    ctx.hook(
-      'route.remote',
-      async ({ stanza, to, from }) => {
-        const host = services.get(to.domain);
-        if (host === undefined) return undefined;
-        if (stanza.name !== 'iq') {
-          // A service without messages: RFC 6120 §10.4.3 (service-unavailable for a message, presence ignored).
-          if (stanza.name === 'message' && stanza.attrs.type !== 'error') throw stanzaError('service-unavailable');
-          return HANDLED;
-        }
-        const type = stanza.attrs.type;
-        if (type !== 'get' && type !== 'set') return HANDLED; // results/errors: we never send requests
-        if (!from) return HANDLED;
-        if (to.local || to.resource) throw stanzaError('service-unavailable');
-        const payload = iqPayload(stanza);
-        if (!payload || payload === 'many') throw stanzaError('bad-request');
-        const result = await handleIq(type, payload, from, host);
-        await ctx.route(iqResult(stanza, result));
-        return HANDLED;
-      },
-      10,
-    );
 
     async function handleIq(type: 'get' | 'set', payload: Element, from: Jid, host: string): Promise<Element | undefined> {
       const ns = payload.attrs.xmlns;

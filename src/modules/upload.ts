@@ -29,7 +29,6 @@ import { pipeline } from 'node:stream/promises';
 import type { Request, RequestHandler, Response } from 'express';
 import { Element } from 'ltx';
 import { z } from 'zod';
-import { HANDLED } from '../core/hooks.js';
 import { defineModule } from '../core/module.js';
 import type { UploadRecord } from '../storage/types.js';
 import { StanzaError, stanzaError } from '../xmpp/errors.js';
@@ -218,15 +217,6 @@ export default defineModule({
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const key = await loadKey(dir, opts.secretFile);
     const store = ctx.storage.uploads;
-    const prefix = `${opts.subdomain}.`;
-
-    /** The local host whose upload service a domain is, if it is one. */
-    function serviceOf(domain: string): string | null {
-      if (!domain.startsWith(prefix)) return null;
-      const host = domain.slice(prefix.length);
-      return ctx.isLocalHost(host) ? host : null;
-    }
-
     function baseFor(host: string): string {
       if (base !== undefined) return base;
       // Port 0 (tests) is only known once listening: then the operator (or test) sets baseUrl.
@@ -234,13 +224,6 @@ export default defineModule({
     }
 
     // ---- XMPP side ----------------------------------------------------------------------------
-
-    ctx.fold('disco.server-items', (ev) => {
-      if (ev.node === undefined && ctx.isLocalHost(ev.host)) {
-        ev.items.push(new Element('item', { jid: prefix + ev.host, name: 'HTTP File Upload' }));
-      }
-      return ev;
-    });
 
     function discoInfo(): Element {
       const q = new Element('query', { xmlns: NS.DISCO_INFO });
@@ -343,12 +326,7 @@ export default defineModule({
       if (reply.attrs.to) await ctx.route(reply);
     }
 
-    ctx.hook('route.remote', async (ev) => {
-      const host = serviceOf(ev.to.domain);
-      if (!host) return undefined;
-      await answer(ev.stanza, ev.to, ev.from, host);
-      return HANDLED;
-    });
+    ctx.service(opts.subdomain, 'HTTP File Upload', ({ stanza, to, from, host }) => answer(stanza, to, from, host));
 
     // ---- HTTP side ----------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@
 import { randomBytes } from 'node:crypto';
 import { clone, Element } from 'ltx';
 import { z } from 'zod';
-import { HANDLED } from '../../core/hooks.js';
 import { defineModule } from '../../core/module.js';
 import { StanzaError, stanzaError } from '../../xmpp/errors.js';
 import { Jid } from '../../xmpp/jid.js';
@@ -93,7 +92,7 @@ export default defineModule({
   options: optionsSchema,
   async setup(ctx) {
     const opts = ctx.options;
-    const services = new Map(ctx.hostNames().map((h) => [`${opts.subdomain}.${h}`, h]));
+    const services = ctx.service(opts.subdomain, opts.name, (ev) => routeStanza(ev));
     const rooms = new Map<string, Room>();
     /** Full JID of a user -> rooms it occupies (for session.closed). */
     const joined = new Map<string, Set<Room>>();
@@ -907,51 +906,40 @@ export default defineModule({
 
     // ---- routing -----------------------------------------------------------------------------------
 
-    ctx.fold('disco.server-items', (ev) => {
-      if (ev.node === undefined) ev.items.push(new Element('item', { jid: `${opts.subdomain}.${ev.host}`, name: opts.name }));
-      return ev;
-    });
-
-    ctx.hook(
-      'route.remote',
-      async ({ stanza, to, from }) => {
-        const host = services.get(to.domain);
-        if (host === undefined) return undefined;
-        if (!from) return HANDLED;
-        if (!to.local) {
-          if (stanza.name !== 'iq') {
-            if (stanza.name === 'message' && stanza.attrs.type !== 'error') throw stanzaError('service-unavailable');
-            return HANDLED;
-          }
-          const type = stanza.attrs.type;
-          if (type !== 'get' && type !== 'set') return HANDLED;
-          if (to.resource) throw stanzaError('service-unavailable');
-          const payload = iqPayload(stanza);
-          if (!payload || payload === 'many') throw stanzaError('bad-request');
-          await ctx.route(iqResult(stanza, await serviceIq(type, payload, host)));
-          return HANDLED;
+    /** Every stanza for conference.<host> (the service itself, a room, or an occupant). */
+    async function routeStanza({ stanza, to, from, host }: { stanza: Element; to: Jid; from: Jid | null; host: string }): Promise<void> {
+      if (!from) return;
+      if (!to.local) {
+        if (stanza.name !== 'iq') {
+          if (stanza.name === 'message' && stanza.attrs.type !== 'error') throw stanzaError('service-unavailable');
+          return;
         }
-        await withLock(to.bare, async () => {
-          if (stanza.name === 'presence') return onPresence(stanza, to, from);
-          if (stanza.name === 'message') return onMessage(stanza, to, from);
-          if (stanza.name !== 'iq') throw stanzaError('bad-request');
-          const type = stanza.attrs.type;
-          if (type === 'result' || type === 'error') {
-            if (to.resource) iqReply(stanza, from);
-            return;
-          }
-          if (type !== 'get' && type !== 'set') throw stanzaError('bad-request');
-          const payload = iqPayload(stanza);
-          if (!payload || payload === 'many') throw stanzaError('bad-request');
-          const room = rooms.get(to.bare);
-          if (to.resource) return occupantIq(room, stanza, to, from, payload);
-          const result = await roomIq(room, type, payload, from);
-          send(iqResult(stanza, result));
-        });
-        return HANDLED;
-      },
-      10,
-    );
+        const type = stanza.attrs.type;
+        if (type !== 'get' && type !== 'set') return;
+        if (to.resource) throw stanzaError('service-unavailable');
+        const payload = iqPayload(stanza);
+        if (!payload || payload === 'many') throw stanzaError('bad-request');
+        await ctx.route(iqResult(stanza, await serviceIq(type, payload, host)));
+        return;
+      }
+      await withLock(to.bare, async () => {
+        if (stanza.name === 'presence') return onPresence(stanza, to, from);
+        if (stanza.name === 'message') return onMessage(stanza, to, from);
+        if (stanza.name !== 'iq') throw stanzaError('bad-request');
+        const type = stanza.attrs.type;
+        if (type === 'result' || type === 'error') {
+          if (to.resource) iqReply(stanza, from);
+          return;
+        }
+        if (type !== 'get' && type !== 'set') throw stanzaError('bad-request');
+        const payload = iqPayload(stanza);
+        if (!payload || payload === 'many') throw stanzaError('bad-request');
+        const room = rooms.get(to.bare);
+        if (to.resource) return occupantIq(room, stanza, to, from, payload);
+        const result = await roomIq(room, type, payload, from);
+        send(iqResult(stanza, result));
+      });
+    }
 
     // A session that ends leaves its rooms (a hibernated XEP-0198 session keeps its place).
     ctx.hook('session.closed', async ({ session }) => {

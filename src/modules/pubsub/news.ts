@@ -30,7 +30,6 @@
 import { randomBytes } from 'node:crypto';
 import { clone, Element, parse } from 'ltx';
 import { z } from 'zod';
-import { HANDLED } from '../../core/hooks.js';
 import { defineModule } from '../../core/module.js';
 import { serializer } from '../../core/serializer.js';
 import type { PubsubItem } from '../../storage/types.js';
@@ -132,7 +131,7 @@ export default defineModule({
     const serial = serializer();
     const defaultMax = Math.min(opts.defaultMaxItems, opts.maxItems);
     /** Service domain -> the local host it serves. */
-    const services = new Map(ctx.hostNames().map((h) => [`${opts.subdomain}.${h}`, h]));
+    const services = ctx.service(opts.subdomain, opts.name, ({ stanza, to, from }) => answer(stanza, to, from));
 
     // ---- channels and rights --------------------------------------------------------------------
 
@@ -877,22 +876,6 @@ export default defineModule({
     }
 
     // ---- hosting ----------------------------------------------------------------------------------
-
-    ctx.fold('disco.server-items', (ev) => {
-      if (ev.node === undefined && services.has(`${opts.subdomain}.${ev.host}`)) ev.items.push(new Element('item', { jid: `${opts.subdomain}.${ev.host}`, name: opts.name }));
-      return ev;
-    });
-
-    // Priority above federation: these domains are ours even though they are not local hosts.
-    ctx.hook(
-      'route.remote',
-      async ({ stanza, to, from }) => {
-        if (!services.has(to.domain)) return undefined;
-        await answer(stanza, to, from);
-        return HANDLED;
-      },
-      10,
-    );
 
     /** §12.3 at login: the newest items of each subscribed channel that sends them on presence. */
     async function onLogin(full: Jid): Promise<void> {
