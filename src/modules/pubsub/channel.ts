@@ -12,7 +12,7 @@
 import { Element } from 'ltx';
 import { stanzaError } from '../../xmpp/errors.js';
 import type { PubsubNode } from '../../storage/types.js';
-import { NS_DATA, NS_NODE_CONFIG, parseBool, parseMax, pubsubError } from './config.js';
+import { applyCommonField, MAX_TITLE, NS_DATA, NS_NODE_CONFIG, parseBool, pubsubError, SEND_LAST, type SendLast } from './config.js';
 
 export const NS_META_DATA = 'http://jabber.org/protocol/pubsub#meta-data';
 export const NS_SUBSCRIBE_OPTIONS = 'http://jabber.org/protocol/pubsub#subscribe_options';
@@ -20,14 +20,12 @@ export const NS_SUBSCRIBE_AUTHORIZATION = 'http://jabber.org/protocol/pubsub#sub
 
 export type ChannelAccess = 'open' | 'authorize' | 'whitelist' | 'presence';
 export type PublishModel = 'publishers' | 'subscribers' | 'open';
-export type SendLast = 'never' | 'on_sub' | 'on_sub_and_presence';
 /** §4.1 affiliations, strongest first. */
 export type Affiliation = 'owner' | 'publisher' | 'publish-only' | 'member' | 'none' | 'outcast';
 export type SubState = 'subscribed' | 'pending';
 
 export const ACCESS: readonly ChannelAccess[] = ['open', 'authorize', 'whitelist', 'presence'];
 export const PUBLISH_MODELS: readonly PublishModel[] = ['publishers', 'subscribers', 'open'];
-const SEND_LAST: readonly SendLast[] = ['never', 'on_sub', 'on_sub_and_presence'];
 export const AFFILIATIONS: readonly Affiliation[] = ['owner', 'publisher', 'publish-only', 'member', 'none', 'outcast'];
 
 export interface ChannelConfig {
@@ -67,7 +65,6 @@ export interface Channel {
 
 const AFF_KEY = 'parley#affiliations';
 const SUBS_KEY = 'parley#subscriptions';
-const MAX_TITLE = 1024;
 const MAX_DESCRIPTION = 4096;
 
 export function defaultChannelConfig(maxItems: number): ChannelConfig {
@@ -92,17 +89,9 @@ export function applyChannelFields(base: ChannelConfig, fields: Map<string, stri
   const c = { ...base };
   for (const [name, values] of fields) {
     const v = values[0];
+    if (applyCommonField(c, name, v, maxItemsLimit)) continue;
     const bad = () => stanzaError('not-acceptable', `unsupported value for ${name}`);
-    const bool = () => {
-      const b = parseBool(v);
-      if (b === null) throw bad();
-      return b;
-    };
     switch (name) {
-      case 'pubsub#title':
-        if ((v ?? '').length > MAX_TITLE) throw bad();
-        c.title = v ?? '';
-        break;
       case 'pubsub#description':
         if ((v ?? '').length > MAX_DESCRIPTION) throw bad();
         c.description = v ?? '';
@@ -118,32 +107,6 @@ export function applyChannelFields(base: ChannelConfig, fields: Map<string, stri
       case 'pubsub#publish_model':
         if (!PUBLISH_MODELS.includes(v as PublishModel)) throw bad();
         c.publishModel = v as PublishModel;
-        break;
-      case 'pubsub#send_last_published_item':
-        if (!SEND_LAST.includes(v as SendLast)) throw bad();
-        c.sendLast = v as SendLast;
-        break;
-      case 'pubsub#max_items': {
-        const n = parseMax(v, maxItemsLimit);
-        if (n === null) throw bad();
-        if (n > maxItemsLimit) throw stanzaError('not-acceptable', `pubsub#max_items is limited to ${maxItemsLimit}`);
-        c.maxItems = n;
-        break;
-      }
-      case 'pubsub#persist_items':
-        c.persistItems = bool();
-        break;
-      case 'pubsub#notify_retract':
-        c.notifyRetract = bool();
-        break;
-      case 'pubsub#notify_delete':
-        c.notifyDelete = bool();
-        break;
-      case 'pubsub#deliver_notifications':
-        c.deliverNotifications = bool();
-        break;
-      case 'pubsub#deliver_payloads':
-        c.deliverPayloads = bool();
         break;
       case 'pubsub#notification_type':
         // Notifications are headlines (never stored offline: subscribers get the last items at login).

@@ -29,7 +29,9 @@ export interface NodeConfig {
 }
 
 export const ACCESS_MODELS: readonly AccessModel[] = ['open', 'presence', 'whitelist'];
-const SEND_LAST: readonly SendLast[] = ['never', 'on_sub', 'on_sub_and_presence'];
+export const SEND_LAST: readonly SendLast[] = ['never', 'on_sub', 'on_sub_and_presence'];
+/** Longest pubsub#title (and pubsub#type) accepted. */
+export const MAX_TITLE = 1024;
 
 /** XEP-0163 §4 defaults for a PEP node: presence access, last item kept and sent on presence. */
 export function defaultConfig(): NodeConfig {
@@ -89,52 +91,71 @@ export function parseMax(v: string | undefined, limit: number): number | null {
   return n >= 1 ? n : null;
 }
 
+/** The node settings PEP nodes and news channels share. */
+export type CommonNodeConfig = Omit<NodeConfig, 'accessModel'>;
+
 /**
- * Applies submitted fields to a configuration (configure and create). Unknown fields or bad values:
+ * Applies one of the pubsub#node_config fields every node has (title, max_items, persistence,
+ * notification and last-item settings) to `c`; false when `name` is not one of them. A bad value is
  * not-acceptable, so that a client never believes a setting took effect when it did not.
  */
+export function applyCommonField(c: CommonNodeConfig, name: string, v: string | undefined, maxItemsLimit: number): boolean {
+  const bad = () => stanzaError('not-acceptable', `unsupported value for ${name}`);
+  const bool = () => {
+    const b = parseBool(v);
+    if (b === null) throw bad();
+    return b;
+  };
+  switch (name) {
+    case 'pubsub#title':
+      if ((v ?? '').length > MAX_TITLE) throw bad();
+      c.title = v ?? '';
+      return true;
+    case 'pubsub#send_last_published_item':
+      if (!SEND_LAST.includes(v as SendLast)) throw bad();
+      c.sendLast = v as SendLast;
+      return true;
+    case 'pubsub#max_items': {
+      const n = parseMax(v, maxItemsLimit);
+      if (n === null) throw bad();
+      if (n > maxItemsLimit) throw stanzaError('not-acceptable', `pubsub#max_items is limited to ${maxItemsLimit}`);
+      c.maxItems = n;
+      return true;
+    }
+    case 'pubsub#persist_items':
+      c.persistItems = bool();
+      return true;
+    case 'pubsub#notify_retract':
+      c.notifyRetract = bool();
+      return true;
+    case 'pubsub#notify_delete':
+      c.notifyDelete = bool();
+      return true;
+    case 'pubsub#deliver_notifications':
+      c.deliverNotifications = bool();
+      return true;
+    case 'pubsub#deliver_payloads':
+      c.deliverPayloads = bool();
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** Applies submitted fields to a PEP node's configuration (configure and create); unknown fields: not-acceptable. */
 export function applyFields(base: NodeConfig, fields: Map<string, string[]>, maxItemsLimit: number): NodeConfig {
   const c = { ...base };
   for (const [name, values] of fields) {
     const v = values[0];
-    const bad = () => stanzaError('not-acceptable', `unsupported value for ${name}`);
+    if (applyCommonField(c, name, v, maxItemsLimit)) continue;
     switch (name) {
-      case 'pubsub#title':
-        if ((v ?? '').length > 1024) throw bad();
-        c.title = v ?? '';
-        break;
       case 'pubsub#access_model':
-        if (!ACCESS_MODELS.includes(v as AccessModel)) throw bad();
+        if (!ACCESS_MODELS.includes(v as AccessModel)) throw stanzaError('not-acceptable', `unsupported value for ${name}`);
         c.accessModel = v as AccessModel;
         break;
-      case 'pubsub#send_last_published_item':
-        if (!SEND_LAST.includes(v as SendLast)) throw bad();
-        c.sendLast = v as SendLast;
-        break;
-      case 'pubsub#max_items': {
-        const n = parseMax(v, maxItemsLimit);
-        if (n === null) throw bad();
-        if (n > maxItemsLimit) throw stanzaError('not-acceptable', `pubsub#max_items is limited to ${maxItemsLimit}`);
-        c.maxItems = n;
-        break;
-      }
-      case 'pubsub#persist_items':
-      case 'pubsub#notify_retract':
-      case 'pubsub#notify_delete':
-      case 'pubsub#deliver_notifications':
-      case 'pubsub#deliver_payloads': {
-        const b = parseBool(v);
-        if (b === null) throw bad();
-        if (name === 'pubsub#persist_items') c.persistItems = b;
-        else if (name === 'pubsub#notify_retract') c.notifyRetract = b;
-        else if (name === 'pubsub#notify_delete') c.notifyDelete = b;
-        else if (name === 'pubsub#deliver_notifications') c.deliverNotifications = b;
-        else c.deliverPayloads = b;
-        break;
-      }
       case 'pubsub#publish_model':
         // Only the owner publishes on a PEP node (XEP-0163 §4.1).
-        if (v !== 'publishers') throw bad();
+        if (v !== 'publishers') throw stanzaError('not-acceptable', `unsupported value for ${name}`);
         break;
       default:
         throw stanzaError('not-acceptable', `unsupported node configuration field ${name}`);
