@@ -3,7 +3,7 @@
 // `archive_users` (its row lock orders concurrent appends of one user), preferences in
 // `archive_prefs` (migration 2). bigint columns arrive as strings and are converted with Number().
 import type pg from 'pg';
-import { runArchiveQuery, type ArchiveSqlExec } from './archive-sql.js';
+import { likeEscape, runArchiveQuery, type ArchiveSqlExec } from './archive-sql.js';
 import type { ArchiveDefault, ArchiveStore } from './types.js';
 
 /** Numbers the `?` placeholders of the shared SQL ($1, $2, ...); none of it holds a literal '?'. */
@@ -69,14 +69,26 @@ export function postgresArchive(pool: pg.Pool): ArchiveStore {
       const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM archive WHERE user_jid = $1', [user]);
       return Number(rows[0]?.n ?? 0);
     },
-    async purge(cutoff) {
+    async purge(cutoff, domains) {
+      if (domains && domains.length === 0) return 0;
+      const scope = domains ? ` AND (${domains.map((_, i) => `user_jid LIKE $${i + 2} ESCAPE '\\'`).join(' OR ')})` : '';
       // One statement: the counts drop by exactly the rows this statement deleted.
       const { rows } = await pool.query<{ n: string }>(
-        `WITH del AS (DELETE FROM archive WHERE stamp < $1 RETURNING user_jid),
+        `WITH del AS (DELETE FROM archive WHERE stamp < $1${scope} RETURNING user_jid),
               per AS (SELECT user_jid, count(*) AS c FROM del GROUP BY user_jid),
               upd AS (UPDATE archive_users u SET n = GREATEST(0, u.n - per.c) FROM per WHERE u.user_jid = per.user_jid)
          SELECT COALESCE(sum(c), 0)::text AS n FROM per`,
-        [cutoff],
+        [cutoff, ...(domains ?? []).map((d) => `%@${likeEscape(d)}`)],
+      );
+      return Number(rows[0]?.n ?? 0);
+    },
+    async purgeOwner(user, cutoff) {
+      // One statement, like purge: the count drops by exactly what was deleted.
+      const { rows } = await pool.query<{ n: string }>(
+        `WITH del AS (DELETE FROM archive WHERE user_jid = $1 AND stamp < $2 RETURNING 1),
+              upd AS (UPDATE archive_users SET n = GREATEST(0, n - (SELECT count(*) FROM del)) WHERE user_jid = $1)
+         SELECT count(*)::text AS n FROM del`,
+        [user, cutoff],
       );
       return Number(rows[0]?.n ?? 0);
     },

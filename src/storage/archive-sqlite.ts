@@ -2,7 +2,7 @@
 // external-content index `archive_fts` (kept by triggers), per-user entry counts in `archive_users`
 // so that the cap costs no count(*) per message, preferences in `archive_prefs` (migration 2).
 import type Database from 'better-sqlite3';
-import { runArchiveQuery, type ArchiveSqlExec } from './archive-sql.js';
+import { likeEscape, runArchiveQuery, type ArchiveSqlExec } from './archive-sql.js';
 import type { ArchiveDefault, ArchivePrefs, ArchiveStore } from './types.js';
 
 interface PrefsRow {
@@ -30,12 +30,7 @@ export function sqliteArchive(db: Database.Database): ArchiveStore {
     count: db.prepare('SELECT count(*) FROM archive WHERE user_jid = ?').pluck(),
     first: db.prepare('SELECT id, stamp FROM archive WHERE user_jid = ? ORDER BY seq ASC LIMIT 1'),
     last: db.prepare('SELECT id, stamp FROM archive WHERE user_jid = ? ORDER BY seq DESC LIMIT 1'),
-    purgeCounts: db.prepare(
-      `UPDATE archive_users SET n = max(0, n - d.c)
-       FROM (SELECT user_jid, count(*) AS c FROM archive WHERE stamp < ? GROUP BY user_jid) AS d
-       WHERE archive_users.user_jid = d.user_jid`,
-    ),
-    purge: db.prepare('DELETE FROM archive WHERE stamp < ?'),
+    purgeOwner: db.prepare('DELETE FROM archive WHERE user_jid = ? AND stamp < ?'),
     clear: db.prepare('DELETE FROM archive WHERE user_jid = ?'),
     clearCount: db.prepare('DELETE FROM archive_users WHERE user_jid = ?'),
     prefsGet: db.prepare('SELECT default_mode, always_jids, never_jids FROM archive_prefs WHERE user_jid = ?'),
@@ -78,9 +73,22 @@ export function sqliteArchive(db: Database.Database): ArchiveStore {
       s.countDown.run(gone, user);
     }
   });
-  const purge = db.transaction((cutoff: number): number => {
-    s.purgeCounts.run(cutoff);
-    return s.purge.run(cutoff).changes;
+  // Built per call (purges are rare): the domain list varies.
+  const purge = db.transaction((cutoff: number, domains?: readonly string[]): number => {
+    if (domains && domains.length === 0) return 0;
+    const scope = domains ? ` AND (${domains.map(() => "user_jid LIKE ? ESCAPE '\\'").join(' OR ')})` : '';
+    const params = [cutoff, ...(domains ?? []).map((d) => `%@${likeEscape(d)}`)];
+    db.prepare(
+      `UPDATE archive_users SET n = max(0, n - d.c)
+       FROM (SELECT user_jid, count(*) AS c FROM archive WHERE stamp < ?${scope} GROUP BY user_jid) AS d
+       WHERE archive_users.user_jid = d.user_jid`,
+    ).run(...params);
+    return db.prepare(`DELETE FROM archive WHERE stamp < ?${scope}`).run(...params).changes;
+  });
+  const purgeOwner = db.transaction((user: string, cutoff: number): number => {
+    const gone = s.purgeOwner.run(user, cutoff).changes;
+    if (gone > 0) s.countDown.run(gone, user);
+    return gone;
   });
   const clear = db.transaction((user: string) => {
     s.clear.run(user);
@@ -108,8 +116,11 @@ export function sqliteArchive(db: Database.Database): ArchiveStore {
     async count(user) {
       return s.count.get(user) as number;
     },
-    async purge(cutoff) {
-      return purge.immediate(cutoff);
+    async purge(cutoff, domains) {
+      return purge.immediate(cutoff, domains);
+    },
+    async purgeOwner(user, cutoff) {
+      return purgeOwner.immediate(user, cutoff);
     },
     async clear(user) {
       clear.immediate(user);

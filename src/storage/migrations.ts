@@ -397,6 +397,65 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX alert_recipients_user ON alert_recipients (user_jid, seq);
     `,
   },
+  {
+    // Polls (issue 7, src/modules/polls/, src/storage/polls-*.ts, docs/polls.md): one row per poll,
+    // one per recipient holding its current answer (choice numbers, comma-separated; NULL until it
+    // answers). `closes_at` drives the deadline; `closed_at` is set once, by whoever closes it first.
+    version: 7,
+    name: 'polls',
+    sqlite: `
+      CREATE TABLE polls (
+        id         TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        creator    TEXT NOT NULL,
+        question   TEXT NOT NULL,
+        choices    TEXT NOT NULL,           -- JSON array of strings
+        multiple   INTEGER NOT NULL,        -- 0/1
+        results    TEXT NOT NULL CHECK (results IN ('creator', 'participants', 'closed')),
+        audience   TEXT NOT NULL,           -- JSON array: the recipient specifications as given
+        created_at INTEGER NOT NULL,
+        closes_at  INTEGER,
+        closed_at  INTEGER
+      ) WITHOUT ROWID;
+      CREATE INDEX polls_creator ON polls (creator, created_at);
+      CREATE INDEX polls_open_deadline ON polls (closes_at) WHERE closed_at IS NULL AND closes_at IS NOT NULL;
+
+      CREATE TABLE poll_recipients (
+        poll_id     TEXT NOT NULL,
+        user_jid    TEXT NOT NULL,
+        answer      TEXT,
+        answered_at INTEGER,
+        PRIMARY KEY (poll_id, user_jid)
+      ) WITHOUT ROWID;
+      CREATE INDEX poll_recipients_user ON poll_recipients (user_jid);
+    `,
+    postgres: `
+      CREATE TABLE polls (
+        id         text PRIMARY KEY,
+        host       text NOT NULL,
+        creator    text NOT NULL,
+        question   text NOT NULL,
+        choices    text NOT NULL,
+        multiple   boolean NOT NULL,
+        results    text NOT NULL CHECK (results IN ('creator', 'participants', 'closed')),
+        audience   text NOT NULL,
+        created_at bigint NOT NULL,
+        closes_at  bigint,
+        closed_at  bigint
+      );
+      CREATE INDEX polls_creator ON polls (creator, created_at);
+      CREATE INDEX polls_open_deadline ON polls (closes_at) WHERE closed_at IS NULL AND closes_at IS NOT NULL;
+
+      CREATE TABLE poll_recipients (
+        poll_id     text NOT NULL,
+        user_jid    text NOT NULL,
+        answer      text,
+        answered_at bigint,
+        PRIMARY KEY (poll_id, user_jid)
+      );
+      CREATE INDEX poll_recipients_user ON poll_recipients (user_jid);
+    `,
+  },
 ];
 
 // Catch a malformed list at startup rather than half-way through migrating somebody's database.

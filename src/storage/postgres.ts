@@ -9,6 +9,7 @@ import { postgresPubsub, PUBSUB_USER_DELETE_CTES } from './pubsub-postgres.js';
 import { postgresArchive } from './archive-postgres.js';
 import { postgresUploads } from './upload-postgres.js';
 import { ALERT_USER_DELETE_CTES, postgresAlerts } from './alerts-postgres.js';
+import { POLL_USER_DELETE_CTES, postgresPolls } from './polls-postgres.js';
 import { postgresMuc } from './muc-postgres.js';
 import type {
   AccountRecord,
@@ -171,6 +172,7 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
               k AS (DELETE FROM keyval WHERE user_jid = $1),
               ${PUBSUB_USER_DELETE_CTES}
               ${ALERT_USER_DELETE_CTES}
+              ${POLL_USER_DELETE_CTES}
               b AS (DELETE FROM blocks WHERE user_jid = $1),
               ar AS (DELETE FROM archive WHERE user_jid = $1),
               au AS (DELETE FROM archive_users WHERE user_jid = $1),
@@ -372,6 +374,7 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
     pubsub: postgresPubsub(pool, (fn) => withTransaction(pool, fn)),
     uploads: postgresUploads(pool, (fn) => withTransaction(pool, fn)),
     alerts: postgresAlerts(pool, (fn) => withTransaction(pool, fn)),
+    polls: postgresPolls(pool, (fn) => withTransaction(pool, fn)),
     muc: postgresMuc(pool),
     async ping() {
       await q('SELECT 1');

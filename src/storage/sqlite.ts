@@ -9,6 +9,7 @@ import { PUBSUB_USER_DELETES, sqlitePubsub } from './pubsub-sqlite.js';
 import { sqliteArchive } from './archive-sqlite.js';
 import { sqliteUploads } from './upload-sqlite.js';
 import { ALERT_USER_DELETES, sqliteAlerts } from './alerts-sqlite.js';
+import { POLL_USER_DELETES, sqlitePolls } from './polls-sqlite.js';
 import { sqliteMuc } from './muc-sqlite.js';
 import type {
   AccountRecord,
@@ -118,6 +119,7 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
       'DELETE FROM blocks WHERE user_jid = ?',
       ...PUBSUB_USER_DELETES,
       ...ALERT_USER_DELETES,
+      ...POLL_USER_DELETES,
       'DELETE FROM archive WHERE user_jid = ?',
       'DELETE FROM archive_users WHERE user_jid = ?',
       'DELETE FROM archive_prefs WHERE user_jid = ?',
@@ -336,6 +338,7 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     pubsub: sqlitePubsub(db),
     uploads: sqliteUploads(db),
     alerts: sqliteAlerts(db),
+    polls: sqlitePolls(db),
     muc: sqliteMuc(db),
     async ping() {
       s.ping.get();

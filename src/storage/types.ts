@@ -163,8 +163,13 @@ export interface ArchiveStore {
   /** The oldest and newest entries (XEP-0313 §6 metadata), or null for an empty archive. */
   bounds(user: string): Promise<{ first: { id: string; stamp: number }; last: { id: string; stamp: number } } | null>;
   count(user: string): Promise<number>;
-  /** Deletes every user's entries with stamp < cutoff; resolves how many went. */
-  purge(cutoff: number): Promise<number>;
+  /**
+   * Deletes every user's entries with stamp < cutoff, or with `domains` only the archives of bare
+   * JIDs on those domains (user archives, not the rooms of a conference service); resolves how many went.
+   */
+  purge(cutoff: number, domains?: readonly string[]): Promise<number>;
+  /** Deletes one archive's entries with stamp < cutoff (a room's own retention); resolves how many went. */
+  purgeOwner(user: string, cutoff: number): Promise<number>;
   /** Deletes one user's entries (not the preferences). */
   clear(user: string): Promise<void>;
   getPrefs(user: string): Promise<ArchivePrefs | null>;
@@ -363,6 +368,67 @@ export interface AlertStore {
   purge(cutoff: number): Promise<number>;
 }
 
+/** Who sees a poll's results (docs/polls.md §4): the creator only; recipients too, live; recipients too, once closed. */
+export type PollResults = 'creator' | 'participants' | 'closed';
+
+/** One poll (issue 7, src/modules/polls/): a question with numbered choices sent to many recipients. */
+export interface PollRecord {
+  /** Random id; the poll's JID is `<id>@polls.<host>`. */
+  id: string;
+  /** The local host whose polls service runs it. */
+  host: string;
+  /** Bare JID of the creator. */
+  creator: string;
+  question: string;
+  /** The choices, in order; answers name them by number, 1-based. */
+  choices: string[];
+  /** Whether a recipient may pick more than one choice. */
+  multiple: boolean;
+  results: PollResults;
+  /** The recipient specifications as the creator gave them (user JIDs, group:NAME, room:JID, everyone). */
+  audience: string[];
+  createdAt: number; // ms since epoch
+  /** Deadline, or null for a poll closed by hand. */
+  closesAt: number | null;
+  closedAt: number | null;
+}
+
+export interface PollTally {
+  /** Votes per choice, index 0 for choice 1. */
+  counts: number[];
+  /** Recipients who answered. */
+  answered: number;
+  recipients: number;
+}
+
+export type PollAnswerOutcome = 'ok' | 'closed' | 'not-recipient' | 'no-such-poll';
+
+/** Polls with their recipients and answers. */
+export interface PollStore {
+  /** Stores a poll with one row per recipient, in one transaction. */
+  create(poll: PollRecord, recipients: string[]): Promise<void>;
+  get(id: string): Promise<PollRecord | null>;
+  isRecipient(id: string, user: string): Promise<boolean>;
+  recipients(id: string): Promise<string[]>;
+  /** Records (or replaces) a recipient's answer, as 1-based choice numbers, if the poll is open. */
+  answer(id: string, user: string, choices: number[], at: number): Promise<PollAnswerOutcome>;
+  /** A recipient's current answer, or null when it has not answered (or is not a recipient). */
+  answerOf(id: string, user: string): Promise<number[] | null>;
+  tally(id: string): Promise<PollTally>;
+  /** Closes an open poll; resolves false when it was closed already (or does not exist). */
+  close(id: string, at: number): Promise<boolean>;
+  /** Open polls whose deadline is at or before `now`, earliest first. */
+  due(now: number, limit: number): Promise<PollRecord[]>;
+  /** The earliest deadline of an open poll, or null. */
+  nextDeadline(): Promise<number | null>;
+  /** A creator's polls, newest first. */
+  listByCreator(creator: string, limit: number): Promise<PollRecord[]>;
+  /** Polls a user was asked, newest first. */
+  listForRecipient(user: string, limit: number): Promise<PollRecord[]>;
+  /** Deletes polls closed before `cutoff` with their recipient rows; resolves how many polls went. */
+  purge(cutoff: number): Promise<number>;
+}
+
 export interface Storage {
   readonly kind: 'sqlite' | 'postgres';
   accounts: AccountStore;
@@ -374,6 +440,7 @@ export interface Storage {
   pubsub: PubsubStore;
   uploads: UploadStore;
   alerts: AlertStore;
+  polls: PollStore;
   muc: MucStore;
   /** Cheap round trip, for readiness checks. */
   ping(): Promise<void>;

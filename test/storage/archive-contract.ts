@@ -175,6 +175,48 @@ export function archiveContract(name: string, open: () => Promise<Storage>): voi
       expect(ids(await s.archive.query(u1, q()))).toEqual([new1.id, next.id]);
     });
 
+    it('purge limited to domains leaves the archives of other domains (conference rooms) alone', async () => {
+      const user = `u${++seq}-${run}@users.example`;
+      const room = `r${++seq}-${run}@conference.users.example`;
+      // A LIKE wildcard in a domain matches only itself.
+      const odd = `o${++seq}-${run}@usersXexample`;
+      const [u, r, o] = [entry({ stamp: 1000 }), entry({ stamp: 1000 }), entry({ stamp: 1000 })];
+      await s.archive.append(user, u, 5);
+      await s.archive.append(room, r);
+      await s.archive.append(odd, o);
+      expect(await s.archive.purge(5000, [])).toBe(0);
+      expect(await s.archive.purge(5000, ['users.example'])).toBe(1);
+      expect(ids(await s.archive.query(user, q()))).toEqual([]);
+      expect(ids(await s.archive.query(room, q()))).toEqual([r.id]);
+      expect(ids(await s.archive.query(odd, q()))).toEqual([o.id]);
+      expect(await s.archive.purge(5000, ['users_example'])).toBe(0);
+      expect(ids(await s.archive.query(odd, q()))).toEqual([o.id]);
+      // The user's count followed the purge: five more fit under a cap of 5.
+      for (let i = 0; i < 5; i++) await s.archive.append(user, entry({ stamp: 9_000_000_000_000 + i }), 5);
+      expect(await s.archive.count(user)).toBe(5);
+      expect((await s.archive.query(user, q()))?.items).toHaveLength(5);
+    });
+
+    it('purgeOwner deletes one archive’s old entries only, and its cap still counts right after it', async () => {
+      const room = uniq('room');
+      const other = uniq();
+      const old = entry({ stamp: 1000 });
+      const keep = entry({ stamp: 9_000_000_000_000 });
+      const otherOld = entry({ stamp: 1000 });
+      await s.archive.append(room, old, 2);
+      await s.archive.append(room, keep, 2);
+      await s.archive.append(other, otherOld);
+      expect(await s.archive.purgeOwner(room, 5000)).toBe(1);
+      expect(ids(await s.archive.query(room, q()))).toEqual([keep.id]);
+      // Another owner's entries, older than the cutoff too, stay.
+      expect(ids(await s.archive.query(other, q()))).toEqual([otherOld.id]);
+      expect(await s.archive.purgeOwner(room, 5000)).toBe(0);
+      // One entry left: one more fits under a cap of 2 without deleting.
+      const next = entry({ stamp: 9_000_000_000_001 });
+      await s.archive.append(room, next, 2);
+      expect(ids(await s.archive.query(room, q()))).toEqual([keep.id, next.id]);
+    });
+
     it('clear empties one archive only', async () => {
       const u1 = uniq();
       const u2 = uniq();

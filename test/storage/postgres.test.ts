@@ -11,6 +11,7 @@ import { archiveContract } from './archive-contract.js';
 import { pubsubContract } from './pubsub-contract.js';
 import { uploadContract } from './upload-contract.js';
 import { alertsContract } from './alerts-contract.js';
+import { pollsContract } from './polls-contract.js';
 import { mucContract } from './muc-contract.js';
 
 let server: PostgresServer;
@@ -45,6 +46,7 @@ archiveContract('postgres', () => openPostgres({ url: server.url }));
 pubsubContract('postgres', () => openPostgres({ url: server.url }));
 uploadContract('postgres', () => openPostgres({ url: server.url }));
 alertsContract('postgres', () => openPostgres({ url: server.url }));
+pollsContract('postgres', () => openPostgres({ url: server.url }));
 mucContract('postgres', () => openPostgres({ url: server.url }));
 
 describe('postgres specifics', () => {

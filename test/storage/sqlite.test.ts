@@ -14,6 +14,7 @@ import { archiveContract } from './archive-contract.js';
 import { pubsubContract } from './pubsub-contract.js';
 import { uploadContract } from './upload-contract.js';
 import { alertsContract } from './alerts-contract.js';
+import { pollsContract } from './polls-contract.js';
 import { mucContract } from './muc-contract.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -33,6 +34,7 @@ archiveContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'archi
 pubsubContract('sqlite', () => openSqlite({ path: ':memory:' }));
 uploadContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'uploads.db') }));
 alertsContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'alerts.db') }));
+pollsContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'polls.db') }));
 mucContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'muc.db') }));
 
 describe('sqlite specifics', () => {
