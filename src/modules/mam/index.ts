@@ -26,7 +26,7 @@ import { Jid } from '../../xmpp/jid.js';
 import { standalone } from '../../xmpp/stanza.js';
 import type { ArchiveDefault, ArchivePrefs } from '../../storage/types.js';
 import { mamOptions } from './options.js';
-import { NS_MAM, NS_RSM, parseQuery, queryForm } from './query.js';
+import { NS_MAM, NS_RSM, parseQuery, queryForm } from '../../xmpp/mam.js';
 
 export const NS_MAM_EXTENDED = 'urn:xmpp:mam:2#extended';
 const NS_SID = 'urn:xmpp:sid:0';
@@ -343,7 +343,8 @@ export default defineModule({
         if (running) return; // a slow purge is not stacked up behind itself
         running = true;
         try {
-          const n = await store.purge(Date.now() - opts.retentionDays * 86_400_000);
+          // Only the hosts' user archives: rooms (muc, archive.retentionDays) keep their own retention.
+          const n = await store.purge(Date.now() - opts.retentionDays * 86_400_000, ctx.hostNames());
           if (n > 0) ctx.log.info({ purged: n }, 'mam: expired messages purged');
         } catch (err) {
           ctx.log.error({ err }, 'mam: retention purge failed');

@@ -1,10 +1,27 @@
 // XEP-0313 §4 query parsing: the XEP-0004 filter form (with, start, end, withtext, and the
 // #extended before-id, after-id, ids), XEP-0059 RSM <set/> (max, after, before; index is not
-// supported) and <flip-page/>; plus the form that `iq get` discovers (§4.1.1).
+// supported) and <flip-page/>; plus the form that `iq get` discovers (§4.1.1). Shared by the user
+// archives (modules/mam) and the room archives (modules/muc, §6 / §5.1.2).
 import { Element } from 'ltx';
-import { StanzaError, stanzaError } from '../../xmpp/errors.js';
-import { Jid } from '../../xmpp/jid.js';
-import type { ArchiveQuery } from '../../storage/types.js';
+import { StanzaError, stanzaError } from './errors.js';
+import { Jid } from './jid.js';
+
+/**
+ * A parsed query (the same shape as the storage layer's ArchiveQuery, kept here so that src/xmpp
+ * does not depend on storage).
+ */
+export interface ArchiveQuery {
+  with?: string;
+  start?: number;
+  end?: number;
+  text?: string;
+  afterId?: string;
+  beforeId?: string;
+  ids?: string[];
+  max: number;
+  after?: string;
+  before?: string;
+}
 
 export const NS_MAM = 'urn:xmpp:mam:2';
 export const NS_RSM = 'http://jabber.org/protocol/rsm';
