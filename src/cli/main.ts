@@ -185,8 +185,7 @@ alert
       const alertOpts = cfg.modules.alerts;
       const max = typeof alertOpts === 'object' && typeof alertOpts.maxRecipients === 'number' ? alertOpts.maxRecipients : 10000;
       const { alert: a, recipients } = await storeAlert(
-        storage,
-        cfg,
+        { storage, config: cfg },
         { host, sender: 'cli', to, subject: o.subject, body: o.body, url: o.url ?? null, priority: o.priority as AlertPriority, receipts: o.receipts },
         max,
       );

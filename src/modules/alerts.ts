@@ -20,13 +20,13 @@ import { Element } from 'ltx';
 import { z } from 'zod';
 import { defineModule, type ModuleContext } from '../core/module.js';
 import { HANDLED, type HookMap } from '../core/hooks.js';
-import type { ResolvedConfig } from '../core/config.js';
+import { AudienceError, resolveAudience, type AudienceContext } from '../core/audience.js';
 import { StanzaError } from '../xmpp/errors.js';
 import { Jid } from '../xmpp/jid.js';
 import { delayElement } from '../xmpp/stanza.js';
 import { commandError } from '../xmpp/adhoc.js';
 import { dataForm, formValues, parseBoolean, type FieldSpec } from '../xmpp/dataforms.js';
-import type { AlertPriority, AlertRecord, Storage } from '../storage/types.js';
+import type { AlertPriority, AlertRecord } from '../storage/types.js';
 
 export const NS_ALERTS = 'urn:parley:alerts:0';
 export const NODE_SEND = 'urn:parley:alerts:send';
@@ -46,9 +46,8 @@ type AdhocReply = Awaited<ReturnType<AdhocCommand['run']>>;
 export const alertLimits = { subject: 256, body: 8000, url: 2048 } as const;
 
 /** Why an alert cannot be made (a bad recipient, a missing field): shown to the sender as is. */
-export class AlertInputError extends Error {
-  override name = 'AlertInputError';
-}
+export const AlertInputError = AudienceError;
+export type AlertInputError = AudienceError;
 
 export interface AlertInput {
   host: string;
@@ -62,61 +61,8 @@ export interface AlertInput {
   receipts?: boolean;
 }
 
-/**
- * Groups from configuration `acl.groups` (name -> member JIDs), read defensively: the access control
- * configuration may not exist in this build, or may give members as `{ members: [...] }`.
- */
-export function configuredGroups(config: Readonly<ResolvedConfig>): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  const acl = (config as unknown as { acl?: unknown }).acl;
-  const groups = acl && typeof acl === 'object' ? (acl as { groups?: unknown }).groups : undefined;
-  if (!groups || typeof groups !== 'object') return out;
-  for (const [name, v] of Object.entries(groups as Record<string, unknown>)) {
-    const list = Array.isArray(v) ? v : v && typeof v === 'object' ? (v as { members?: unknown }).members : undefined;
-    if (Array.isArray(list)) out.set(name, list.filter((m): m is string => typeof m === 'string'));
-  }
-  return out;
-}
-
-/** Resolves recipient specifications to existing local accounts (deduplicated, in order). */
-export async function resolveRecipients(
-  storage: Storage,
-  config: Readonly<ResolvedConfig>,
-  host: string,
-  specs: string[],
-  maxRecipients: number,
-): Promise<string[]> {
-  const isLocal = (d: string) => config.hosts.some((h) => h.domain === d);
-  const out = new Set<string>();
-  const groups = configuredGroups(config);
-  const addJid = async (raw: string, what: string) => {
-    const j = Jid.tryParse(raw);
-    if (!j || !j.local || j.resource) throw new AlertInputError(`${what}: not a bare user JID`);
-    if (!isLocal(j.domain)) throw new AlertInputError(`${what}: ${j.domain} is not a host of this server`);
-    if (!(await storage.accounts.get(j.bare))) throw new AlertInputError(`${what}: no such account`);
-    out.add(j.bare);
-  };
-  for (const spec0 of specs) {
-    const spec = spec0.trim();
-    if (!spec) continue;
-    if (spec === 'everyone') {
-      for (const u of await storage.accounts.list(host)) out.add(u);
-    } else if (spec.startsWith('group:')) {
-      const name = spec.slice(6);
-      const members = groups.get(name);
-      if (!members) throw new AlertInputError(`${spec}: no such group`);
-      for (const m of members) await addJid(m, `${spec} member ${m}`);
-    } else {
-      await addJid(spec, spec);
-    }
-    if (out.size > maxRecipients) throw new AlertInputError(`more than ${maxRecipients} recipients`);
-  }
-  if (!out.size) throw new AlertInputError('no recipients');
-  return [...out];
-}
-
 /** Validates the input, resolves its recipients and stores the alert as pending for each of them. */
-export async function storeAlert(storage: Storage, config: Readonly<ResolvedConfig>, input: AlertInput, maxRecipients: number): Promise<{ alert: AlertRecord; recipients: string[] }> {
+export async function storeAlert(ac: AudienceContext, input: AlertInput, maxRecipients: number): Promise<{ alert: AlertRecord; recipients: string[] }> {
   const subject = input.subject.trim();
   const body = input.body.trim();
   if (!subject) throw new AlertInputError('a subject is required');
@@ -135,8 +81,8 @@ export async function storeAlert(storage: Storage, config: Readonly<ResolvedConf
   }
   const priority = input.priority ?? 'medium';
   if (!PRIORITIES.includes(priority)) throw new AlertInputError(`priority must be one of ${PRIORITIES.join(', ')}`);
-  if (!config.hosts.some((h) => h.domain === input.host)) throw new AlertInputError(`${input.host} is not a host of this server`);
-  const recipients = await resolveRecipients(storage, config, input.host, input.to, maxRecipients);
+  if (!ac.config.hosts.some((h) => h.domain === input.host)) throw new AlertInputError(`${input.host} is not a host of this server`);
+  const recipients = await resolveAudience(ac, input.host, input.to, maxRecipients);
   const alert: AlertRecord = {
     id: `alert-${randomBytes(9).toString('base64url')}`,
     host: input.host,
@@ -148,7 +94,7 @@ export async function storeAlert(storage: Storage, config: Readonly<ResolvedConf
     receipts: input.receipts === true,
     createdAt: Date.now(),
   };
-  await storage.alerts.create(alert, recipients);
+  await ac.storage.alerts.create(alert, recipients);
   return { alert, recipients };
 }
 
@@ -257,6 +203,8 @@ export default defineModule({
 });
 
 type Ctx = ModuleContext<unknown>;
+
+const audience = (ctx: Ctx, asker: Jid): AudienceContext => ({ storage: ctx.storage, config: ctx.config, foldValue: (n, v) => ctx.foldValue(n, v), asker });
 
 const badPayload = (text: string) => commandError('bad-payload', text);
 
@@ -381,7 +329,7 @@ function sendCommand(ctx: Ctx, may: (who: Jid) => boolean, maxRecipients: number
         const draft: Draft = { recipients, subject: one('subject'), body: one('body'), url: one('url') || null, priority, receipts, resolved: [] };
         if (!draft.subject || !draft.body || !recipients.length) throw badPayload('recipients, subject and body are required');
         try {
-          draft.resolved = await resolveRecipients(ctx.storage, ctx.config, stage.host, recipients, maxRecipients);
+          draft.resolved = await resolveAudience(audience(ctx, stage.from), stage.host, recipients, maxRecipients);
         } catch (err) {
           if (err instanceof AlertInputError) throw badPayload(err.message);
           throw err;
@@ -408,7 +356,7 @@ function sendCommand(ctx: Ctx, may: (who: Jid) => boolean, maxRecipients: number
         const d = state.draft;
         let stored;
         try {
-          stored = await storeAlert(ctx.storage, ctx.config, { host: stage.host, sender: stage.from.bare, to: d.recipients, subject: d.subject, body: d.body, url: d.url, priority: d.priority, receipts: d.receipts }, maxRecipients);
+          stored = await storeAlert(audience(ctx, stage.from), { host: stage.host, sender: stage.from.bare, to: d.recipients, subject: d.subject, body: d.body, url: d.url, priority: d.priority, receipts: d.receipts }, maxRecipients);
         } catch (err) {
           if (err instanceof AlertInputError) throw badPayload(err.message);
           ctx.log.error({ err }, 'alert could not be stored');

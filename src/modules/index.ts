@@ -26,5 +26,6 @@ import proxy65 from './proxy65.js';
 import muc from './muc/index.js';
 import adhoc from './adhoc.js';
 import alerts from './alerts.js';
+import polls from './polls/index.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam, avatars, upload, proxy65, muc, news, adhoc, alerts] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam, avatars, upload, proxy65, muc, news, adhoc, alerts, polls] as ModuleDefinition[];
