@@ -33,6 +33,10 @@ export const roomConfigSchema = z.object({
   allowPm: z.enum(['anyone', 'participants', 'moderators', 'none']),
   historyLength: z.number().int().min(0),
   language: z.string(),
+  /** XEP-0313 room archive (archive.ts): messages are stored and the room answers MAM queries. */
+  enableArchiving: z.boolean(),
+  /** XEP-0486 room vCard (vcard.ts), serialized; '' when none. Not a form field. */
+  vcard: z.string(),
 });
 
 export type RoomConfig = z.infer<typeof roomConfigSchema>;
@@ -81,6 +85,7 @@ export function configForm(c: RoomConfig, limits: ConfigLimits): Element {
     ['none', 'Nobody'],
   ]);
   field(form, 'muc#roomconfig_historylength', 'text-single', `Messages of history sent on join (0-${limits.maxHistory})`, [String(c.historyLength)]);
+  field(form, 'muc#roomconfig_enablearchiving', 'boolean', 'Archive messages (XEP-0313)', [b(c.enableArchiving)]);
   return form;
 }
 
@@ -143,6 +148,7 @@ export function applyConfigForm(c: RoomConfig, form: Element, limits: ConfigLimi
       case 'muc#roomconfig_historylength':
         next.historyLength = int(v, name, 0, limits.maxHistory);
         break;
+      case 'muc#roomconfig_enablearchiving': next.enableArchiving = bool(v, name); break;
       default:
         break;
     }

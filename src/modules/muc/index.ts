@@ -8,7 +8,10 @@
 //   role lists), §9 admin use cases (ban, member list, moderator grant), §10.1 creating (locked
 //   until the instant form or a configuration is submitted; cancel destroys), §10.2 configuration
 //   (muc#roomconfig, 104 notices), §10.3-§10.7 owner and admin lists, §10.9 destroy with reason
-//   and alternate venue, §7.10 nickname registration (jabber:iq:register on the room).
+//   and alternate venue, §7.10 nickname registration (jabber:iq:register on the room; in a
+//   members-only room a request that admins approve, §9.9) with §7.12 x-roomuser-item and optional
+//   nick lock-down (210), §7.13/§8.6 voice requests (requests.ts), status codes 170-173 and 333,
+//   §6.3 room directory paged with XEP-0059 and the muc#unique room name (directory.ts).
 // Also XEP-0421 occupant-id on presences and messages (HMAC of the real bare JID with a per-room
 // secret) and XEP-0410 self-ping (answered by the service for the pinging occupant's own nick).
 //
@@ -43,6 +46,11 @@ import {
   type RoomConfig,
 } from './config.js';
 import { AFF_RANK, defaultRole, newBucket, Room, type Affiliation, type Occupant, type Role } from './room.js';
+import { mucArchiveOptions, roomArchive } from './archive.js';
+import { NS_MAM } from '../../xmpp/mam.js';
+import { roomVcard } from './vcard.js';
+import { readRequestForm, registrationApprovalForm, voiceApprovalForm, type RequestForm } from './requests.js';
+import { NS_MUC_UNIQUE, NS_RSM, roomPage, uniqueRoomName } from './directory.js';
 
 const optionsSchema = z
   .object({
@@ -61,6 +69,12 @@ const optionsSchema = z
     maxAffiliations: z.number().int().min(1).default(5000).describe('Affiliations (owners, admins, members, outcasts) one room may hold'),
     messagesPerSecond: z.number().min(0.01).default(2).describe('Sustained groupchat and private message rate per occupant'),
     messageBurst: z.number().int().min(1).default(10).describe('Messages an occupant may send at once before the rate applies'),
+    voiceRequestInterval: z.number().int().min(0).default(60).describe('Seconds a visitor must wait between two voice requests in one room (§7.13)'),
+    maxPendingRegistrations: z.number().int().min(1).default(100).describe('Registration requests a members-only room keeps waiting for an admin (§9.9)'),
+    lockRegisteredNicks: z.boolean().default(false).describe('A user with a registered nick always enters under it (status 210, §7.10) and cannot change it'),
+    roomListPageSize: z.number().int().min(1).max(10_000).default(100).describe('Most rooms in one page of the room directory (disco#items, XEP-0059 paging)'),
+    archive: mucArchiveOptions,
+    maxVcardBytes: z.number().int().min(1).default(65_536).describe('Largest room vCard (XEP-0486 avatar) an owner may store, in bytes of XML'),
     defaults: z
       .object({
         persistent: z.boolean().default(false).describe('New rooms are persistent'),
@@ -88,7 +102,7 @@ interface PendingIq {
 
 export default defineModule({
   name: 'muc',
-  xeps: ['0045', '0410', '0421'],
+  xeps: ['0045', '0410', '0421', '0313', '0359', '0486'],
   options: optionsSchema,
   async setup(ctx) {
     const opts = ctx.options;
@@ -121,7 +135,14 @@ export default defineModule({
       allowPm: 'anyone',
       historyLength: Math.min(opts.defaultHistoryLength, opts.maxHistoryLength),
       language: 'en',
+      enableArchiving: opts.archive.enabled,
+      vcard: '',
     });
+
+    // XEP-0313 room archives and XEP-0486 room vCards (archive.ts, vcard.ts).
+    const roomMam = roomArchive(ctx, opts.archive, { rightsOf, rooms: () => rooms.values() });
+    const roomVcards = roomVcard({ log: ctx.log, rightsOf, persist, statusMessage }, opts.maxVcardBytes);
+    roomMam.startRetention();
 
     // ---- persistent rooms ----------------------------------------------------------------------
 
@@ -206,6 +227,12 @@ export default defineModule({
 
     const occJid = (room: Room, nick: string) => `${room.jid}/${nick}`;
 
+    /**
+     * §15.6 170/171: whether the room is logged. The room archive (archive.ts) owns the setting
+     * (muc#roomconfig_enablearchiving); a room without it is not logged.
+     */
+    const roomLogs = (config: RoomConfig): boolean => config.enableArchiving;
+
     interface PresenceOpts {
       type?: 'unavailable';
       codes?: number[];
@@ -227,6 +254,8 @@ export default defineModule({
           p.cnode(clone(c));
         }
       }
+      // §7.14: the exit message of an occupant that leaves goes with its unavailable presence.
+      if (o.type === 'unavailable' && base?.attrs.type === 'unavailable') for (const st of base.getChildren('status')) p.cnode(clone(st));
       const x = p.c('x', { xmlns: NS_MUC_USER });
       const self = viewer === occ;
       const itemAttrs: Record<string, string> = { affiliation: occ.affiliation, role: occ.role };
@@ -291,11 +320,12 @@ export default defineModule({
     /** Removes a whole occupant (all its sessions), telling it and the others (kick, ban, §7.14 leave). */
     function removeOccupant(room: Room, occ: Occupant, o: PresenceOpts, tellSelf = true): void {
       if (tellSelf) for (const to of occ.sessions.keys()) send(occupantPresence(room, occ, occ, to, { ...o, type: 'unavailable' }));
-      for (const full of [...occ.sessions.keys()]) dropSession(room, full);
       room.occupants.delete(occ.nick);
+      // The sessions go last: the others' copies still need the exit status and the real JID.
       for (const viewer of room.occupants.values()) {
         for (const to of viewer.sessions.keys()) send(occupantPresence(room, occ, viewer, to, { ...o, type: 'unavailable' }));
       }
+      for (const full of [...occ.sessions.keys()]) dropSession(room, full);
     }
 
     /** Temporary rooms go with their last occupant (§10.1.3 also: a locked room its creator left). */
@@ -304,28 +334,32 @@ export default defineModule({
       if (room.config.persistent && !room.locked) return;
       rooms.delete(room.jid);
       if (room.config.persistent) await ctx.storage.muc.deleteRoom(room.jid);
+      await roomMam.clear(room.jid);
     }
 
-    async function leave(room: Room, full: string, status?: Element): Promise<void> {
+    async function leave(room: Room, full: string, status?: Element, codes?: number[]): Promise<void> {
       const occ = room.byJid.get(full);
       if (!occ) return;
       if (occ.sessions.size > 1) {
         // Another session keeps the nick: only this one leaves.
-        send(occupantPresence(room, occ, occ, full, { type: 'unavailable' }));
+        send(occupantPresence(room, occ, occ, full, { type: 'unavailable', codes }));
         dropSession(room, full);
         return;
       }
       const p = new Element('presence', { type: 'unavailable' });
       if (status) p.cnode(clone(status));
       occ.sessions.set(full, p);
-      removeOccupant(room, occ, {});
+      occ.role = 'none'; // §7.14: the unavailable presence says role='none'
+      removeOccupant(room, occ, { codes });
       await maybeDispose(room);
     }
 
     // ---- entering (§7.2, §10.1) ------------------------------------------------------------------
 
-    async function join(roomJid: Jid, nick: string, from: Jid, stanza: Element): Promise<void> {
+    async function join(roomJid: Jid, wanted: string, from: Jid, stanza: Element): Promise<void> {
       if (!from.local) throw stanzaError('not-allowed');
+      // Surrounding white space would let "bob " pass for "bob": it goes (with 210 below).
+      let nick = wanted.trim();
       if ([...nick].length > opts.maxNickLength || nick.trim() === '') throw new StanzaError('modify', 'jid-malformed', 'nickname not acceptable');
       const mucX = stanza.getChild('x', NS_MUC);
       let room = rooms.get(roomJid.bare);
@@ -344,9 +378,17 @@ export default defineModule({
         room.affiliations.set(from.bare, { affiliation: 'owner', nick: null, reason: null });
         rooms.set(room.jid, room);
         created = true;
+        // A temporary room of the same name that a restart ended left its archive behind: not this room's.
+        await roomMam.clear(room.jid);
       } else {
         if (room.locked && room.creator !== from.bare) throw new StanzaError('cancel', 'item-not-found', 'the room is locked until its owner configures it');
+        // §7.10 end: a room that locks registered nicks enters the user under its own (210), no error.
+        const reserved = room.affiliations.get(from.bare)?.nick;
+        if (opts.lockRegisteredNicks && reserved) nick = reserved;
       }
+      // §7.2 / §15.6 210: the occupant's nick is not the one it asked for (locked, or normalised).
+      const codes210 = nick !== wanted ? [210] : [];
+      const codes170 = roomLogs(room.config) ? [170] : [];
       const { aff, role, readOnly } = roleFor(room, from.bare);
       if (aff === 'outcast') throw new StanzaError('auth', 'forbidden', 'you are banned from this room');
       // READ from an access file admits a visitor even to a members-only room: the file governs.
@@ -365,6 +407,8 @@ export default defineModule({
         if (pw !== room.config.password) throw new StanzaError('auth', 'not-authorized', 'password required');
       }
 
+      // A persistent room's history after a restart comes from its archive (§7.2.15).
+      await roomMam.hydrate(room, opts.maxHistoryLength);
       if (existing) {
         // Same user, another client, same nick: it shares the occupant (§7.2, multi-session).
         addSession(room, existing, from.full, stanza);
@@ -372,7 +416,7 @@ export default defineModule({
           if (other === existing) continue;
           send(occupantPresence(room, other, existing, from.full));
         }
-        send(occupantPresence(room, existing, existing, from.full, { codes: room.config.whois === 'anyone' ? [100] : [] }));
+        send(occupantPresence(room, existing, existing, from.full, { codes: [...(room.config.whois === 'anyone' ? [100] : []), ...codes170, ...codes210] }));
         sendHistoryAndSubject(room, from.full, mucX);
         return;
       }
@@ -385,6 +429,7 @@ export default defineModule({
       const selfCodes: number[] = [];
       if (room.config.whois === 'anyone') selfCodes.push(100);
       if (created) selfCodes.push(201);
+      selfCodes.push(...codes170, ...codes210);
       broadcastPresence(room, occ, {}, selfCodes);
       if (!created) sendHistoryAndSubject(room, from.full, mucX);
       else send(subjectMessage(room, from.full));
@@ -407,34 +452,36 @@ export default defineModule({
       const type = stanza.attrs.type;
       const room = rooms.get(to.bare);
       if (type === 'unavailable' || type === 'error') {
-        if (room) await leave(room, from.full, type === 'unavailable' ? stanza.getChild('status') : undefined);
+        // §14.1: an error presence from an occupant's client removes it, with 333 for everybody.
+        if (room) await leave(room, from.full, type === 'unavailable' ? stanza.getChild('status') : undefined, type === 'error' ? [333] : undefined);
         return;
       }
       if (type !== undefined) return; // subscriptions and probes are not for rooms
       if (!to.resource) throw new StanzaError('modify', 'jid-malformed', 'a nickname is required');
       const occ = room?.byJid.get(from.full);
       if (!room || !occ) return join(to, to.resource, from, stanza);
-      if (occ.nick === to.resource) {
+      if (occ.nick === to.resource.trim()) {
         // §7.3 presence update.
         occ.sessions.set(from.full, stanza);
         broadcastPresence(room, occ);
         return;
       }
       // §7.6 nickname change.
-      const nick = to.resource;
-      if ([...nick].length > opts.maxNickLength) throw new StanzaError('modify', 'jid-malformed', 'nickname not acceptable');
+      const nick = to.resource.trim();
+      if ([...nick].length > opts.maxNickLength || nick === '') throw new StanzaError('modify', 'jid-malformed', 'nickname not acceptable');
       const other = room.occupants.get(nick);
       if (other && other.bare !== from.bare) throw new StanzaError('cancel', 'conflict', 'nickname in use');
       for (const [jid, a] of room.affiliations) {
         if (a.nick === nick && jid !== from.bare) throw new StanzaError('cancel', 'conflict', 'nickname registered by another user');
       }
       if (other || occ.sessions.size > 1) throw new StanzaError('cancel', 'not-acceptable', 'leave with your other clients first');
+      if (opts.lockRegisteredNicks && room.affiliations.get(from.bare)?.nick) throw new StanzaError('cancel', 'not-acceptable', 'this room keeps you to your registered nickname');
       broadcastPresence(room, occ, { type: 'unavailable', codes: [303], newNick: nick });
       room.occupants.delete(occ.nick);
       occ.nick = nick;
       room.occupants.set(nick, occ);
       occ.sessions.set(from.full, stanza);
-      broadcastPresence(room, occ);
+      broadcastPresence(room, occ, {}, nick !== to.resource ? [210] : []);
     }
 
     // ---- messages --------------------------------------------------------------------------------
@@ -456,21 +503,24 @@ export default defineModule({
         if (subject && !stanza.getChild('body')) return changeSubject(room, occ, subject.getText(), stanza);
         if (occ.role === 'visitor' || occ.role === 'none') throw new StanzaError('auth', 'forbidden', 'you have no voice');
         rate(occ);
-        const out = reflect(room, occ, stanza);
+        const out = await reflect(room, occ, stanza, (m) => roomMam.record(room, from, m));
         if (out.getChild('body')) room.addHistory(out, opts.maxHistoryLength);
         return;
       }
+      const form = readRequestForm(stanza);
+      if (form) return requestForm(room, occ, from, form);
       const x = stanza.getChild('x', NS_MUC_USER);
       if (x?.getChild('invite')) return invite(room, occ, from, x);
       if (x?.getChild('decline')) return decline(room, from, x);
       throw new StanzaError('modify', 'bad-request', 'send groupchat messages to the room');
     }
 
-    /** §7.4: the message from room/nick to every occupant, with the occupant id. */
-    function reflect(room: Room, occ: Occupant, stanza: Element): Element {
+    /** §7.4: the message from room/nick to every occupant, with the occupant id; `before` runs ahead of the broadcast (the archive's stanza-id). */
+    async function reflect(room: Room, occ: Occupant, stanza: Element, before?: (out: Element) => Promise<void>): Promise<Element> {
       const out = new Element('message', { from: occJid(room, occ.nick), type: 'groupchat', id: stanza.attrs.id, 'xml:lang': stanza.attrs['xml:lang'] });
       for (const c of stanza.children) if (typeof c !== 'string' && c.attrs.xmlns !== NS.OCCUPANT_ID) out.cnode(clone(c));
       out.c('occupant-id', { xmlns: NS.OCCUPANT_ID, id: room.occupantId(occ.bare) });
+      if (before) await before(out);
       for (const viewer of room.occupants.values()) {
         for (const jid of viewer.sessions.keys()) {
           const m = clone(out);
@@ -489,7 +539,7 @@ export default defineModule({
       room.subject = text;
       room.subjectBy = occ.nick;
       await persist(room);
-      reflect(room, occ, stanza);
+      await reflect(room, occ, stanza);
     }
 
     function privateMessage(room: Room, occ: Occupant | undefined, nick: string, stanza: Element, type: string): void {
@@ -550,16 +600,88 @@ export default defineModule({
       send(m);
     }
 
+    // ---- request forms: §7.13/§8.6 voice, §9.9 registration ----------------------------------------
+
+    async function requestForm(room: Room, occ: Occupant | undefined, from: Jid, form: RequestForm): Promise<void> {
+      if (form.kind === 'voice-request') return voiceRequest(room, occ);
+      if (form.kind === 'voice-approval') return voiceApproval(room, occ, form);
+      return registrationApproval(room, from, form);
+    }
+
+    /** §7.13: a visitor asks for voice; §8.6: the room sends the approval form to every moderator. */
+    function voiceRequest(room: Room, occ: Occupant | undefined): void {
+      if (!occ) throw new StanzaError('modify', 'not-acceptable', 'you are not in the room');
+      if (occ.role !== 'visitor') throw new StanzaError('cancel', 'not-allowed', 'only visitors request voice');
+      const now = Date.now();
+      const wait = opts.voiceRequestInterval * 1000;
+      const last = room.voiceRequests.get(occ.bare);
+      if (last !== undefined && now - last < wait) throw new StanzaError('wait', 'resource-constraint', 'you requested voice a moment ago');
+      if (room.voiceRequests.size >= room.config.maxUsers) for (const [b, t] of room.voiceRequests) if (now - t >= wait) room.voiceRequests.delete(b);
+      room.voiceRequests.set(occ.bare, now);
+      const realJid = [...occ.sessions.keys()].at(-1) ?? occ.bare;
+      for (const mod of room.occupants.values()) {
+        if (mod.role !== 'moderator') continue;
+        for (const to of mod.sessions.keys()) {
+          const m = new Element('message', { from: room.jid, to, id: randomBytes(6).toString('hex') });
+          m.cnode(voiceApprovalForm(realJid, occ.nick));
+          send(m);
+        }
+      }
+    }
+
+    /** §8.6: a moderator's submitted approval form grants voice as §8.3 would. */
+    function voiceApproval(room: Room, occ: Occupant | undefined, form: Extract<RequestForm, { kind: 'voice-approval' }>): void {
+      if (!occ || occ.role !== 'moderator') throw new StanzaError('auth', 'forbidden', 'only moderators approve voice requests');
+      if (!form.allow) return;
+      const target = room.occupants.get(form.nick);
+      // The nick may have changed hands since the request: muc#jid, when given, must still match.
+      if (!target || (form.jid !== '' && Jid.tryParse(form.jid)?.bare !== target.bare)) throw new StanzaError('cancel', 'item-not-found', 'no such occupant');
+      room.voiceRequests.delete(target.bare);
+      if (target.role !== 'visitor') return; // another moderator was quicker
+      target.role = 'participant';
+      broadcastPresence(room, target, { actor: occ.nick });
+    }
+
+    /** §9.9: the request waits; every admin and owner gets the approval form (once per request). */
+    function requestRegistration(room: Room, bare: string, nick: string): void {
+      const again = room.pendingRegistrations.has(bare);
+      if (!again && room.pendingRegistrations.size >= opts.maxPendingRegistrations) throw new StanzaError('wait', 'resource-constraint', 'too many registration requests are waiting');
+      room.pendingRegistrations.set(bare, nick);
+      if (again) return;
+      let told = 0;
+      for (const [jid, a] of room.affiliations) {
+        if ((a.affiliation !== 'admin' && a.affiliation !== 'owner') || !jid.includes('@')) continue;
+        if (++told > 50) break;
+        // To the bare JID: an admin who is offline finds it later (the body is for clients without forms).
+        const m = new Element('message', { from: room.jid, to: jid, id: randomBytes(6).toString('hex') });
+        m.c('body').t(`${bare} asks to register with ${room.jid} as ${nick}.`);
+        m.cnode(registrationApprovalForm(bare, nick));
+        send(m);
+      }
+    }
+
+    async function registrationApproval(room: Room, from: Jid, form: Extract<RequestForm, { kind: 'registration-approval' }>): Promise<void> {
+      if (AFF_RANK[affOf(room, from)] < AFF_RANK.admin) throw new StanzaError('auth', 'forbidden', 'only admins and owners approve registrations');
+      const bare = Jid.tryParse(form.jid)?.bare;
+      const nick = bare === undefined ? undefined : room.pendingRegistrations.get(bare);
+      if (bare === undefined || nick === undefined) throw new StanzaError('cancel', 'item-not-found', 'no such registration request');
+      room.pendingRegistrations.delete(bare);
+      if (!form.allow || rightsOf(room, bare).aff === 'outcast') return;
+      if (nickReservedByOther(room, nick, bare)) throw new StanzaError('cancel', 'conflict', 'the nickname was registered by another user meanwhile');
+      await registerNick(room, bare, nick, actorOf(room, from) ?? undefined);
+    }
+
     // ---- affiliations and roles (§8, §9, §10) ------------------------------------------------------
 
     async function setAffiliation(room: Room, bare: string, aff: Affiliation, reason: string | null, actor?: Occupant): Promise<void> {
       if (aff !== 'none' && !room.affiliations.has(bare) && room.affiliations.size >= opts.maxAffiliations) {
         throw new StanzaError('wait', 'resource-constraint', 'too many affiliations');
       }
-      const prev = room.affiliations.get(bare);
+      // §9.1: a ban also frees the outcast's registered nickname.
+      const nick = aff === 'outcast' ? null : (room.affiliations.get(bare)?.nick ?? null);
       if (aff === 'none') room.affiliations.delete(bare);
-      else room.affiliations.set(bare, { affiliation: aff, nick: prev?.nick ?? null, reason });
-      if (room.config.persistent) await ctx.storage.muc.setAffiliation(room.jid, bare, aff, prev?.nick ?? null, reason);
+      else room.affiliations.set(bare, { affiliation: aff, nick, reason });
+      if (room.config.persistent) await ctx.storage.muc.setAffiliation(room.jid, bare, aff, nick, reason);
       // Occupants of that user (or of that domain, for a server ban) change at once.
       for (const occ of [...room.occupants.values()]) {
         if (occ.bare !== bare && !(aff === 'outcast' && !bare.includes('@') && occ.bare.endsWith(`@${bare}`))) continue;
@@ -634,6 +756,8 @@ export default defineModule({
         }
         if (!bare) throw new StanzaError('cancel', 'item-not-found', 'no such user');
         if (AFF_RANK[myAff] < AFF_RANK.admin) throw new StanzaError('auth', 'forbidden', 'admins and owners only');
+        // §9.1: admins and owners cannot ban themselves.
+        if (aff === 'outcast' && bare === from.bare) throw new StanzaError('cancel', 'conflict', 'you cannot ban yourself');
         const current = room.storedAffiliation(bare);
         // §9/§10: admins manage members and outcasts of lower standing; owners manage everything.
         if (myAff !== 'owner' && (AFF_RANK[current] >= AFF_RANK.admin || aff === 'admin' || aff === 'owner')) {
@@ -706,9 +830,14 @@ export default defineModule({
       else if (old.persistent) await ctx.storage.muc.deleteRoom(room.jid);
       if (next.historyLength < room.history.length) room.history = room.history.slice(-Math.max(next.historyLength, 0));
       if (wasLocked) return;
-      // §10.2.1 notices: 104 always, 172/173 when the room turned (semi-)anonymous.
-      const codes = [104];
+      // §10.2.1 notices: 170/171 (logging) and 172/173 (anonymity) for a change of the room's
+      // privacy profile, 104 for any other change (and for a submission that changed nothing).
+      // 174 (fully anonymous) never applies: such rooms are not offered (removed from XEP-0045).
+      const codes: number[] = [];
+      if (roomLogs(old) !== roomLogs(next)) codes.push(roomLogs(next) ? 170 : 171);
       if (old.whois !== next.whois) codes.push(next.whois === 'anyone' ? 172 : 173);
+      const otherChange = (Object.keys(next) as (keyof RoomConfig)[]).some((k) => k !== 'whois' && k !== 'enableArchiving' && next[k] !== old[k]);
+      if (otherChange || codes.length === 0) codes.push(104);
       statusMessage(room, codes);
       if (old.whois !== next.whois) {
         // What others may see changed: everybody gets the occupant list again.
@@ -754,6 +883,7 @@ export default defineModule({
       room.occupants.clear();
       rooms.delete(room.jid);
       await ctx.storage.muc.deleteRoom(room.jid);
+      await roomMam.clear(room.jid);
     }
 
     // ---- iq --------------------------------------------------------------------------------------
@@ -761,7 +891,7 @@ export default defineModule({
     function serviceInfo(): Element {
       const q = new Element('query', { xmlns: NS.DISCO_INFO });
       q.c('identity', { category: 'conference', type: 'text', name: opts.name });
-      for (const f of [NS.DISCO_INFO, NS.DISCO_ITEMS, NS_MUC, NS.PING, NS.OCCUPANT_ID]) q.c('feature', { var: f });
+      for (const f of [NS.DISCO_INFO, NS.DISCO_ITEMS, NS_MUC, NS.PING, NS.OCCUPANT_ID, NS_MUC_UNIQUE, NS_RSM, NS.VCARD]) q.c('feature', { var: f });
       return q;
     }
 
@@ -770,6 +900,16 @@ export default defineModule({
       q.c('identity', { category: 'conference', type: 'text', name: room.config.name || room.jid.slice(0, room.jid.indexOf('@')) });
       for (const f of [NS.DISCO_INFO, NS.DISCO_ITEMS, NS.PING, NS.OCCUPANT_ID, NS.REGISTER, ...roomFeatures(room.config)]) q.c('feature', { var: f });
       q.cnode(roomInfoForm(room.config, room.occupants.size, room.subject));
+      roomMam.extendInfo(room, q);
+      roomVcards.extendInfo(room, q);
+      return q;
+    }
+
+    /** §7.12: the user's registered nick as an identity name, or an empty answer. */
+    function reservedNick(room: Room, from: Jid): Element {
+      const q = new Element('query', { xmlns: NS.DISCO_INFO, node: 'x-roomuser-item' });
+      const nick = room.affiliations.get(from.bare)?.nick;
+      if (nick) q.c('identity', { category: 'conference', type: 'text', name: nick });
       return q;
     }
 
@@ -778,6 +918,7 @@ export default defineModule({
       if (!room) throw new StanzaError('cancel', 'item-not-found', 'no such room');
       const visible = !room.locked || room.creator === from.bare;
       if (type === 'get' && ns === NS.DISCO_INFO && payload.name === 'query') {
+        if (visible && payload.attrs.node === 'x-roomuser-item') return reservedNick(room, from);
         if (!visible || payload.attrs.node) throw stanzaError('item-not-found');
         return roomInfo(room);
       }
@@ -803,13 +944,15 @@ export default defineModule({
         await adminSet(room, from, payload);
         return undefined;
       }
+      if (ns === NS.VCARD && payload.name === 'vCard') return roomVcards.iq(room, type, payload, from);
+      if (ns === NS_MAM) return roomMam.iq(room, type, payload, from);
       throw stanzaError('service-unavailable');
     }
 
     /**
      * §7.10 registering with a room: the form (a nickname), or the registered nick; submitting it
-     * makes the user a member with that nick reserved. Members-only rooms take registrations
-     * through admins only (§9.3), so they refuse here.
+     * makes the user a member with that nick reserved. In a members-only room the submission is a
+     * request that an admin or owner approves (§9.9).
      */
     async function register(room: Room, type: 'get' | 'set', payload: Element, from: Jid): Promise<Element> {
       const current = room.affiliations.get(from.bare);
@@ -836,21 +979,34 @@ export default defineModule({
         return q;
       }
       const x = payload.getChild('x', NS.DATA_FORMS);
-      const nick = x?.getChildren('field').find((f) => f.attrs.var === 'muc#register_roomnick')?.getChildText('value')?.trim() ?? '';
+      // §7.10: no (submitted) data form is a bad request.
+      if (!x || x.attrs.type !== 'submit') throw new StanzaError('modify', 'bad-request', 'submit the registration form');
+      const nick = x.getChildren('field').find((f) => f.attrs.var === 'muc#register_roomnick')?.getChildText('value')?.trim() ?? '';
       if (!nick || [...nick].length > opts.maxNickLength || Jid.tryParse(`${room.jid}/${nick}`) === null) throw new StanzaError('modify', 'not-acceptable', 'nickname not acceptable');
       const aff = rightsOf(room, from.bare).aff;
       if (aff === 'outcast') throw new StanzaError('auth', 'forbidden');
-      if (room.config.membersOnly && AFF_RANK[aff] < AFF_RANK.member) throw new StanzaError('cancel', 'not-allowed', 'ask an admin for membership');
-      for (const [jid, a] of room.affiliations) if (a.nick === nick && jid !== from.bare) throw new StanzaError('cancel', 'conflict', 'nickname registered by another user');
+      if (nickReservedByOther(room, nick, from.bare)) throw new StanzaError('cancel', 'conflict', 'nickname registered by another user');
       const taken = room.occupants.get(nick);
       if (taken && taken.bare !== from.bare) throw new StanzaError('cancel', 'conflict', 'nickname in use');
-      if (!current) await setAffiliation(room, from.bare, 'member', null);
-      const entry = room.affiliations.get(from.bare);
+      // §9.9: membership of a members-only room is an admin's decision; the request waits for one.
+      if (room.config.membersOnly && AFF_RANK[aff] < AFF_RANK.member) requestRegistration(room, from.bare, nick);
+      else await registerNick(room, from.bare, nick);
+      return q;
+    }
+
+    function nickReservedByOther(room: Room, nick: string, bare: string): boolean {
+      for (const [jid, a] of room.affiliations) if (a.nick === nick && jid !== bare) return true;
+      return false;
+    }
+
+    /** §7.10: the user becomes a member (unless it is more already) with `nick` reserved. */
+    async function registerNick(room: Room, bare: string, nick: string, actor?: Occupant): Promise<void> {
+      if (!room.affiliations.has(bare)) await setAffiliation(room, bare, 'member', null, actor);
+      const entry = room.affiliations.get(bare);
       if (entry) {
         entry.nick = nick;
-        if (room.config.persistent) await ctx.storage.muc.setAffiliation(room.jid, from.bare, entry.affiliation, nick, entry.reason);
+        if (room.config.persistent) await ctx.storage.muc.setAffiliation(room.jid, bare, entry.affiliation, nick, entry.reason);
       }
-      return q;
     }
 
     /** An iq to room/nick: XEP-0410 self-ping, otherwise §7.5 forwarding to the occupant (ids rewritten). */
@@ -890,15 +1046,17 @@ export default defineModule({
       }
       if (type === 'get' && ns === NS.DISCO_ITEMS && payload.name === 'query') {
         if (payload.attrs.node) throw stanzaError('item-not-found');
-        const q = new Element('query', { xmlns: NS.DISCO_ITEMS });
+        // §6.3: public rooms only, in a stable order so that XEP-0059 pages follow each other.
         const domain = `${opts.subdomain}.${host}`;
-        let n = 0;
-        for (const r of rooms.values()) {
-          if (!r.config.public || r.locked || !r.jid.endsWith(`@${domain}`)) continue;
-          if (++n > 1000) break; // XEP-0059 paging would be the way past this
-          q.c('item', { jid: r.jid, name: r.config.name || undefined });
-        }
-        return q;
+        const listed = [...rooms.values()]
+          .filter((r) => r.config.public && !r.locked && r.jid.endsWith(`@${domain}`))
+          .map((r) => ({ jid: r.jid, name: r.config.name }))
+          .sort((x, y) => (x.jid < y.jid ? -1 : x.jid > y.jid ? 1 : 0));
+        return roomPage(listed, payload.getChild('set', NS_RSM), opts.roomListPageSize);
+      }
+      if (type === 'get' && ns === NS_MUC_UNIQUE && payload.name === 'unique') {
+        const domain = `${opts.subdomain}.${host}`;
+        return new Element('unique', { xmlns: NS_MUC_UNIQUE }).t(uniqueRoomName((local) => rooms.has(`${local}@${domain}`)));
       }
       if (type === 'get' && ns === NS.PING && payload.name === 'ping') return undefined;
       throw stanzaError('service-unavailable');
@@ -940,6 +1098,19 @@ export default defineModule({
         send(iqResult(stanza, result));
       });
     }
+
+    // The people of a room, for features that address a room's audience (polls, alerts): its
+    // occupants and its members, admins and owners. Only one of them (or an administrator) may ask.
+    ctx.fold('venue.audience', (ev) => {
+      if (ev.kind !== 'room' || ev.members) return ev;
+      const room = rooms.get(ev.venue);
+      if (!room || room.locked) return ev;
+      const people = new Set<string>();
+      for (const o of room.occupants.values()) people.add(o.bare);
+      for (const [j, a] of room.affiliations) if (j.includes('@') && AFF_RANK[a.affiliation] >= AFF_RANK.member) people.add(j);
+      if (ev.asker && !people.has(ev.asker.bare) && !ctx.acl.allows('admin', ev.asker)) throw new StanzaError('auth', 'forbidden', `you are not a member of ${ev.venue}`);
+      return { ...ev, members: [...people] };
+    });
 
     // A session that ends leaves its rooms (a hibernated XEP-0198 session keeps its place).
     ctx.hook('session.closed', async ({ session }) => {

@@ -47,6 +47,10 @@ export class Room {
   subjectBy = '';
   /** §10.1.1: a new room admits nobody but its creator until it is configured. */
   locked = false;
+  /** §7.13 voice requests: real bare JID -> when it last asked (the rate limit). */
+  readonly voiceRequests = new Map<string, number>();
+  /** §9.9 registration requests waiting for an admin: real bare JID -> the nick asked for. */
+  readonly pendingRegistrations = new Map<string, string>();
 
   constructor(
     readonly jid: string,

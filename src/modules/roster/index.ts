@@ -401,8 +401,11 @@ export default defineModule({
 
     async function broadcastUnavailable(session: C2SSession, stanza: Element | null): Promise<void> {
       if (!session.available) {
-        // Not available: still close directed presence.
-        for (const d of session.directed) await send(new Element('presence', { type: 'unavailable', from: session.jid?.full, to: d }));
+        // Not available: still close directed presence (RFC 6121 §4.6.3), with the exit status
+        // (XEP-0045 §7.14: a room shows it to the other occupants).
+        const out = new Element('presence', { type: 'unavailable', from: session.jid?.full });
+        if (stanza) for (const c of stanza.getChildElements()) if (c.name === 'status') out.cnode(clone(c));
+        for (const d of session.directed) await send(withTo(out, d));
         session.directed.clear();
         return;
       }
