@@ -8,7 +8,8 @@
 // node, so they are kept in that record under two `parley#` keys (JSON) rather than in new tables:
 // no migration for every backend, and one read gives a request everything it needs. Writes go
 // through the module's per-service serializer. The cost: each subscribe rewrites the node record,
-// which is why subscribers per node are capped.
+// which is why subscribers per node are capped. Pending subscriptions (§8.6) are kept there too, so
+// they survive a restart.
 import { Element } from 'ltx';
 import { stanzaError } from '../../xmpp/errors.js';
 import type { PubsubNode } from '../../storage/types.js';
@@ -40,8 +41,12 @@ export interface ChannelConfig {
   sendLast: SendLast;
   notifyRetract: boolean;
   notifyDelete: boolean;
+  /** §8.2.5.3 pubsub#notify_config: subscribers hear of configuration changes. */
+  notifyConfig: boolean;
   deliverNotifications: boolean;
   deliverPayloads: boolean;
+  /** pubsub#item_expire in seconds (0: items never expire). */
+  itemExpire: number;
 }
 
 export interface Subscription {
@@ -79,8 +84,10 @@ export function defaultChannelConfig(maxItems: number): ChannelConfig {
     sendLast: 'on_sub_and_presence',
     notifyRetract: true,
     notifyDelete: true,
+    notifyConfig: false,
     deliverNotifications: true,
     deliverPayloads: true,
+    itemExpire: 0,
   };
 }
 
@@ -108,6 +115,19 @@ export function applyChannelFields(base: ChannelConfig, fields: Map<string, stri
         if (!PUBLISH_MODELS.includes(v as PublishModel)) throw bad();
         c.publishModel = v as PublishModel;
         break;
+      case 'pubsub#notify_config': {
+        const b = parseBool(v);
+        if (b === null) throw bad();
+        c.notifyConfig = b;
+        break;
+      }
+      case 'pubsub#item_expire': {
+        // §16.4.4 integer-or-max: 'max' means no limit but the service's (none here), as does 0.
+        if (v === 'max') c.itemExpire = 0;
+        else if (v !== undefined && /^\d{1,9}$/.test(v)) c.itemExpire = Number(v);
+        else throw bad();
+        break;
+      }
       case 'pubsub#notification_type':
         // Notifications are headlines (never stored offline: subscribers get the last items at login).
         if (v !== 'headline') throw bad();
@@ -140,6 +160,8 @@ export function channelConfigForm(c: ChannelConfig, maxItemsLimit: number): Elem
   list('pubsub#send_last_published_item', 'When to send the last published item', c.sendLast, SEND_LAST);
   bool('pubsub#notify_retract', 'Notify subscribers when items are removed', c.notifyRetract);
   bool('pubsub#notify_delete', 'Notify subscribers when the channel is deleted', c.notifyDelete);
+  bool('pubsub#notify_config', 'Notify subscribers when the configuration changes', c.notifyConfig);
+  text('pubsub#item_expire', 'Number of seconds after which items are removed (0: never)', String(c.itemExpire));
   bool('pubsub#deliver_notifications', 'Deliver event notifications', c.deliverNotifications);
   bool('pubsub#deliver_payloads', 'Deliver payloads with event notifications', c.deliverPayloads);
   list('pubsub#notification_type', 'Message type of notifications', 'headline', ['headline']);
@@ -206,8 +228,10 @@ export function toStoredChannel(ch: Channel): Record<string, string> {
     'pubsub#send_last_published_item': c.sendLast,
     'pubsub#notify_retract': String(c.notifyRetract),
     'pubsub#notify_delete': String(c.notifyDelete),
+    'pubsub#notify_config': String(c.notifyConfig),
     'pubsub#deliver_notifications': String(c.deliverNotifications),
     'pubsub#deliver_payloads': String(c.deliverPayloads),
+    'pubsub#item_expire': String(c.itemExpire),
     [AFF_KEY]: JSON.stringify(Object.fromEntries(ch.affiliations)),
     [SUBS_KEY]: JSON.stringify(ch.subscriptions),
   };
@@ -233,7 +257,9 @@ export function fromStoredChannel(n: PubsubNode, maxItemsLimit: number, defaultM
       }
     }
   }
-  if (affiliations.size === 0) affiliations.set(n.owner, 'owner');
+  // Only a record without the key falls back to the creator: a channel whose last owner's account
+  // was removed stays ownerless (the creator's JID may be registered again by someone else).
+  if (!(AFF_KEY in n.config)) affiliations.set(n.owner, 'owner');
   return { name: n.node, createdAt: n.createdAt, config, affiliations, subscriptions };
 }
 

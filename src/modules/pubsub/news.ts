@@ -7,11 +7,19 @@
 // items retrieval (all, by id, max_items), §7.1 publish with item ids (publish models publishers,
 // subscribers, open; §7.1.5 publish-options as preconditions), §7.2 retract with notify, §8.1
 // create (instant nodes, create-and-configure), §8.2 configure, §8.3 default configuration, §8.4
-// delete with redirect and notification, §8.5 purge, §8.6 subscription approval by the owner
-// (authorization form message), §8.8 manage subscriptions, §8.9 manage affiliations (owner,
-// publisher, publish-only, member, none, outcast), §12 notifications as headline messages with
-// payloads and SHIM SubID headers. Not implemented: collections, item expiry, digests, §8.7 pending
-// retrieval by ad-hoc command (owners get a form message per request instead).
+// delete with redirect and notification, §8.2.5.3 configuration change notification
+// (pubsub#notify_config), §8.5 purge, §8.6 subscription approval by the owner (authorization form
+// message; pending requests are stored with the channel), §8.7 pending requests by the XEP-0050
+// command pubsub#get-pending, §8.8 manage subscriptions, §8.9 manage affiliations (owner, publisher,
+// publish-only, member, none, outcast) with §8.9.4 notification of the affected entity, §12
+// notifications as headline messages with payloads and SHIM SubID headers, pubsub#item_expire
+// (expired items are hidden on read and removed by a periodic sweep, without retract notifications:
+// nobody retracted them). Not implemented: collections, digests.
+//
+// Account removal: the account's subscriptions and affiliations leave every channel of its host's
+// service. Its channels stay (Prosody and ejabberd delete a removed user's nodes only for PEP); a
+// channel left without an owner is managed by accounts with the `admin` right, who may name a new
+// owner through §8.9. Nobody else gains rights, and the creator's JID never becomes owner again.
 //
 // Rights: creating a channel needs the service-wide right `channel.create` (access control files);
 // on each channel, an access file may grant MANAGE/WRITE/READ/NONE, read as owner / publisher /
@@ -30,9 +38,11 @@
 import { randomBytes } from 'node:crypto';
 import { clone, Element, parse } from 'ltx';
 import { z } from 'zod';
+import type { HookMap } from '../../core/hooks.js';
 import { defineModule } from '../../core/module.js';
 import { serializer } from '../../core/serializer.js';
 import type { PubsubItem } from '../../storage/types.js';
+import { commandError, NS_COMMANDS } from '../../xmpp/adhoc.js';
 import { StanzaError, stanzaError } from '../../xmpp/errors.js';
 import { Jid } from '../../xmpp/jid.js';
 import { NS } from '../../xmpp/ns.js';
@@ -71,6 +81,7 @@ const FEATURES = [
   'create-nodes',
   'delete-items',
   'delete-nodes',
+  'get-pending',
   'instant-nodes',
   'item-ids',
   'last-published',
@@ -108,6 +119,7 @@ const optionsSchema = z
     maxPayloadBytes: z.number().int().min(256).default(64 * 1024).describe('Largest item payload in bytes'),
     maxSubscriptionsPerUser: z.number().int().min(1).default(200).describe('Most subscriptions one user holds on a news service (all channels)'),
     maxSubscribersPerNode: z.number().int().min(1).default(5000).describe('Most subscriptions (including pending ones) on one channel'),
+    expirySweepSeconds: z.number().int().min(1).default(60).describe('How often items older than their channel\'s pubsub#item_expire are removed in the background'),
     lastItemsOnLogin: z.number().int().min(0).max(50).default(1).describe('Newest items of each subscribed channel sent at login (send_last_published_item=on_sub_and_presence; 0: none)'),
   })
   .strict();
@@ -120,6 +132,13 @@ interface Req {
 }
 
 const bareOf = (jid: string) => Jid.tryParse(jid)?.bare ?? jid;
+
+// The command descriptor types come from the hook adhoc.ts declares (modules do not import each other).
+type AdhocCommand = HookMap['adhoc.commands']['commands'][number];
+type AdhocStage = Parameters<AdhocCommand['run']>[0];
+const NODE_GET_PENDING = `${NS_PUBSUB}#get-pending`;
+const COMMAND_SESSION_MS = 10 * 60_000;
+const MAX_COMMAND_SESSIONS = 1000;
 
 export default defineModule({
   name: 'news',
@@ -165,8 +184,12 @@ export default defineModule({
           return 'member';
         case 'NONE':
           return 'outcast';
-        default:
-          return ch.affiliations.get(who.bare) ?? 'none';
+        default: {
+          const a = ch.affiliations.get(who.bare);
+          if (a) return a;
+          // A channel whose last owner's account was removed is managed by administrators.
+          return owners(ch).length === 0 && ctx.acl.allows('admin', who.toBare()) ? 'owner' : 'none';
+        }
       }
     }
 
@@ -305,7 +328,7 @@ export default defineModule({
     /** §6.1.7 / §12.3: the newest items, one message each with its <delay/>, to one JID. */
     async function sendLast(service: string, ch: Channel, to: string, count: number): Promise<void> {
       if (count < 1 || ch.config.sendLast === 'never' || !ch.config.deliverNotifications) return;
-      for (const it of await store.getItems(service, ch.name, { max: count })) {
+      for (const it of unexpired(service, ch, await store.getItems(service, ch.name, { max: count }))) {
         const msg = message(service, to, 'headline');
         msg.cnode(itemsEvent(ch, [it]));
         msg.cnode(delayElement(service, new Date(it.updatedAt)));
@@ -320,9 +343,36 @@ export default defineModule({
       await send(msg);
     }
 
-    /** §8.6.1: asks each owner to approve a pending subscription with a data form. */
-    async function askOwners(service: string, ch: Channel, sub: Subscription): Promise<void> {
-      for (const owner of owners(ch)) {
+    /** §8.9.4: tells an entity its affiliation changed (normal message, so it waits offline). */
+    async function affiliationNotice(service: string, ch: Channel, bare: string, affiliation: Affiliation): Promise<void> {
+      const msg = message(service, bare);
+      msg.c('body').t(`Your affiliation with the news channel "${ch.config.title || ch.name}" is now: ${affiliation}.`);
+      msg.c('pubsub', { xmlns: NS_PUBSUB }).c('affiliations', { node: ch.name }).c('affiliation', { jid: bare, affiliation });
+      await send(msg);
+    }
+
+    /** pubsub#item_expire: the items not yet expired; expired ones found are removed in the background. */
+    function unexpired(service: string, ch: Channel, list: PubsubItem[]): PubsubItem[] {
+      if (ch.config.itemExpire === 0) return list;
+      const cutoff = Date.now() - ch.config.itemExpire * 1000;
+      const live = list.filter((it) => it.updatedAt > cutoff);
+      if (live.length < list.length) void purgeExpired(service, ch.name).catch((err: unknown) => ctx.log.warn({ err }, 'expired news items not removed'));
+      return live;
+    }
+
+    /** Removes a channel's expired items; serialized with publish so that a re-published item is kept. */
+    async function purgeExpired(service: string, name: string): Promise<void> {
+      await serial(service, async () => {
+        const ch = await load(service, name);
+        if (!ch || ch.config.itemExpire === 0) return;
+        const cutoff = Date.now() - ch.config.itemExpire * 1000;
+        for (const it of await store.getItems(service, name)) if (it.updatedAt <= cutoff) await store.retract(service, name, it.id);
+      });
+    }
+
+    /** §8.6.1: asks each owner (or `to`, for §8.7) to approve a pending subscription with a data form. */
+    async function askOwners(service: string, ch: Channel, sub: Subscription, to: string[] = owners(ch)): Promise<void> {
+      for (const owner of to) {
         const msg = message(service, owner);
         const x = msg.c('x', { xmlns: NS_DATA, type: 'form' });
         x.c('title').t('PubSub subscriber request');
@@ -442,7 +492,7 @@ export default defineModule({
         max = Number(el.attrs.max_items);
       }
       const ids = el.getChildren('item').map((i) => i.attrs.id as string | undefined).filter((id): id is string => !!id);
-      const found = ids.length ? await store.getItems(req.service, name, { ids }) : await store.getItems(req.service, name, { max });
+      const found = unexpired(req.service, ch, ids.length ? await store.getItems(req.service, name, { ids }) : await store.getItems(req.service, name, { max }));
       if (ids.length === 1 && found.length === 0) throw stanzaError('item-not-found', 'no such item');
       const res = new Element('pubsub', { xmlns: NS_PUBSUB });
       const list = res.c('items', { node: name });
@@ -576,6 +626,18 @@ export default defineModule({
         return { ch, gone };
       });
       for (const s of dropped.gone) req.after.push(() => subscriptionNotice(req.service, dropped.ch, s, 'none'));
+      const { config } = dropped.ch;
+      // §8.2.5.3: the new configuration, as a result form when the channel delivers payloads.
+      if (config.notifyConfig && config.deliverNotifications) {
+        const ev = new Element('event', { xmlns: NS_PUBSUB_EVENT });
+        const c = ev.c('configuration', { node: name });
+        if (config.deliverPayloads) {
+          const x = channelConfigForm(config, opts.maxItems);
+          x.attrs.type = 'result';
+          c.cnode(x);
+        }
+        req.after.push(() => notify(req.service, dropped.ch, ev));
+      }
       return undefined;
     }
 
@@ -683,23 +745,37 @@ export default defineModule({
         if (!j || !a || !AFFILIATIONS.includes(a)) throw stanzaError('bad-request', 'each affiliation needs a jid and a known affiliation');
         return { bare: j.bare, affiliation: a };
       });
-      const { ch, removed } = await serial(req.service, async () => {
+      // §8.9.2.4: one <affiliation/> per entity.
+      if (new Set(changes.map((c) => c.bare)).size !== changes.length) throw stanzaError('bad-request', 'an entity is named twice');
+      const { ch, removed, approved, changed } = await serial(req.service, async () => {
         const ch = await requireChannel(req.service, name);
         requireOwner(ch, req.from);
         const next = new Map(ch.affiliations);
-        for (const c of changes) {
+        const changed = changes.filter((c) => (ch.affiliations.get(c.bare) ?? 'none') !== c.affiliation);
+        for (const c of changed) {
           if (c.affiliation === 'none') next.delete(c.bare);
           else next.set(c.bare, c.affiliation);
         }
-        // §8.9.2.4: a channel never loses its last owner.
-        if (![...next.values()].includes('owner')) throw stanzaError('not-acceptable', 'a channel needs at least one owner');
+        // §8.9.2.4: a channel never loses its last owner (an ownerless one, see above, may stay so).
+        if (owners(ch).length > 0 && ![...next.values()].includes('owner')) throw stanzaError('not-acceptable', 'a channel needs at least one owner');
         ch.affiliations = next;
+        // §4.1: outcasts lose their subscriptions; §8.7: pending requests of new owners and
+        // publishers are approved, those of outcasts denied.
         const removed = ch.subscriptions.filter((s) => next.get(bareOf(s.jid)) === 'outcast');
         ch.subscriptions = ch.subscriptions.filter((s) => !removed.includes(s));
+        const approved = ch.subscriptions.filter((s) => s.state === 'pending' && ['owner', 'publisher'].includes(next.get(bareOf(s.jid)) ?? 'none'));
+        for (const s of approved) s.state = 'subscribed';
         await save(req.service, ch);
-        return { ch, removed };
+        return { ch, removed, approved, changed };
       });
+      for (const c of changed) req.after.push(() => affiliationNotice(req.service, ch, c.bare, c.affiliation));
       for (const s of removed) req.after.push(() => subscriptionNotice(req.service, ch, s, 'none'));
+      for (const s of approved) {
+        req.after.push(async () => {
+          await subscriptionNotice(req.service, ch, s, 'subscribed');
+          await sendLast(req.service, ch, s.jid, 1);
+        });
+      }
       return undefined;
     }
 
@@ -786,7 +862,13 @@ export default defineModule({
       const q = new Element('query', { xmlns: NS.DISCO_INFO, node });
       if (node === undefined) {
         q.c('identity', { category: 'pubsub', type: 'service', name: opts.name });
-        for (const f of [NS.DISCO_INFO, NS.DISCO_ITEMS, NS_PUBSUB, ...FEATURES]) q.c('feature', { var: f });
+        for (const f of [NS.DISCO_INFO, NS.DISCO_ITEMS, NS_COMMANDS, NS_PUBSUB, ...FEATURES]) q.c('feature', { var: f });
+        return q;
+      }
+      if (node === NODE_GET_PENDING) {
+        // XEP-0050 §2.2: the command node.
+        q.c('identity', { category: 'automation', type: 'command-node', name: getPending.name });
+        for (const f of [NS_COMMANDS, NS_DATA]) q.c('feature', { var: f });
         return q;
       }
       const ch = await load(req.service, node);
@@ -805,11 +887,16 @@ export default defineModule({
         }
         return q;
       }
+      if (node === NS_COMMANDS) {
+        // XEP-0050 §2.1: the service's commands.
+        q.c('item', { jid: req.service, node: NODE_GET_PENDING, name: getPending.name });
+        return q;
+      }
       const ch = await load(req.service, node);
       if (!ch || !visible(ch, req.from)) throw stanzaError('item-not-found', 'no such channel');
       // Item ids only to those who may read them (§5.5).
       if ((await readAccess(ch, req.from, false)) === null) {
-        for (const it of await store.getItems(req.service, node)) q.c('item', { jid: req.service, name: it.id });
+        for (const it of unexpired(req.service, ch, await store.getItems(req.service, node))) q.c('item', { jid: req.service, name: it.id });
       }
       return q;
     }
@@ -819,7 +906,92 @@ export default defineModule({
       if (type === 'get' && payload.name === 'query' && ns === NS.DISCO_INFO) return discoInfo(req, payload.attrs.node);
       if (type === 'get' && payload.name === 'query' && ns === NS.DISCO_ITEMS) return discoItems(req, payload.attrs.node);
       if (payload.name === 'pubsub' && (ns === NS_PUBSUB || ns === NS_PUBSUB_OWNER)) return pubsub(req, type, payload);
+      if (type === 'set' && payload.name === 'command' && ns === NS_COMMANDS) return command(req, payload);
       throw stanzaError('service-unavailable');
+    }
+
+    // ---- §8.7 pending subscription requests (XEP-0050 command) -----------------------------------
+
+    /**
+     * pubsub#get-pending: stage 0 offers the channels the requester owns; once one is chosen, the
+     * requester gets one §8.6 authorization form message per pending request on it. One descriptor
+     * serves the `adhoc.commands` framework on the host and the service's own address (§8.7 sends
+     * the command to the pubsub service, which the host's framework does not answer).
+     */
+    const getPending: AdhocCommand = {
+      node: NODE_GET_PENDING,
+      name: 'Get pending subscription requests',
+      allowed: (who) => !!who.local,
+      async run(stage: AdhocStage) {
+        const service = `${opts.subdomain}.${stage.host}`;
+        if (!services.has(service)) throw stanzaError('item-not-found');
+        const submitted = stage.form?.attrs.type === 'submit' ? formFields(stage.form, NS_SUBSCRIBE_AUTHORIZATION) : null;
+        const node = submitted?.get('pubsub#node')?.[0];
+        if (!node) {
+          if (stage.stage > 0 || stage.form) throw commandError('bad-payload', 'choose a channel (pubsub#node)');
+          const mine = (await all(service)).filter((ch) => affiliationOf(ch, stage.from) === 'owner');
+          // §8.7.3.3: no channel to approve requests for.
+          if (mine.length === 0) throw new StanzaError('cancel', 'forbidden', 'you own no channel on this service');
+          const x = new Element('x', { xmlns: NS_DATA, type: 'form' });
+          x.c('title').t('Pending subscription requests');
+          x.c('field', { var: 'FORM_TYPE', type: 'hidden' }).c('value').t(NS_SUBSCRIBE_AUTHORIZATION);
+          const f = x.c('field', { var: 'pubsub#node', type: 'list-single', label: 'Channel' });
+          for (const ch of mine) {
+            const n = ch.subscriptions.filter((s) => s.state === 'pending').length;
+            f.c('option', { label: `${ch.config.title || ch.name} (${n} pending)` }).c('value').t(ch.name);
+          }
+          return { status: 'executing', actions: ['complete'], execute: 'complete', payload: [x] };
+        }
+        const ch = await requireChannel(service, node);
+        if (affiliationOf(ch, stage.from) !== 'owner') throw new StanzaError('cancel', 'forbidden', 'only an owner of the channel may see its pending requests');
+        const pending = ch.subscriptions.filter((s) => s.state === 'pending');
+        for (const s of pending) await askOwners(service, ch, s, [stage.from.full]);
+        return { status: 'completed', notes: [{ type: 'info', text: `${pending.length} pending subscription request(s) sent as forms.` }] };
+      },
+    };
+
+    ctx.fold('adhoc.commands', (ev) => {
+      if (services.has(`${opts.subdomain}.${ev.host}`)) ev.commands.push(getPending);
+      return ev;
+    });
+
+    /** Sessions of the command at the service's address: id -> requester (XEP-0050 §3.3 binds it to the full JID). */
+    const commandSessions = new Map<string, { owner: string; stage: number; state: Record<string, unknown>; expires: number }>();
+
+    /** A minimal XEP-0050 §3 runner for the service's one command (execute, complete, cancel). */
+    async function command(req: Req, el: Element): Promise<Element> {
+      if (el.attrs.node !== NODE_GET_PENDING) throw stanzaError('item-not-found', 'no such command');
+      if (!getPending.allowed(req.from)) throw stanzaError('forbidden');
+      const action = (el.attrs.action as string | undefined) ?? 'execute';
+      if (!['execute', 'complete', 'cancel', 'next', 'prev'].includes(action)) throw commandError('malformed-action', `unknown action ${action}`);
+      const now = Date.now();
+      for (const [id, s] of commandSessions) if (s.expires <= now) commandSessions.delete(id);
+      const sid = el.attrs.sessionid as string | undefined;
+      const session = sid === undefined ? undefined : commandSessions.get(sid);
+      if (sid !== undefined && (!session || session.owner !== req.from.full)) throw commandError('bad-sessionid');
+      const reply = (status: string, id: string) => new Element('command', { xmlns: NS_COMMANDS, node: NODE_GET_PENDING, sessionid: id, status });
+      if (sid !== undefined && action === 'cancel') {
+        commandSessions.delete(sid);
+        return reply('canceled', sid);
+      }
+      if (session ? action !== 'execute' && action !== 'complete' : action !== 'execute') throw commandError('bad-action', `${action} is not allowed here`);
+      const form = el.getChildElements().find((c) => c.name === 'x' && c.attrs.xmlns === NS_DATA) ?? null;
+      const host = services.get(req.service) as string;
+      const out = await getPending.run({ from: req.from, host, action: session ? 'complete' : 'execute', stage: session ? session.stage + 1 : 0, form, state: session?.state ?? {} });
+      const id = sid ?? randomBytes(8).toString('hex');
+      if (out.status === 'completed') {
+        commandSessions.delete(id);
+        const res = reply('completed', id);
+        for (const n of out.notes ?? []) res.c('note', { type: n.type }).t(n.text);
+        return res;
+      }
+      if (commandSessions.size >= MAX_COMMAND_SESSIONS) commandSessions.delete(commandSessions.keys().next().value as string);
+      commandSessions.set(id, { owner: req.from.full, stage: 0, state: {}, expires: now + COMMAND_SESSION_MS });
+      const res = reply('executing', id);
+      const actions = res.c('actions', { execute: out.execute });
+      for (const a of out.actions) actions.c(a);
+      for (const p of out.payload) res.cnode(p);
+      return res;
     }
 
     /** §8.6.2: an owner's answer to a subscription request form. */
@@ -889,6 +1061,43 @@ export default defineModule({
         await sendLast(service, ch, full.full, opts.lastItemsOnLogin);
       }
     }
+
+    // pubsub#item_expire in the background, for channels nobody reads.
+    let sweeping = false;
+    const sweep = setInterval(() => {
+      if (sweeping) return;
+      sweeping = true;
+      void (async () => {
+        for (const service of services.keys()) {
+          for (const ch of await all(service)) if (ch.config.itemExpire > 0) await purgeExpired(service, ch.name);
+        }
+      })()
+        .catch((err: unknown) => ctx.log.warn({ err }, 'news item expiry sweep failed'))
+        .finally(() => {
+          sweeping = false;
+        });
+    }, opts.expirySweepSeconds * 1000);
+    sweep.unref();
+    ctx.onUnload(() => clearInterval(sweep));
+
+    // Account removal (see the banner): drop the account from every channel of its host's service.
+    ctx.hook('account.removed', async ({ jid }) => {
+      const j = Jid.tryParse(jid);
+      const service = j ? `${opts.subdomain}.${j.domain}` : '';
+      if (!j || !services.has(service)) return undefined;
+      for (const n of await store.listNodes(service)) {
+        await serial(service, async () => {
+          const ch = await load(service, n.node);
+          if (!ch) return;
+          const subscriptions = ch.subscriptions.filter((s) => bareOf(s.jid) !== j.bare);
+          if (subscriptions.length === ch.subscriptions.length && !ch.affiliations.has(j.bare)) return;
+          ch.subscriptions = subscriptions;
+          ch.affiliations.delete(j.bare);
+          await save(service, ch);
+        });
+      }
+      return undefined;
+    });
 
     ctx.hook('presence.initial', ({ session }) => {
       const jid = session.jid;
