@@ -13,6 +13,8 @@ compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 [ -x /usr/bin/tmux ] || need+=(tmux)
 # Headless Chromium for the browser tests (driven by playwright-core).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# OpenLDAP's slapd for the directory tests (test/helpers/slapd.ts starts its own on loopback).
+[ -x /usr/sbin/slapd ] || need+=(slapd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing test dependencies: ${need[*]}"

@@ -3,6 +3,10 @@
 import type { AccountRecord, ScramHash, ScramSecret, Storage } from '../storage/types.js';
 import { Jid } from '../xmpp/jid.js';
 import { deriveScramAsync, verifyPasswordAgainstScramAsync } from './scram-secrets.js';
+import type { LdapDirectory } from './ldap/directory.js';
+
+export { LdapDirectory, DirectoryUnavailableError } from './ldap/directory.js';
+export type { DirectoryStats, DirectoryUser } from './ldap/directory.js';
 
 export { saslMechanisms, findMechanism } from './sasl/index.js';
 export { LoginThrottle } from './backoff.js';
@@ -23,7 +27,27 @@ export class AccountService {
   constructor(
     private readonly storage: Storage,
     private readonly iterations = 4096,
+    /** Hosts whose accounts live in an LDAP directory (issue 8), by domain. */
+    private readonly directories: ReadonlyMap<string, LdapDirectory> = new Map(),
   ) {}
+
+  /** The directory that holds `host`'s accounts, if the host is configured with `accounts: ldap`. */
+  directory(host: string): LdapDirectory | undefined {
+    return this.directories.get(host);
+  }
+
+  async close(): Promise<void> {
+    for (const d of this.directories.values()) await d.close();
+  }
+
+  /** SCRAM needs a stored secret; directory hosts have none, so only PLAIN (over TLS) works there. */
+  supportsScram(host: string): boolean {
+    return !this.directories.has(host);
+  }
+
+  private refuseDirectory(jid: Jid): void {
+    if (this.directories.has(jid.domain)) throw new AccountError(`the accounts of ${jid.domain} live in its LDAP directory; manage them there`);
+  }
 
   private async secrets(password: string): Promise<AccountRecord['scram']> {
     if (!password) throw new AccountError('empty password');
@@ -35,6 +59,7 @@ export class AccountService {
   /** Creates an account; throws AccountError if the JID is invalid or the account exists. */
   async create(bare: string, password: string): Promise<Jid> {
     const jid = parseAccountJid(bare);
+    this.refuseDirectory(jid);
     const ok = await this.storage.accounts.create({
       jid: jid.bare,
       username: jid.local,
@@ -48,6 +73,7 @@ export class AccountService {
 
   async setPassword(bare: string, password: string): Promise<void> {
     const jid = parseAccountJid(bare);
+    this.refuseDirectory(jid);
     const ok = await this.storage.accounts.setScram(jid.bare, await this.secrets(password));
     if (!ok) throw new AccountError(`no account ${jid.bare}`);
   }
@@ -57,20 +83,34 @@ export class AccountService {
     if (!(await this.storage.accounts.remove(jid.bare))) throw new AccountError(`no account ${jid.bare}`);
   }
 
+  /** Whether the account exists (for a directory host: the directory has it, through its cache; may throw DirectoryUnavailableError). */
   async exists(bare: string): Promise<boolean> {
+    const jid = Jid.tryParse(bare);
+    const dir = jid?.local ? this.directories.get(jid.domain) : undefined;
+    if (dir && jid?.local) return (await dir.findUser(jid.local)) !== null;
     return (await this.storage.accounts.get(bare)) !== null;
   }
 
   async getScram(username: string, host: string, hash: ScramHash): Promise<ScramSecret | null> {
+    if (this.directories.has(host)) return null;
     const jid = Jid.tryParse(`${username}@${host}`);
     if (!jid || jid.local !== username) return null;
     const rec = await this.storage.accounts.get(jid.bare);
     return rec?.scram[hash] ?? null;
   }
 
+  /** Checks a password (throws DirectoryUnavailableError when a directory host's directory is down). */
   async verifyPassword(username: string, host: string, password: string): Promise<boolean> {
     const jid = Jid.tryParse(`${username}@${host}`);
     if (!jid?.local) return false;
+    const dir = this.directories.get(host);
+    if (dir) {
+      if (!(await dir.authenticate(jid.local, password))) return false;
+      // A record without secrets, so the features that list or look up accounts see directory
+      // users who have logged in (the directory stays the only place with their passwords).
+      await this.storage.accounts.create({ jid: jid.bare, username: jid.local, host: jid.domain, scram: {}, createdAt: Date.now() });
+      return true;
+    }
     const rec = await this.storage.accounts.get(jid.bare);
     const secret = rec?.scram['SHA-256'] ?? rec?.scram['SHA-1'];
     if (!rec || !secret) return false;

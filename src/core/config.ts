@@ -18,9 +18,58 @@ function isAddressOrCidr(v: string): boolean {
   return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
 }
 
+/** LDAP directory of a host (issue 8; src/auth/ldap/). Passwords never leave the directory. */
+export const ldapSchema = z
+  .object({
+    urls: z
+      .array(z.string().regex(/^ldaps?:\/\/[^/\s]+\/?$/, 'expected ldap://host[:port] or ldaps://host[:port]'))
+      .min(1)
+      .describe('Directory servers, tried in order (failover)'),
+    startTls: z.boolean().default(false).describe('Upgrade ldap:// connections with StartTLS (ldaps:// is TLS from the start)'),
+    tls: z
+      .object({
+        ca: z.string().optional().describe('PEM file (or PEM text) of the CA that signed the directory certificate (default: the system CAs)'),
+        verify: z.boolean().default(true).describe('Verify the directory certificate and its name (turn off only for tests)'),
+      })
+      .strict()
+      .prefault({}),
+    bindDn: z.string().optional().describe('Service account that searches the directory (absent: anonymous search)'),
+    bindPassword: z.string().optional().describe('Password of the service account'),
+    base: z.string().min(1).describe('Base DN of user searches, e.g. ou=people,dc=example,dc=com'),
+    userAttribute: z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/).default('uid').describe('Attribute holding the XMPP username (uid, mail, sAMAccountName, ...)'),
+    displayNameAttribute: z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/).default('cn').describe('Attribute holding the display name'),
+    userFilter: z
+      .string()
+      .regex(/^\(.*\)$/, 'expected an LDAP filter in parentheses')
+      .default('(objectClass=inetOrgPerson)')
+      .describe('Filter every user entry must match; users it excludes (e.g. disabled ones) cannot log in'),
+    timeouts: z
+      .object({
+        connectMs: z.number().int().min(100).default(5000).describe('TCP (and TLS) connection timeout'),
+        bindMs: z.number().int().min(100).default(5000).describe('Bind timeout'),
+        searchMs: z.number().int().min(100).default(10000).describe('Search timeout'),
+      })
+      .strict()
+      .prefault({}),
+    cache: z
+      .object({
+        ttlSeconds: z.number().min(0).default(300).describe('How long a directory answer is used before it is asked again (aging)'),
+        negativeTtlSeconds: z.number().min(0).default(60).describe('How long "no such user" is remembered'),
+        maxEntries: z.number().int().min(1).default(10000).describe('Entries kept before the least recently used are evicted (expiration)'),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .refine((l) => !l.bindDn === !l.bindPassword, { message: 'bindDn and bindPassword go together' });
+
+export type LdapConfig = z.infer<typeof ldapSchema>;
+
 export const hostSchema = z
   .object({
     domain: z.string().min(1).describe('The virtual host domain, e.g. example.com'),
+    accounts: z.enum(['internal', 'ldap']).default('internal').describe("Where this host's accounts and passwords live: Parley's database or the LDAP directory (`ldap`)"),
+    ldap: ldapSchema.optional().describe('The LDAP directory, for `accounts: ldap`'),
     cert: z.string().optional().describe('PEM certificate for this host (default: the global one)'),
     key: z.string().optional().describe('PEM private key for this host'),
     registration: z
@@ -252,6 +301,9 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
     h.domain = d;
   }
   if (!!cfg.tls.cert !== !!cfg.tls.key) problems.push('tls: cert and key must be given together');
+  for (const [i, h] of cfg.hosts.entries()) {
+    if (h.accounts === 'ldap' && !h.ldap) problems.push(`hosts.${i}.ldap: required when accounts is ldap`);
+  }
   if (problems.length) throw new ConfigError(problems);
   cfg.dataDir = resolve(baseDir, cfg.dataDir);
   if (cfg.tls.cert) cfg.tls.cert = resolve(baseDir, cfg.tls.cert);
@@ -259,6 +311,7 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
   for (const h of cfg.hosts) {
     if (h.cert) h.cert = resolve(baseDir, h.cert);
     if (h.key) h.key = resolve(baseDir, h.key);
+    if (h.ldap?.tls.ca && !h.ldap.tls.ca.includes('-----BEGIN')) h.ldap.tls.ca = resolve(baseDir, h.ldap.tls.ca);
   }
   if (cfg.storage.type === 'sqlite') cfg.storage.path = resolve(cfg.dataDir, cfg.storage.path ?? 'parley.sqlite');
   cfg.acl.directory = resolve(baseDir, cfg.acl.directory);

@@ -7,7 +7,7 @@ import { Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
 import { errorReply, iqResult } from '../xmpp/stanza.js';
 import type { Storage } from '../storage/types.js';
-import { AccountService, LoginThrottle, saslMechanisms, type SaslMechanism } from '../auth/index.js';
+import { AccountService, LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism } from '../auth/index.js';
 import type { ResolvedConfig } from './config.js';
 import { HookBus } from './hooks.js';
 import type { Logger } from './logger.js';
@@ -98,7 +98,11 @@ export class Server implements ModuleHost {
     this.hooks = new HookBus(opts.log);
     this.iqs = new IqDispatcher(opts.log);
     this.hosts = new Set(opts.config.hosts.map((h) => h.domain));
-    this.auth = new AccountService(opts.storage, opts.config.auth.scramIterations);
+    const directories = new Map<string, LdapDirectory>();
+    for (const h of opts.config.hosts) {
+      if (h.accounts === 'ldap' && h.ldap) directories.set(h.domain, new LdapDirectory(h.domain, h.ldap, opts.log.child({ host: h.domain, directory: 'ldap' })));
+    }
+    this.auth = new AccountService(opts.storage, opts.config.auth.scramIterations, directories);
     const ban = opts.config.auth.banSeconds * 1000;
     this.throttle = new LoginThrottle({
       perAddress: { maxFailures: opts.config.auth.maxFailuresPerAddress, windowMs: ban, banMs: ban },
@@ -145,6 +149,7 @@ export class Server implements ModuleHost {
       p.reject(new Error('server stopping'));
     }
     this.pending.clear();
+    await this.auth.close();
   }
 
   private sweep(): void {
@@ -231,7 +236,8 @@ export class Server implements ModuleHost {
   saslMechanisms(session: C2SSession): SaslMechanism[] {
     const ctx = { secure: session.secure, channelBindingTypes: session.transport.channelBindingTypes() };
     const opts = { allowPlainWithoutTls: this.config.auth.allowPlainWithoutTls };
-    return this.mechanisms.filter((m) => m.available(ctx, opts));
+    const scram = this.auth.supportsScram(session.host);
+    return this.mechanisms.filter((m) => m.available(ctx, opts) && (scram || m.name === 'PLAIN'));
   }
 
   // ---- connections ---------------------------------------------------------------------------

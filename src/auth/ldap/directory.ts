@@ -1,0 +1,199 @@
+// An LDAP directory as the account store of a host (issue 8), with ldapts.
+//
+// - Search-then-bind: the user's entry is found with the service account (or anonymously) by the
+//   configured user attribute, inside the configured user filter, with the value escaped per
+//   RFC 4515; the password is then checked by binding as the DN the directory returned. An empty
+//   password is refused before any bind (an LDAP simple bind with a DN and no password is an
+//   "unauthenticated bind" that succeeds, RFC 4513 §5.1.2).
+// - Failover: the URLs are tried in order, starting with the one that answered last. A connection
+//   failure or timeout moves on; an LDAP result (wrong password, no such object) does not.
+// - TLS: ldaps:// or StartTLS, with certificate and name verification unless turned off.
+// - Outages surface as DirectoryUnavailableError, which SASL answers with temporary-auth-failure:
+//   never a success, never "wrong password".
+// - Look-ups go through a DirectoryCache (aging, expiration, negative entries); binds never do:
+//   Parley keeps no password material for directory users.
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import { Client, escapeFilter, InvalidCredentialsError, ResultCodeError, SizeLimitExceededError, type Entry } from 'ldapts';
+import type { LdapConfig } from '../../core/config.js';
+import type { Logger } from '../../core/logger.js';
+import { DirectoryCache, type CacheStats } from './cache.js';
+
+/** The directory could not be reached or did not answer in time. */
+export class DirectoryUnavailableError extends Error {
+  override name = 'DirectoryUnavailableError';
+}
+
+export interface DirectoryUser {
+  dn: string;
+  /** The XMPP username (the user attribute's value, as the directory spells it). */
+  username: string;
+  displayName: string | null;
+}
+
+export interface DirectoryStats extends CacheStats {
+  /** Operations sent to the directory, by kind. */
+  binds: number;
+  searches: number;
+  /** Connection failures and timeouts (each one a failover step). */
+  failures: number;
+}
+
+/** ldapts raises ResultCodeError subclasses for LDAP results; anything else is the connection. */
+const isLdapResult = (err: unknown): err is ResultCodeError => err instanceof ResultCodeError;
+
+const first = (e: Entry, attr: string): string | null => {
+  const key = Object.keys(e).find((k) => k.toLowerCase() === attr.toLowerCase());
+  const v = key ? e[key] : undefined;
+  const s = Array.isArray(v) ? v[0] : v;
+  return s === undefined ? null : Buffer.isBuffer(s) ? s.toString('utf8') : String(s);
+};
+
+export class LdapDirectory {
+  readonly cache: DirectoryCache<DirectoryUser>;
+  private service: Client | null = null;
+  private preferred = 0;
+  private readonly tls: ConnectionOptions;
+  private readonly counters = { binds: 0, searches: 0, failures: 0 };
+
+  constructor(
+    readonly host: string,
+    private readonly cfg: LdapConfig,
+    private readonly log: Logger,
+  ) {
+    this.cache = new DirectoryCache(cfg.cache);
+    const ca = cfg.tls.ca ? (cfg.tls.ca.includes('-----BEGIN') ? cfg.tls.ca : readFileSync(cfg.tls.ca, 'utf8')) : undefined;
+    this.tls = { rejectUnauthorized: cfg.tls.verify, ...(ca ? { ca: [ca] } : {}) };
+    if (!cfg.tls.verify) this.tls.checkServerIdentity = () => undefined;
+  }
+
+  private newClient(url: string, timeout: number): Client {
+    // ldapts treats any tlsOptions as "connect with TLS": give them to ldaps:// URLs only (StartTLS gets its own).
+    const secure = url.startsWith('ldaps:');
+    return new Client({ url, connectTimeout: this.cfg.timeouts.connectMs, timeout, ...(secure ? { tlsOptions: this.tlsFor(url) } : {}), strictDN: false });
+  }
+
+  /** TLS options for one server: SNI with its host name (not with an IP address, which SNI forbids). */
+  private tlsFor(url: string): ConnectionOptions {
+    const host = new URL(url).hostname;
+    return { ...this.tls, ...(/^[\d.:[\]]+$/.test(host) ? {} : { servername: host }) };
+  }
+
+  /** A connected client (StartTLS done) to the first server that answers; `bind` runs on it there. */
+  private async open(timeout: number, bind: (c: Client) => Promise<void>): Promise<Client> {
+    const urls = this.cfg.urls;
+    let lastErr: unknown;
+    for (let i = 0; i < urls.length; i++) {
+      const idx = (this.preferred + i) % urls.length;
+      const url = urls[idx] as string;
+      const c = this.newClient(url, timeout);
+      try {
+        if (this.cfg.startTls && url.startsWith('ldap:')) await c.startTLS(this.tlsFor(url));
+        await bind(c);
+        this.preferred = idx;
+        return c;
+      } catch (err) {
+        await c.unbind().catch(() => {});
+        if (isLdapResult(err)) throw err; // the directory answered: do not fail over
+        this.counters.failures++;
+        this.log.warn({ url, err: (err as Error).message }, 'directory server unreachable');
+        lastErr = err;
+      }
+    }
+    throw new DirectoryUnavailableError(`no directory server answered (${(lastErr as Error | undefined)?.message ?? 'no URL'})`);
+  }
+
+  /** Runs `fn` on the service connection (bound as the service account, or anonymous), reconnecting once. */
+  private async withService<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (!this.service || !this.service.isConnected) {
+        await this.service?.unbind().catch(() => {});
+        this.service = null;
+        this.service = await this.open(this.cfg.timeouts.searchMs, async (c) => {
+          if (this.cfg.bindDn) {
+            this.counters.binds++;
+            await c.bind(this.cfg.bindDn, this.cfg.bindPassword ?? '');
+          }
+        });
+      }
+      try {
+        return await fn(this.service);
+      } catch (err) {
+        if (isLdapResult(err)) throw err;
+        // The connection broke (server restarted, idle timeout): drop it and try once more.
+        this.counters.failures++;
+        await this.service?.unbind().catch(() => {});
+        this.service = null;
+        if (attempt >= 1) throw new DirectoryUnavailableError(`directory search failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /** The user entry for an XMPP username, or null (not in the directory, or excluded by the user filter). */
+  async findUser(username: string): Promise<DirectoryUser | null> {
+    const key = `u:${username.toLowerCase()}`;
+    const cached = this.cache.get(key);
+    if (cached !== undefined) return cached;
+    const attr = this.cfg.userAttribute;
+    const filter = `(&${this.cfg.userFilter}${escapeFilter`(${attr}=${username})`})`;
+    let entries: Entry[];
+    try {
+      entries = await this.withService(async (c) => {
+        this.counters.searches++;
+        const r = await c.search(this.cfg.base, { scope: 'sub', filter, sizeLimit: 2, attributes: [attr, this.cfg.displayNameAttribute] });
+        return r.searchEntries;
+      });
+    } catch (err) {
+      if (err instanceof DirectoryUnavailableError) throw err;
+      if (err instanceof SizeLimitExceededError) entries = [{ dn: '' }, { dn: '' }]; // more than one match
+      else throw new DirectoryUnavailableError(`directory search failed: ${(err as Error).message}`);
+    }
+    let user: DirectoryUser | null = null;
+    if (entries.length > 1) {
+      this.log.warn({ username, attr }, 'several directory entries match one username; refusing it');
+    } else if (entries[0]) {
+      const e = entries[0];
+      const name = first(e, attr);
+      // The directory matched case-insensitively; the username must still be the same one.
+      if (name !== null && name.toLowerCase() === username.toLowerCase()) user = { dn: e.dn, username: name, displayName: first(e, this.cfg.displayNameAttribute) };
+    }
+    this.cache.set(key, user);
+    return user;
+  }
+
+  /**
+   * Checks a password by binding as the user's DN. Resolves the user, or null for a wrong password
+   * or an unknown/excluded user; throws DirectoryUnavailableError when the directory is down.
+   */
+  async authenticate(username: string, password: string): Promise<DirectoryUser | null> {
+    if (!username || !password) return null; // never an unauthenticated bind
+    const user = await this.findUser(username);
+    if (!user || !user.dn) return null;
+    try {
+      const c = await this.open(this.cfg.timeouts.bindMs, async (conn) => {
+        this.counters.binds++;
+        await conn.bind(user.dn, password);
+      });
+      await c.unbind().catch(() => {});
+      return user;
+    } catch (err) {
+      if (err instanceof InvalidCredentialsError) return null;
+      if (err instanceof DirectoryUnavailableError) throw err;
+      // Other LDAP results (account locked by a password policy, unwilling to perform): no login.
+      if (isLdapResult(err)) {
+        this.log.info({ username, result: err.constructor.name }, 'directory refused the bind');
+        return null;
+      }
+      throw new DirectoryUnavailableError(`directory bind failed: ${(err as Error).message}`);
+    }
+  }
+
+  stats(): DirectoryStats {
+    return { ...this.cache.stats(), ...this.counters };
+  }
+
+  async close(): Promise<void> {
+    await this.service?.unbind().catch(() => {});
+    this.service = null;
+  }
+}

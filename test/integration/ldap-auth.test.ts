@@ -1,0 +1,242 @@
+// LDAP authentication (issue 8) against a real OpenLDAP slapd on loopback: search-then-bind with
+// SASL PLAIN over TLS (SCRAM is not offered: Parley holds no secrets for directory users), wrong and
+// empty passwords (no bind is even attempted for an empty one), RFC 4515 metacharacters in a
+// username, a user the user filter excludes (disabled), the directory stopped mid-run
+// (temporary-auth-failure, then recovery), failover between URLs, ldaps and StartTLS with the CA
+// verified, the cache saving directory round trips (counted in slapd's own log), messages to a
+// directory user who never logged in, and account commands refused for a directory host.
+import type { Element } from 'ltx';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, xml } from '../helpers/client.js';
+import { RawClient } from '../helpers/raw.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startSlapd, type SlapdServer } from '../helpers/slapd.js';
+import { LoginThrottle } from '../../src/auth/index.js';
+
+const BASE = 'dc=example,dc=com';
+const SERVICE_DN = `cn=parley,ou=services,${BASE}`;
+
+function person(uid: string, cn: string, password: string, extra = ''): string {
+  return `dn: uid=${uid},ou=people,${BASE}
+objectClass: inetOrgPerson
+uid: ${uid}
+cn: ${cn}
+sn: ${cn.split(' ').pop()}
+mail: ${uid}@example.com
+userPassword: ${password}
+${extra}`;
+}
+
+const LDIF = `
+dn: ou=people,${BASE}
+objectClass: organizationalUnit
+ou: people
+
+dn: ou=services,${BASE}
+objectClass: organizationalUnit
+ou: services
+
+dn: ${SERVICE_DN}
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: parley
+userPassword: service-secret
+
+${person('alice', 'Alice Liddell', 'alice-pw')}
+${person('bob', 'Bob Builder', 'bob-pw')}
+${person('dave', 'Dave Gone', 'dave-pw', 'employeeType: disabled\n')}
+${person('x*', 'Star User', 'star-pw')}
+`;
+
+const USER_FILTER = '(&(objectClass=inetOrgPerson)(!(employeeType=disabled)))';
+
+interface Outcome {
+  ok: boolean;
+  condition?: string;
+  mechanisms: string[];
+}
+
+/** Many deliberate failures from 127.0.0.1 here: no bans and no response delays (tested in test/auth and hardening). */
+function lenient(srv: TestServer): void {
+  const off = { maxFailures: 1_000_000 };
+  (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perAccount: off, delay: { freeFailures: 1_000_000 } });
+}
+
+/** Negotiates STARTTLS and SASL PLAIN with raw bytes; resolves the outcome and the mechanisms offered. */
+async function plain(port: number, user: string, password: string): Promise<Outcome> {
+  const c = await RawClient.connect(port);
+  try {
+    const f = await c.openStream('localhost');
+    if (f.includes('urn:ietf:params:xml:ns:xmpp-tls')) await c.startTls();
+    const features = await c.openStream('localhost');
+    const mechanisms = [...features.matchAll(/<mechanism>([^<]+)<\/mechanism>/g)].map((m) => m[1] as string);
+    const ok = await c.authPlain(user, password);
+    return { ok, condition: ok ? undefined : RawClient.saslCondition(c.lastFailure), mechanisms };
+  } finally {
+    c.destroy();
+  }
+}
+
+describe('LDAP authentication (issue 8)', () => {
+  let slapd: SlapdServer;
+  let srv: TestServer;
+  let port: number;
+
+  beforeAll(async () => {
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN });
+    srv = await startTestServer({
+      hosts: [
+        {
+          domain: 'localhost',
+          accounts: 'ldap',
+          ldap: { urls: [slapd.url], bindDn: SERVICE_DN, bindPassword: 'service-secret', base: `ou=people,${BASE}`, userFilter: USER_FILTER, timeouts: { connectMs: 1000, bindMs: 2000, searchMs: 2000 } },
+        },
+      ],
+    });
+    lenient(srv);
+    port = srv.ports.c2s as number;
+  });
+  afterAll(async () => {
+    await srv?.close();
+    await slapd?.stop();
+  });
+
+  it('logs a directory user in with PLAIN over TLS; SCRAM is not offered', async () => {
+    const r = await plain(port, 'alice', 'alice-pw');
+    expect(r).toMatchObject({ ok: true });
+    expect(r.mechanisms).toEqual(['PLAIN']);
+    // A real client library, end to end.
+    const c = await connect({ port, username: 'alice', password: 'alice-pw', mechanism: 'PLAIN' });
+    expect(c.jid).toMatch(/^alice@localhost\//);
+    await c.stop();
+  });
+
+  it('refuses a wrong password, an unknown user, and an empty password without binding', async () => {
+    expect(await plain(port, 'alice', 'wrong')).toMatchObject({ ok: false, condition: 'not-authorized' });
+    expect(await plain(port, 'nobody', 'whatever')).toMatchObject({ ok: false, condition: 'not-authorized' });
+    slapd.resetOps();
+    expect(await plain(port, 'bob', '')).toMatchObject({ ok: false, condition: 'not-authorized' });
+    expect(slapd.ops().BIND ?? 0).toBe(0);
+  });
+
+  it('escapes filter metacharacters in usernames (RFC 4515)', async () => {
+    // With the value unescaped, `*` would match every uid and `)(` would rewrite the filter.
+    for (const u of ['*', 'a*', '*)(uid=*', 'alice)(|(uid=*', 'x\\2a']) {
+      expect({ u, r: await plain(port, u, 'alice-pw') }).toMatchObject({ u, r: { ok: false, condition: 'not-authorized' } });
+    }
+    // A uid that really contains `*` is found as itself, and only with its own password.
+    expect(await plain(port, 'x*', 'star-pw')).toMatchObject({ ok: true });
+    expect(await plain(port, 'x*', 'alice-pw')).toMatchObject({ ok: false });
+  });
+
+  it('refuses a user the user filter excludes (disabled in the directory), even with the right password', async () => {
+    expect(await plain(port, 'dave', 'dave-pw')).toMatchObject({ ok: false, condition: 'not-authorized' });
+  });
+
+  it('answers temporary-auth-failure while the directory is down, and recovers when it returns', async () => {
+    await plain(port, 'bob', 'bob-pw'); // bob's entry is now cached: only the bind needs the directory
+    await slapd.pause();
+    try {
+      expect(await plain(port, 'bob', 'bob-pw')).toMatchObject({ ok: false, condition: 'temporary-auth-failure' });
+      expect(await plain(port, 'never-seen', 'pw')).toMatchObject({ ok: false, condition: 'temporary-auth-failure' });
+    } finally {
+      await slapd.resume();
+    }
+    expect(await plain(port, 'bob', 'bob-pw')).toMatchObject({ ok: true });
+    expect(await plain(port, 'never-seen', 'pw')).toMatchObject({ ok: false, condition: 'not-authorized' });
+  });
+
+  it('caches look-ups: repeated logins search the directory once and bind each time', async () => {
+    const dir = srv.server.auth.directory('localhost');
+    dir?.cache.clear();
+    slapd.resetOps();
+    for (let i = 0; i < 5; i++) expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: true });
+    const ops = slapd.ops();
+    expect(ops.SRCH).toBe(1);
+    // The five user binds, plus the service account's bind if its connection had to be reopened.
+    expect(ops.BIND).toBeGreaterThanOrEqual(5);
+    expect(ops.BIND).toBeLessThanOrEqual(6);
+    // Without the cache every login searches again.
+    dir?.cache.clear();
+    slapd.resetOps();
+    expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: true });
+    expect(slapd.ops().SRCH).toBe(1);
+    const stats = dir?.stats();
+    expect(stats?.hits).toBeGreaterThanOrEqual(4);
+  });
+
+  it('delivers a message to a directory user who never logged in, when they first do', async () => {
+    const a = await connect({ port, username: 'alice', password: 'alice-pw', mechanism: 'PLAIN' });
+    // Carol is added to the directory now: Parley has never heard of her.
+    const { Client } = await import('ldapts');
+    const admin = new Client({ url: slapd.url });
+    await admin.bind(slapd.rootDn, slapd.rootPassword);
+    await admin.add(`uid=carol,ou=people,${BASE}`, { objectClass: 'inetOrgPerson', uid: 'carol', cn: 'Carol Singer', sn: 'Singer', userPassword: 'carol-pw' });
+    await admin.unbind();
+    await a.send(xml('message', { to: 'carol@localhost', type: 'chat', id: 'm1' }, xml('body', {}, 'hello from the directory')));
+    await a.send(xml('message', { to: 'nosuchuser@localhost', type: 'chat', id: 'm2' }, xml('body', {}, 'anyone?')));
+    const bounce = await a.waitFor((el: Element) => el.name === 'message' && el.attrs.type === 'error' && el.attrs.id === 'm2');
+    expect(bounce.getChild('error')?.getChild('service-unavailable')).toBeDefined();
+    const c = await connect({ port, username: 'carol', password: 'carol-pw', mechanism: 'PLAIN' });
+    await c.send(xml('presence'));
+    const m = await c.waitFor((el: Element) => el.name === 'message' && el.getChildText('body') === 'hello from the directory');
+    expect(m.attrs.from).toMatch(/^alice@localhost\//);
+    await Promise.all([a.stop(), c.stop()]);
+  });
+
+  it('refuses to create accounts or set passwords for a directory host', async () => {
+    await expect(srv.server.auth.create('eve@localhost', 'eve-pw')).rejects.toThrow(/live in its LDAP directory/);
+    await expect(srv.server.auth.setPassword('alice@localhost', 'new')).rejects.toThrow(/live in its LDAP directory/);
+    expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: true });
+  });
+});
+
+describe('LDAP connections (issue 8)', () => {
+  let slapd: SlapdServer;
+  beforeAll(async () => {
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN });
+  });
+  afterAll(async () => {
+    await slapd?.stop();
+  });
+
+  async function withServer(ldap: Record<string, unknown>, fn: (port: number) => Promise<void>): Promise<void> {
+    const srv = await startTestServer({
+      hosts: [{ domain: 'localhost', accounts: 'ldap', ldap: { bindDn: SERVICE_DN, bindPassword: 'service-secret', base: `ou=people,${BASE}`, timeouts: { connectMs: 1000, bindMs: 2000, searchMs: 2000 }, ...ldap } }],
+    });
+    lenient(srv);
+    try {
+      await fn(srv.ports.c2s as number);
+    } finally {
+      await srv.close();
+    }
+  }
+
+  it('fails over to the next URL when the first does not answer', async () => {
+    const dead = `ldap://127.0.0.1:${new URL(slapd.url).port === '1' ? 2 : 1}`;
+    await withServer({ urls: [dead, slapd.url] }, async (port) => {
+      expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: true });
+      expect(await plain(port, 'alice', 'wrong')).toMatchObject({ ok: false, condition: 'not-authorized' });
+    });
+  });
+
+  it('uses ldaps and StartTLS with the CA verified, and refuses a certificate it cannot verify', async () => {
+    await withServer({ urls: [slapd.ldapsUrl], tls: { ca: slapd.ca } }, async (port) => {
+      expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: true });
+    });
+    await withServer({ urls: [slapd.url], startTls: true, tls: { ca: slapd.ca } }, async (port) => {
+      expect(await plain(port, 'bob', 'bob-pw')).toMatchObject({ ok: true });
+    });
+    // The system CAs do not know the test certificate: no login, and no "wrong password" either.
+    await withServer({ urls: [slapd.ldapsUrl] }, async (port) => {
+      expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: false, condition: 'temporary-auth-failure' });
+    });
+  });
+
+  it('refuses a configuration with accounts: ldap but no directory, naming the path', async () => {
+    const { validateConfig } = await import('../../src/core/config.js');
+    expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap' }] })).toThrow(/hosts\.0\.ldap: required/);
+    expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap', ldap: { urls: ['http://x'], base: BASE } }] })).toThrow(/hosts\.0\.ldap\.urls\.0/);
+    expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap', ldap: { urls: ['ldap://x'], base: BASE, bindDn: 'cn=x' } }] })).toThrow(/bindDn and bindPassword/);
+  });
+});
