@@ -12,6 +12,7 @@ import type { SessionRegistry } from './sessions.js';
 import type { DiscoRegistry } from './disco.js';
 import type { HttpMethod } from './http.js';
 import type { AccessControl } from './acl.js';
+import type { UserDirectory } from './directory.js';
 import type { RequestHandler } from 'express';
 
 export type IqType = 'get' | 'set';
@@ -77,6 +78,8 @@ export interface ModuleHost {
   invalidateAccount(bare: string): void;
   /** Service-wide and per-venue rights (access control files, issue 7). */
   readonly acl: AccessControl;
+  /** The directory a host's accounts live in (issue 8: `accounts: ldap`), or undefined for internal accounts. */
+  directory(host: string): UserDirectory | undefined;
   /** XEP-0198: delivers a message a session received but never acknowledged (see Server.redeliver). */
   redeliver(stanza: Element): Promise<void>;
 }

@@ -7,6 +7,7 @@ import { Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
 import { errorReply, iqResult } from '../xmpp/stanza.js';
 import type { Storage } from '../storage/types.js';
+import type { UserDirectory } from './directory.js';
 import { AccountService, LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism } from '../auth/index.js';
 import type { ResolvedConfig } from './config.js';
 import { HookBus } from './hooks.js';
@@ -176,6 +177,7 @@ export class Server implements ModuleHost {
       request: (iq, t) => this.request(iq, t),
       accountExists: (b) => this.accountExists(b),
       invalidateAccount: (b) => this.invalidateAccount(b),
+      directory: (h) => this.directory(h),
       redeliver: (stanza) => this.redeliver(stanza),
       get acl() {
         return server.acl;
@@ -226,6 +228,10 @@ export class Server implements ModuleHost {
     if (this.accountCache.size > 10_000) this.accountCache.clear();
     this.accountCache.set(bare, { exists, at: now });
     return exists;
+  }
+
+  directory(host: string): UserDirectory | undefined {
+    return this.auth.directory(host);
   }
 
   /** Forget a cached account lookup (after create/remove). */

@@ -184,6 +184,34 @@ describe('LDAP authentication (issue 8)', () => {
     await Promise.all([a.stop(), c.stop()]);
   });
 
+  it('gives modules searches (cached by key), binary attributes and writes through the service account', async () => {
+    const dir = srv.server.directory('localhost');
+    expect(dir).toBeDefined();
+    expect(srv.server.directory('elsewhere.example')).toBeUndefined();
+    const { escapeFilterValue } = await import('../../src/core/directory.js');
+    await dir!.modify(`uid=bob,ou=people,${BASE}`, [{ operation: 'replace', attribute: 'title', values: ['Builder (*)'] }]);
+    slapd.resetOps();
+    const q = { filter: `(&(objectClass=inetOrgPerson)(title=${escapeFilterValue('Builder (*)')}))`, attributes: ['uid', 'title'], cacheKey: 'test:builders' };
+    const [bob] = await dir!.search(q);
+    expect(bob?.dn).toBe(`uid=bob,ou=people,${BASE}`);
+    expect(bob?.attributes).toMatchObject({ uid: ['bob'], title: ['Builder (*)'] });
+    await dir!.search(q);
+    expect(slapd.ops().SRCH).toBe(1); // the second answer came from the cache
+    dir!.flushCache();
+    await dir!.search(q);
+    expect(slapd.ops().SRCH).toBe(2);
+    const photo = Buffer.from([0xff, 0xd8, 0xff, 0x00, 0x80, 0xfe]);
+    const { Client, Change, Attribute } = await import('ldapts');
+    const admin = new Client({ url: slapd.url });
+    await admin.bind(slapd.rootDn, slapd.rootPassword);
+    await admin.modify(`uid=bob,ou=people,${BASE}`, new Change({ operation: 'replace', modification: new Attribute({ type: 'jpegPhoto', values: [photo] }) }));
+    await admin.unbind();
+    const [withPhoto] = await dir!.search({ filter: '(uid=bob)', attributes: ['uid'], binaryAttributes: ['jpegPhoto'] });
+    expect(withPhoto?.binary.jpegPhoto?.[0]?.equals(photo)).toBe(true);
+    await dir!.add(`uid=newbie,ou=people,${BASE}`, { objectClass: ['inetOrgPerson'], uid: ['newbie'], cn: ['New Bie'], sn: ['Bie'] });
+    expect((await dir!.findUser('newbie'))?.displayName).toBe('New Bie');
+  });
+
   it('refuses to create accounts or set passwords for a directory host', async () => {
     await expect(srv.server.auth.create('eve@localhost', 'eve-pw')).rejects.toThrow(/live in its LDAP directory/);
     await expect(srv.server.auth.setPassword('alice@localhost', 'new')).rejects.toThrow(/live in its LDAP directory/);

@@ -14,8 +14,9 @@
 //   Parley keeps no password material for directory users.
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import { Client, escapeFilter, InvalidCredentialsError, ResultCodeError, SizeLimitExceededError, type Entry } from 'ldapts';
+import { Attribute, Change, Client, escapeFilter, InvalidCredentialsError, ResultCodeError, SizeLimitExceededError, type Entry } from 'ldapts';
 import type { LdapConfig } from '../../core/config.js';
+import type { DirectoryChange, DirectoryEntry, DirectorySearch, DirectoryUser, UserDirectory } from '../../core/directory.js';
 import type { Logger } from '../../core/logger.js';
 import { DirectoryCache, type CacheStats } from './cache.js';
 
@@ -24,12 +25,7 @@ export class DirectoryUnavailableError extends Error {
   override name = 'DirectoryUnavailableError';
 }
 
-export interface DirectoryUser {
-  dn: string;
-  /** The XMPP username (the user attribute's value, as the directory spells it). */
-  username: string;
-  displayName: string | null;
-}
+export type { DirectoryUser };
 
 export interface DirectoryStats extends CacheStats {
   /** Operations sent to the directory, by kind. */
@@ -49,8 +45,10 @@ const first = (e: Entry, attr: string): string | null => {
   return s === undefined ? null : Buffer.isBuffer(s) ? s.toString('utf8') : String(s);
 };
 
-export class LdapDirectory {
+export class LdapDirectory implements UserDirectory {
   readonly cache: DirectoryCache<DirectoryUser>;
+  /** Cached answers of modules' searches (DirectorySearch.cacheKey), aged like user look-ups. */
+  private readonly searches: DirectoryCache<DirectoryEntry[]>;
   private service: Client | null = null;
   private preferred = 0;
   private readonly tls: ConnectionOptions;
@@ -62,6 +60,7 @@ export class LdapDirectory {
     private readonly log: Logger,
   ) {
     this.cache = new DirectoryCache(cfg.cache);
+    this.searches = new DirectoryCache(cfg.cache);
     const ca = cfg.tls.ca ? (cfg.tls.ca.includes('-----BEGIN') ? cfg.tls.ca : readFileSync(cfg.tls.ca, 'utf8')) : undefined;
     this.tls = { rejectUnauthorized: cfg.tls.verify, ...(ca ? { ca: [ca] } : {}) };
     if (!cfg.tls.verify) this.tls.checkServerIdentity = () => undefined;
@@ -188,8 +187,94 @@ export class LdapDirectory {
     }
   }
 
+  get userBase(): string {
+    return this.cfg.base;
+  }
+  get userAttribute(): string {
+    return this.cfg.userAttribute;
+  }
+  get displayNameAttribute(): string {
+    return this.cfg.displayNameAttribute;
+  }
+  get userFilter(): string {
+    return this.cfg.userFilter;
+  }
+
+  async search(q: DirectorySearch): Promise<DirectoryEntry[]> {
+    if (q.cacheKey) {
+      const hit = this.searches.get(q.cacheKey);
+      if (hit) return hit;
+    }
+    const binary = new Set((q.binaryAttributes ?? []).map((a) => a.toLowerCase()));
+    const limit = q.sizeLimit ?? 100;
+    let entries: Entry[];
+    try {
+      entries = await this.withService(async (c) => {
+        this.counters.searches++;
+        const r = await c.search(q.base ?? this.cfg.base, {
+          scope: q.scope ?? 'sub',
+          filter: q.filter,
+          sizeLimit: limit,
+          ...(q.attributes ? { attributes: [...q.attributes, ...(q.binaryAttributes ?? [])] } : {}),
+          // Binary attributes must come back as Buffers: ask by name with the ;binary option.
+          explicitBufferAttributes: [...binary],
+        });
+        return r.searchEntries;
+      });
+    } catch (err) {
+      if (!(err instanceof SizeLimitExceededError)) {
+        if (err instanceof DirectoryUnavailableError) throw err;
+        throw isLdapResult(err) ? err : new DirectoryUnavailableError(`directory search failed: ${(err as Error).message}`);
+      }
+      entries = []; // ldapts drops the entries on sizeLimitExceeded; callers ask for what they can show
+    }
+    const out = entries.slice(0, limit).map((e): DirectoryEntry => {
+      const attributes: Record<string, string[]> = {};
+      const bin: Record<string, Buffer[]> = {};
+      for (const [k, v] of Object.entries(e)) {
+        if (k === 'dn') continue;
+        const list = (Array.isArray(v) ? v : [v]) as (string | Buffer)[];
+        if (binary.has(k.toLowerCase())) bin[k] = list.map((x) => (Buffer.isBuffer(x) ? x : Buffer.from(String(x), 'binary')));
+        else attributes[k] = list.map((x) => (Buffer.isBuffer(x) ? x.toString('utf8') : String(x)));
+      }
+      return { dn: e.dn, attributes, binary: bin };
+    });
+    if (q.cacheKey) this.searches.set(q.cacheKey, out);
+    return out;
+  }
+
+  async modify(dn: string, changes: DirectoryChange[]): Promise<void> {
+    await this.withService((c) =>
+      c.modify(
+        dn,
+        changes.map((ch) => new Change({ operation: ch.operation, modification: new Attribute({ type: ch.attribute, values: ch.values }) })),
+      ),
+    );
+    this.searches.clear(); // a write may change any cached answer
+  }
+
+  async add(dn: string, attributes: Record<string, string[]>): Promise<void> {
+    await this.withService((c) => c.add(dn, attributes));
+    this.searches.clear();
+  }
+
+  flushCache(): void {
+    this.cache.clear();
+    this.searches.clear();
+  }
+
   stats(): DirectoryStats {
-    return { ...this.cache.stats(), ...this.counters };
+    const a = this.cache.stats();
+    const b = this.searches.stats();
+    return {
+      hits: a.hits + b.hits,
+      misses: a.misses + b.misses,
+      negativeHits: a.negativeHits + b.negativeHits,
+      evictions: a.evictions + b.evictions,
+      size: a.size + b.size,
+      negativeSize: a.negativeSize + b.negativeSize,
+      ...this.counters,
+    };
   }
 
   async close(): Promise<void> {
