@@ -57,13 +57,21 @@ declare module '../core/hooks.js' {
   interface HookMap {
     /** XEP-0050: the commands a local host offers; modules push their descriptors. */
     'adhoc.commands': { host: string; commands: AdhocCommand[] };
+    /**
+     * XEP-0050 at another address than the host (a hosted service such as news.<host>, whose
+     * stanzas its module receives): the module folds this with its own commands and the received
+     * <command/>; this module runs the stage with the same sessions and rules as on the host and
+     * sets `reply`. `reply` stays null when ad-hoc commands are off.
+     */
+    'adhoc.execute': { from: Jid; address: string; host: string; command: Element; commands: AdhocCommand[]; reply: Element | null };
   }
 }
 
 interface Session {
   id: string;
   node: string;
-  host: string;
+  /** Where the command runs: the host, or a service of it (`adhoc.execute`). */
+  address: string;
   /** Full JID of the requester: XEP-0050 §3.3 binds a session to it. */
   owner: string;
   ownerBare: string;
@@ -139,16 +147,22 @@ export default defineModule({
 
     // ---- execution (§3) ------------------------------------------------------------------------
 
-    ctx.iq('set', NS_COMMANDS, 'command', async (req) => {
-      const p = req.payload;
+    ctx.iq('set', NS_COMMANDS, 'command', async (req) => execute(req.from, req.to.domain, req.to.domain, req.payload, await commandsFor(req.to.domain)));
+
+    ctx.fold('adhoc.execute', async (ev) => {
+      if (ev.reply || !ctx.isLocalHost(ev.host)) return ev;
+      return { ...ev, reply: await execute(ev.from, ev.address, ev.host, ev.command, ev.commands) };
+    });
+
+    /** Runs one request on `address` (the host, or a service of it); sessions are bound to the address too. */
+    async function execute(from: Jid, address: string, host: string, p: Element, commands: AdhocCommand[]): Promise<Element> {
       const node = p.attrs.node;
       if (!node) throw commandError('bad-payload', 'the command has no node');
       const rawAction = p.attrs.action ?? 'execute';
       if (!ACTIONS.has(rawAction)) throw commandError('malformed-action', `unknown action ${rawAction}`);
-      const host = req.to.domain;
-      const cmd = (await commandsFor(host)).find((c) => c.node === node);
+      const cmd = commands.find((c) => c.node === node);
       if (!cmd) throw stanzaError('item-not-found');
-      if (!cmd.allowed(req.from)) throw stanzaError('forbidden');
+      if (!cmd.allowed(from)) throw stanzaError('forbidden');
 
       const sid = p.attrs.sessionid;
       let session: Session | undefined;
@@ -160,8 +174,8 @@ export default defineModule({
           if (ended.has(sid)) throw commandError('session-expired');
           throw commandError('bad-sessionid');
         }
-        // Another requester (or another command) naming this session gets no hint that it exists.
-        if (session.owner !== req.from.full || session.node !== node || session.host !== host) throw commandError('bad-sessionid');
+        // Another requester (or another command or address) naming this session gets no hint that it exists.
+        if (session.owner !== from.full || session.node !== node || session.address !== address) throw commandError('bad-sessionid');
         if (rawAction === 'cancel') {
           end(session);
           return commandElement(node, sid, 'canceled');
@@ -178,7 +192,7 @@ export default defineModule({
       const state = session?.state ?? {};
       const form = p.getChildElements().find((c) => c.name === 'x' && c.attrs.xmlns === NS.DATA_FORMS) ?? null;
       // XEP-0050 §3.4.5: a requester's <x type='cancel'/> counts as a submission of the stage.
-      const reply = await cmd.run({ from: req.from, host, action, stage, form, state });
+      const reply = await cmd.run({ from: from, host, action, stage, form, state });
 
       const id = session?.id ?? `${Date.now().toString(36)}-${randomBytes(8).toString('hex')}`;
       if (reply.status === 'completed') {
@@ -193,9 +207,9 @@ export default defineModule({
       if (session) {
         Object.assign(session, { stage, actions: reply.actions, execute: reply.execute, expires });
       } else {
-        const mine = [...sessions.values()].filter((s) => s.ownerBare === req.from.bare);
+        const mine = [...sessions.values()].filter((s) => s.ownerBare === from.bare);
         if (mine.length >= opts.maxSessionsPerUser && mine[0]) end(mine[0]);
-        sessions.set(id, { id, node, host, owner: req.from.full, ownerBare: req.from.bare, stage, state, actions: reply.actions, execute: reply.execute, expires });
+        sessions.set(id, { id, node, address, owner: from.full, ownerBare: from.bare, stage, state, actions: reply.actions, execute: reply.execute, expires });
       }
       const el = commandElement(node, id, 'executing');
       const actions = el.c('actions', { execute: reply.execute });
@@ -203,7 +217,7 @@ export default defineModule({
       for (const n of reply.notes ?? []) el.cnode(note(n.type, n.text));
       for (const c of reply.payload) el.cnode(c);
       return el;
-    });
+    }
   },
 });
 

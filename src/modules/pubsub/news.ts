@@ -137,8 +137,6 @@ const bareOf = (jid: string) => Jid.tryParse(jid)?.bare ?? jid;
 type AdhocCommand = HookMap['adhoc.commands']['commands'][number];
 type AdhocStage = Parameters<AdhocCommand['run']>[0];
 const NODE_GET_PENDING = `${NS_PUBSUB}#get-pending`;
-const COMMAND_SESSION_MS = 10 * 60_000;
-const MAX_COMMAND_SESSIONS = 1000;
 
 export default defineModule({
   name: 'news',
@@ -955,43 +953,12 @@ export default defineModule({
       return ev;
     });
 
-    /** Sessions of the command at the service's address: id -> requester (XEP-0050 §3.3 binds it to the full JID). */
-    const commandSessions = new Map<string, { owner: string; stage: number; state: Record<string, unknown>; expires: number }>();
-
-    /** A minimal XEP-0050 §3 runner for the service's one command (execute, complete, cancel). */
+    /** §8.7 sends the command to the service: the ad-hoc module runs it there, with its sessions and rules. */
     async function command(req: Req, el: Element): Promise<Element> {
-      if (el.attrs.node !== NODE_GET_PENDING) throw stanzaError('item-not-found', 'no such command');
-      if (!getPending.allowed(req.from)) throw stanzaError('forbidden');
-      const action = (el.attrs.action as string | undefined) ?? 'execute';
-      if (!['execute', 'complete', 'cancel', 'next', 'prev'].includes(action)) throw commandError('malformed-action', `unknown action ${action}`);
-      const now = Date.now();
-      for (const [id, s] of commandSessions) if (s.expires <= now) commandSessions.delete(id);
-      const sid = el.attrs.sessionid as string | undefined;
-      const session = sid === undefined ? undefined : commandSessions.get(sid);
-      if (sid !== undefined && (!session || session.owner !== req.from.full)) throw commandError('bad-sessionid');
-      const reply = (status: string, id: string) => new Element('command', { xmlns: NS_COMMANDS, node: NODE_GET_PENDING, sessionid: id, status });
-      if (sid !== undefined && action === 'cancel') {
-        commandSessions.delete(sid);
-        return reply('canceled', sid);
-      }
-      if (session ? action !== 'execute' && action !== 'complete' : action !== 'execute') throw commandError('bad-action', `${action} is not allowed here`);
-      const form = el.getChildElements().find((c) => c.name === 'x' && c.attrs.xmlns === NS_DATA) ?? null;
       const host = services.get(req.service) as string;
-      const out = await getPending.run({ from: req.from, host, action: session ? 'complete' : 'execute', stage: session ? session.stage + 1 : 0, form, state: session?.state ?? {} });
-      const id = sid ?? randomBytes(8).toString('hex');
-      if (out.status === 'completed') {
-        commandSessions.delete(id);
-        const res = reply('completed', id);
-        for (const n of out.notes ?? []) res.c('note', { type: n.type }).t(n.text);
-        return res;
-      }
-      if (commandSessions.size >= MAX_COMMAND_SESSIONS) commandSessions.delete(commandSessions.keys().next().value as string);
-      commandSessions.set(id, { owner: req.from.full, stage: 0, state: {}, expires: now + COMMAND_SESSION_MS });
-      const res = reply('executing', id);
-      const actions = res.c('actions', { execute: out.execute });
-      for (const a of out.actions) actions.c(a);
-      for (const p of out.payload) res.cnode(p);
-      return res;
+      const ev = await ctx.foldValue('adhoc.execute', { from: req.from, address: req.service, host, command: el, commands: [getPending], reply: null });
+      if (!ev.reply) throw stanzaError('service-unavailable', 'ad-hoc commands are not enabled');
+      return ev.reply;
     }
 
     /** §8.6.2: an owner's answer to a subscription request form. */
