@@ -24,6 +24,8 @@ import type { ModuleContext, ModuleDefinition, ModuleHost, ServiceHandler } from
 
 declare module './hooks.js' {
   interface HookMap {
+    /** The server is stopping; sessions are still open (say goodbye: e.g. XEP-0045 status 332). */
+    'server.stopping': { reason: string };
     /** A stanza to an account of a local host, before the RFC 6121 §8.5 delivery rules (blocking, subscriptions, probes). */
     'route.user': { stanza: Element; to: Jid; from: Jid | null };
     /** A message/presence addressed to a local host itself. */
@@ -137,6 +139,10 @@ export class Server implements ModuleHost {
 
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    // Bounded: a module that hangs here must not keep the server from stopping.
+    await Promise.race([this.hooks.fire('server.stopping', { reason: 'server shutting down' }), new Promise((r) => setTimeout(r, 2000).unref())]).catch(
+      (err: unknown) => this.log.error({ err }, 'server.stopping handler failed'),
+    );
     for (const s of [...this.allConnections, ...this.hibernating]) s.close('server shutting down');
     for (const fn of this.unloaders.reverse()) {
       try {

@@ -1112,6 +1112,19 @@ export default defineModule({
       return { ...ev, members: [...people] };
     });
 
+    // XEP-0045 §15.6 status 332: occupants are told the service is going away, before their sessions close.
+    ctx.hook('server.stopping', async () => {
+      const out: Promise<void>[] = [];
+      for (const room of rooms.values()) {
+        for (const occ of room.occupants.values()) {
+          occ.role = 'none';
+          for (const to of occ.sessions.keys()) out.push(ctx.route(occupantPresence(room, occ, occ, to, { type: 'unavailable', codes: [332] })).catch(() => undefined));
+        }
+      }
+      await Promise.all(out);
+      return undefined;
+    });
+
     // A session that ends leaves its rooms (a hibernated XEP-0198 session keeps its place).
     ctx.hook('session.closed', async ({ session }) => {
       const full = session.jid?.full;
