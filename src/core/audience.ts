@@ -1,11 +1,12 @@
 // Audiences: who "users, a group, a room or everyone" means when a feature addresses many people at
 // once (alerts, polls). A specification is a bare user JID, `group:NAME` (groups from configuration
-// `acl.groups` now, from the directory with issue 8), `room:ROOM-JID` (the room's members and
+// `acl.groups`, else the host's directory groups), `room:ROOM-JID` (the room's members and
 // occupants, answered by whichever module hosts the room through the `venue.audience` fold) or
 // `everyone` (every account of the host). The result is a list of existing local accounts.
 import type { Storage } from '../storage/types.js';
 import { Jid } from '../xmpp/jid.js';
 import type { ResolvedConfig } from './config.js';
+import type { UserDirectory } from './directory.js';
 import type { HookMap } from './hooks.js';
 
 declare module './hooks.js' {
@@ -48,6 +49,8 @@ export interface AudienceContext {
   foldValue?: <K extends keyof HookMap & string>(name: K, value: HookMap[K]) => Promise<HookMap[K]>;
   /** Who asks (checked by the room's module), or null for an administrative look-up. */
   asker?: Jid | null;
+  /** The host's user directory (issue 8): its groups answer `group:NAME` when configuration has no such group. */
+  directory?: (host: string) => UserDirectory | undefined;
 }
 
 /** Resolves audience specifications to existing local accounts (deduplicated, in order). */
@@ -71,8 +74,20 @@ export async function resolveAudience(ac: AudienceContext, host: string, specs: 
     } else if (spec.startsWith('group:')) {
       const name = spec.slice(6);
       const members = groups.get(name);
-      if (!members) throw new AudienceError(`${spec}: no such group`);
-      for (const m of members) await addJid(m, `${spec} member ${m}`);
+      const dir = members ? undefined : ac.directory?.(host);
+      if (members) {
+        for (const m of members) await addJid(m, `${spec} member ${m}`);
+      } else if (dir) {
+        // A directory group: its users are the host's accounts by definition (no account look-up).
+        const users = await dir.members(name);
+        if (!users.length) throw new AudienceError(`${spec}: no such group, or it has no members`);
+        for (const u of users) {
+          const j = Jid.tryParse(`${u.username}@${host}`);
+          if (j?.local) out.add(j.bare);
+        }
+      } else {
+        throw new AudienceError(`${spec}: no such group`);
+      }
     } else if (spec.startsWith('room:')) {
       const room = Jid.tryParse(spec.slice(5));
       if (!room || !room.local || room.resource) throw new AudienceError(`${spec}: not a room JID`);

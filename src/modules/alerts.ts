@@ -204,7 +204,13 @@ export default defineModule({
 
 type Ctx = ModuleContext<unknown>;
 
-const audience = (ctx: Ctx, asker: Jid): AudienceContext => ({ storage: ctx.storage, config: ctx.config, foldValue: (n, v) => ctx.foldValue(n, v), asker });
+const audience = (ctx: Ctx, asker: Jid): AudienceContext => ({
+  storage: ctx.storage,
+  config: ctx.config,
+  foldValue: (n, v) => ctx.foldValue(n, v),
+  directory: (h) => ctx.directory(h),
+  asker,
+});
 
 const badPayload = (text: string) => commandError('bad-payload', text);
 

@@ -96,7 +96,7 @@ export default defineModule({
       let recipients: string[];
       try {
         recipients = await resolveAudience(
-          { storage: ctx.storage, config: ctx.config, foldValue: (n, v) => ctx.foldValue(n, v), asker: creator },
+          { storage: ctx.storage, config: ctx.config, foldValue: (n, v) => ctx.foldValue(n, v), directory: (h) => ctx.directory(h), asker: creator },
           host,
           draft.audience,
           opts.maxRecipients,
