@@ -3,7 +3,9 @@
 import type { AccountRecord, ScramHash, ScramSecret, Storage } from '../storage/types.js';
 import { Jid } from '../xmpp/jid.js';
 import { deriveScramAsync, verifyPasswordAgainstScramAsync } from './scram-secrets.js';
-import type { LdapDirectory } from './ldap/directory.js';
+import { LdapDirectory } from './ldap/directory.js';
+import type { ResolvedConfig } from '../core/config.js';
+import type { Logger } from '../core/logger.js';
 
 export { LdapDirectory, DirectoryUnavailableError } from './ldap/directory.js';
 export type { DirectoryStats, DirectoryUser } from './ldap/directory.js';
@@ -22,6 +24,15 @@ export class AccountError extends Error {
 }
 
 const HASHES: ScramHash[] = ['SHA-1', 'SHA-256'];
+
+/** The LDAP directories of the hosts configured with `accounts: ldap` (they connect on first use). */
+export function directoriesFor(config: Readonly<ResolvedConfig>, log: Logger): Map<string, LdapDirectory> {
+  const out = new Map<string, LdapDirectory>();
+  for (const h of config.hosts) {
+    if (h.accounts === 'ldap' && h.ldap) out.set(h.domain, new LdapDirectory(h.domain, h.ldap, log.child({ host: h.domain, directory: 'ldap' })));
+  }
+  return out;
+}
 
 export class AccountService {
   constructor(

@@ -34,7 +34,22 @@ export interface RunningParley {
   web: WebContainer | null;
   /** The access control files in force (issue 7); `acl.reload()` re-reads them (SIGHUP, `parley reload`). */
   acl: FileAccessControl;
+  /** `parley cache flush` (SIGUSR2): empties every directory cache; reported in dataDir/cache-status.json when statusFile is on. */
+  flushDirectoryCaches(reason: string): CacheFlushReport;
   stop(): Promise<void>;
+}
+
+/** The file (in dataDir) where the running server reports each directory cache flush. */
+export const CACHE_STATUS_FILE = 'cache-status.json';
+
+export interface CacheFlushReport {
+  pid: number;
+  /** Counts flushes since start. */
+  generation: number;
+  at: string;
+  reason: string;
+  /** Hosts with a directory, and the entries each cache dropped. */
+  hosts: { host: string; entries: number }[];
 }
 
 export async function openConfiguredStorage(config: Readonly<ResolvedConfig>): Promise<Storage> {
@@ -69,8 +84,28 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
   let acl: FileAccessControl | null = null;
   try {
     // Access control files (issue 7), in force before any module runs; a malformed one stops the start.
-    acl = await startAccessFiles({ config, isLocal: (d) => server.isLocalHost(d), log, statusPath: opts.statusFile ? join(config.dataDir, ACL_STATUS_FILE) : undefined });
+    // Directory groups (issue 8) are @group principals too: resolved at login, then read from the directory's group cache.
+    const directoryGroups = config.hosts.some((h) => h.accounts === 'ldap' && h.ldap?.groups);
+    acl = await startAccessFiles({
+      config,
+      isLocal: (d) => server.isLocalHost(d),
+      log,
+      statusPath: opts.statusFile ? join(config.dataDir, ACL_STATUS_FILE) : undefined,
+      groupResolver: directoryGroups ? (who) => (who.local ? server.auth.directory(who.domain)?.knownGroups(who.local) : undefined) : undefined,
+    });
     server.acl = acl;
+    if (directoryGroups) {
+      server.hooks.on(
+        'session.bound',
+        async ({ session }) => {
+          const dir = session.jid?.local ? server.auth.directory(session.jid.domain) : undefined;
+          // The ACL engine is synchronous: have the user's groups ready before their first request.
+          if (dir?.groups) await dir.groupsOf(session.jid?.local as string).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'directory groups not resolved at login'));
+        },
+        0,
+        'directory-groups',
+      );
+    }
     await server.start();
     const ports: RunningParley['ports'] = { c2s: null, c2sDirectTls: null, http: null, https: null };
     // The link listener also serves standalone muxes when it has a fixed port.
@@ -131,7 +166,30 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       statusTimer.unref();
     }
     let stopped = false;
+    let flushes = 0;
     return {
+      flushDirectoryCaches(reason) {
+        const hosts: CacheFlushReport['hosts'] = [];
+        for (const host of server.hostNames()) {
+          const dir = server.auth.directory(host);
+          if (!dir) continue;
+          const st = dir.stats();
+          dir.flushCache();
+          hosts.push({ host, entries: st.size + st.negativeSize });
+        }
+        const report: CacheFlushReport = { pid: process.pid, generation: ++flushes, at: new Date().toISOString(), reason, hosts };
+        log.info({ reason, hosts }, 'directory caches flushed');
+        if (opts.statusFile) {
+          const path = join(config.dataDir, CACHE_STATUS_FILE);
+          try {
+            writeFileSync(`${path}.tmp`, JSON.stringify(report, null, 2));
+            renameSync(`${path}.tmp`, path);
+          } catch (err) {
+            log.warn({ err }, 'cannot write the cache status file');
+          }
+        }
+        return report;
+      },
       server,
       storage,
       ports,

@@ -5,14 +5,15 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
 import { loadConfig, ConfigError, type ResolvedConfig } from '../core/config.js';
-import { createLogger } from '../core/logger.js';
-import { AccountService, AccountError, parseAccountJid } from '../auth/index.js';
+import { createLogger, silentLogger } from '../core/logger.js';
+import { AccountService, AccountError, directoriesFor, parseAccountJid } from '../auth/index.js';
 import { ACL_STATUS_FILE, FileAccessControl, formatAclReport, readAclStatus } from '../auth/index.js';
 import { builtinModules } from '../modules/index.js';
-import { openConfiguredStorage, startParley } from './app.js';
+import { CACHE_STATUS_FILE, openConfiguredStorage, startParley, type CacheFlushReport } from './app.js';
 import { runMux } from '../mux/index.js';
 import { muxSecret } from './secrets.js';
 import { modulesReference } from './modules-doc.js';
+import { ldapTest } from './ldap-test.js';
 import { AlertInputError, PRIORITIES, storeAlert } from '../modules/alerts.js';
 import type { AlertPriority } from '../storage/types.js';
 import { hostname } from 'node:os';
@@ -40,7 +41,13 @@ async function withAccounts<T>(fn: (accounts: AccountService, cfg: Readonly<Reso
   const cfg = config();
   const storage = await openConfiguredStorage(cfg);
   try {
-    return await fn(new AccountService(storage, cfg.auth.scramIterations), cfg);
+    // Directory hosts are known, so that `user add`/`passwd` refuse them instead of writing unused local records.
+    const accounts = new AccountService(storage, cfg.auth.scramIterations, directoriesFor(cfg, silentLogger()));
+    try {
+      return await fn(accounts, cfg);
+    } finally {
+      await accounts.close();
+    }
   } finally {
     await storage.close();
   }
@@ -88,6 +95,10 @@ program
     // `parley reload` (issue 7): re-read the access control files; the report goes to dataDir/acl-status.json.
     process.on('SIGHUP', () => {
       running.acl.reload('SIGHUP').catch((err: unknown) => log.error({ err }, 'access control reload failed'));
+    });
+    // `parley cache flush` (issue 8): forget every directory answer; the report goes to dataDir/cache-status.json.
+    process.on('SIGUSR2', () => {
+      running.flushDirectoryCaches('SIGUSR2');
     });
   });
 
@@ -226,7 +237,9 @@ program
     const cfg = config();
     const problems: string[] = [];
     // The access control files too (docs/acl.md): a malformed one would stop `parley start`.
-    const aclCheck = await new FileAccessControl({ directory: cfg.acl.directory, groups: cfg.acl.groups, isLocal: () => true }).reload('check-config');
+    // Directory groups (LDAP hosts with `groups`) may define any @group: no "not defined" warnings then.
+    const directoryGroups = cfg.hosts.some((h) => h.accounts === 'ldap' && h.ldap?.groups);
+    const aclCheck = await new FileAccessControl({ directory: cfg.acl.directory, groups: cfg.acl.groups, isLocal: () => true, groupResolver: directoryGroups ? () => undefined : undefined }).reload('check-config');
     problems.push(...aclCheck.errors);
     for (const def of builtinModules) {
       const raw = cfg.modules[def.name];
@@ -307,6 +320,59 @@ program
     }
     process.stderr.write(`parley: the server (pid ${pid}) did not report a reload within ${o.timeout} s; see its log\n`);
     process.exitCode = 1;
+  });
+
+program
+  .command('cache')
+  .description('directory cache of LDAP hosts')
+  .command('flush')
+  .description('make the running server forget every cached directory answer (users, groups, searches), so changes show at once')
+  .option('--timeout <seconds>', "how long to wait for the server's report", '10')
+  .action(async (o: { timeout: string }) => {
+    const cfg = config();
+    const pid = runningPid(cfg);
+    if (pid === null) {
+      process.stdout.write('parley is not running (no live server process in the status file)\n');
+      process.exitCode = 3;
+      return;
+    }
+    const path = join(cfg.dataDir, CACHE_STATUS_FILE);
+    const read = (): CacheFlushReport | null => {
+      try {
+        return JSON.parse(readFileSync(path, 'utf8')) as CacheFlushReport;
+      } catch {
+        return null;
+      }
+    };
+    const before = read();
+    const since = before?.pid === pid ? before.generation : 0;
+    process.kill(pid, 'SIGUSR2');
+    // The server answers by writing its next report; wait for one newer than what we saw.
+    const deadline = Date.now() + Math.max(1, Number(o.timeout) || 10) * 1000;
+    while (Date.now() < deadline) {
+      const st = read();
+      if (st && st.pid === pid && st.generation > since) {
+        const lines = st.hosts.length ? st.hosts.map((h) => `  ${h.host}: ${h.entries} entries dropped`) : ['  no host has a directory: nothing to flush'];
+        process.stdout.write(`directory caches flushed (pid ${pid}):\n${lines.join('\n')}\n`);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    process.stderr.write(`parley: the server (pid ${pid}) did not report a flush within ${o.timeout} s; see its log\n`);
+    process.exitCode = 1;
+  });
+
+program
+  .command('ldap')
+  .description('LDAP directory tools')
+  .command('test')
+  .description("check each LDAP host's configuration against its directory and explain what is wrong (exit code 0: all good)")
+  .option('--host <domain>', 'only this host')
+  .option('--user <name>', 'also look this username up')
+  .action(async (o: { host?: string; user?: string }) => {
+    const r = await ldapTest(config(), o);
+    process.stdout.write(r.report);
+    process.exitCode = r.ok ? 0 : 1;
   });
 
 /** The pid of the running server, from dataDir/status.json, or null when it is not alive. */

@@ -18,6 +18,9 @@ function isAddressOrCidr(v: string): boolean {
   return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
 }
 
+/** An LDAP attribute name (RFC 4512 descr). */
+const ldapAttr = /^[A-Za-z][A-Za-z0-9-]*$/;
+
 /** LDAP directory of a host (issue 8; src/auth/ldap/). Passwords never leave the directory. */
 export const ldapSchema = z
   .object({
@@ -43,6 +46,25 @@ export const ldapSchema = z
       .regex(/^\(.*\)$/, 'expected an LDAP filter in parentheses')
       .default('(objectClass=inetOrgPerson)')
       .describe('Filter every user entry must match; users it excludes (e.g. disabled ones) cannot log in'),
+    roster: z
+      .enum(['database', 'directory'])
+      .default('database')
+      .describe("Where contact lists live: Parley's database, or the parleyRosterItem attribute of each user entry (docs/ldap.md; needs docs/ldap/parley.schema)"),
+    // Registration into the directory (XEP-0077 with hosts[].registration.enabled; docs/ldap.md).
+    registration: z
+      .object({
+        rdnAttribute: z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/).optional().describe('Attribute naming new entries (their RDN; default: userAttribute)'),
+        base: z.string().min(1).optional().describe('Where new entries are created (default: base)'),
+        objectClasses: z.array(z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/)).min(1).default(['inetOrgPerson']).describe('Object classes of new entries'),
+        attributes: z
+          .record(z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/), z.union([z.string(), z.array(z.string())]))
+          .default({ cn: '{username}', sn: '{username}' })
+          .describe('Fixed attributes of new entries; {username} is replaced by the username'),
+      })
+      .strict()
+      .prefault({})
+      .describe('Entries created by in-band registration (the user attribute is set to the username, the password through the Password Modify operation)'),
+    sizeLimit: z.number().int().min(1).default(1000).describe('Most entries one directory search returns (user search, group expansion); larger answers are cut and logged'),
     timeouts: z
       .object({
         connectMs: z.number().int().min(100).default(5000).describe('TCP (and TLS) connection timeout'),
@@ -59,6 +81,54 @@ export const ldapSchema = z
       })
       .strict()
       .prefault({}),
+    // User search (XEP-0055, src/modules/search.ts): `user` (the user attribute) is always a field.
+    searchFields: z
+      .record(z.string().regex(/^(?!user$|jid$)[a-z][a-z0-9-]*$/, 'a lower-case field name other than user and jid'), z.string().regex(ldapAttr))
+      .default({ name: 'cn', first: 'givenName', last: 'sn', email: 'mail' })
+      .describe('User search fields and the attribute each one searches (substring match); first, last and email also serve the legacy form'),
+    // vCards of directory users (XEP-0054, src/modules/vcard-directory.ts): vCard element -> attribute.
+    vcard: z
+      .object({
+        fullName: z.string().regex(ldapAttr).optional().describe('FN (default: displayNameAttribute)'),
+        given: z.string().regex(ldapAttr).default('givenName').describe('N/GIVEN'),
+        family: z.string().regex(ldapAttr).default('sn').describe('N/FAMILY'),
+        email: z.string().regex(ldapAttr).default('mail').describe('EMAIL/USERID'),
+        phone: z.string().regex(ldapAttr).default('telephoneNumber').describe('TEL/NUMBER'),
+        title: z.string().regex(ldapAttr).default('title').describe('TITLE'),
+        orgName: z.string().regex(ldapAttr).default('o').describe('ORG/ORGNAME'),
+        orgUnit: z.string().regex(ldapAttr).default('ou').describe('ORG/ORGUNIT'),
+        photo: z.string().regex(ldapAttr).default('jpegPhoto').describe('PHOTO (JPEG bytes, sent as BINVAL)'),
+        localEdits: z
+          .boolean()
+          .default(false)
+          .describe('Let users store their own vCard, the directory fields taking precedence (default: refused with not-allowed)'),
+      })
+      .strict()
+      .prefault({})
+      .describe('vCards (XEP-0054) of directory users, filled from these attributes'),
+    groups: z
+      .object({
+        base: z.string().min(1).describe('Base DN of group searches, e.g. ou=groups,dc=example,dc=com'),
+        filter: z
+          .string()
+          .regex(/^\(.*\)$/, 'expected an LDAP filter in parentheses')
+          .default('(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup)(objectClass=groupOfURLs))')
+          .describe('Filter every group entry must match (which object classes are groups)'),
+        nameAttribute: z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/).default('cn').describe('Attribute holding the group name (what shared rosters and @group in ACL files use)'),
+        displayNameAttribute: z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/).default('cn').describe('Attribute shown as the roster group of a shared group (cn, description, ...)'),
+        memberAttributes: z.array(z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/)).default(['member', 'uniqueMember']).describe('Attributes holding member DNs (users or nested groups)'),
+        memberUidAttributes: z.array(z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/)).default(['memberUid']).describe('Attributes holding member usernames (posixGroup)'),
+        memberUrlAttribute: z.string().regex(/^[A-Za-z][A-Za-z0-9-]*$/).default('memberURL').describe('Attribute holding the LDAP URLs of a dynamic group (groupOfURLs)'),
+        nestingDepth: z.number().int().min(0).max(10).default(3).describe('Levels of groups inside groups followed (0: none); cycles are cut'),
+        maxGroups: z.number().int().min(1).default(1000).describe('Most group entries read from the group base'),
+        shared: z
+          .union([z.literal('*'), z.array(z.string().min(1))])
+          .default([])
+          .describe("Groups whose members see each other in their rosters (shared roster groups): '*' for all, or a list of group names"),
+      })
+      .strict()
+      .optional()
+      .describe('Directory groups (absent: no groups): shared roster groups and @group principals of the access control files'),
   })
   .strict()
   .refine((l) => !l.bindDn === !l.bindPassword, { message: 'bindDn and bindPassword go together' });

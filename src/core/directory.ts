@@ -33,6 +33,15 @@ export interface DirectorySearch {
   cacheKey?: string;
 }
 
+/** A shared roster group (issue 8): its members see each other without subscription requests. */
+export interface SharedGroup {
+  /** The group's name (its name attribute, e.g. cn). */
+  name: string;
+  /** What rosters show as the group (the configured display attribute, e.g. cn or description). */
+  displayName: string;
+  members: DirectoryUser[];
+}
+
 export type DirectoryChange = { operation: 'add' | 'delete' | 'replace'; attribute: string; values: string[] };
 
 export interface UserDirectory {
@@ -49,8 +58,25 @@ export interface UserDirectory {
   /** Writes with the service account (roster in the directory, registration). */
   modify(dn: string, changes: DirectoryChange[]): Promise<void>;
   add(dn: string, attributes: Record<string, string[]>): Promise<void>;
+  /**
+   * Registration into the directory (XEP-0077): creates the user's entry from the configured
+   * template and sets its password with the Password Modify operation (RFC 3062). Throws
+   * DirectoryConflictError when the username is taken; throws when the directory is unreachable.
+   */
+  createUser(username: string, password: string): Promise<DirectoryUser>;
+  /** Names of the directory groups the user belongs to (static, dynamic, nested; cached). Empty without `groups` configured. */
+  groupsOf(username: string): Promise<string[]>;
+  /** The users of a group (nested groups expanded to the configured depth; cached). Empty for an unknown group. */
+  members(group: string): Promise<DirectoryUser[]>;
+  /** The shared roster groups the user belongs to, with their members (cached). */
+  sharedGroupsOf(username: string): Promise<SharedGroup[]>;
   /** `parley cache flush`: every cached answer is asked again. */
   flushCache(): void;
+}
+
+/** The entry (or the username) already exists in the directory. */
+export class DirectoryConflictError extends Error {
+  override name = 'DirectoryConflictError';
 }
 
 /** RFC 4515 §3: a value placed in a filter, with `*`, `(`, `)`, `\` and NUL escaped. */

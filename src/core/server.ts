@@ -2,13 +2,14 @@
 // accounting. Listeners live in src/transports and hand connections to `acceptConnection`.
 import { randomBytes } from 'node:crypto';
 import type { Element } from 'ltx';
-import { StanzaError, stanzaError } from '../xmpp/errors.js';
+import { StanzaError, StreamError, stanzaError } from '../xmpp/errors.js';
 import { Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
 import { errorReply, iqResult } from '../xmpp/stanza.js';
 import type { Storage } from '../storage/types.js';
 import type { UserDirectory } from './directory.js';
-import { AccountService, LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism } from '../auth/index.js';
+import { withDirectoryRosters } from '../auth/ldap/roster-store.js';
+import { AccountService, directoriesFor, type LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism } from '../auth/index.js';
 import type { ResolvedConfig } from './config.js';
 import { HookBus } from './hooks.js';
 import type { Logger } from './logger.js';
@@ -95,17 +96,15 @@ export class Server implements ModuleHost {
 
   constructor(opts: ServerOptions) {
     this.config = opts.config;
-    this.storage = opts.storage;
     this.log = opts.log;
     this.secret = opts.secret;
     this.hooks = new HookBus(opts.log);
     this.iqs = new IqDispatcher(opts.log);
     this.hosts = new Set(opts.config.hosts.map((h) => h.domain));
-    const directories = new Map<string, LdapDirectory>();
-    for (const h of opts.config.hosts) {
-      if (h.accounts === 'ldap' && h.ldap) directories.set(h.domain, new LdapDirectory(h.domain, h.ldap, opts.log.child({ host: h.domain, directory: 'ldap' })));
-    }
+    const directories = directoriesFor(opts.config, opts.log);
     this.auth = new AccountService(opts.storage, opts.config.auth.scramIterations, directories);
+    // Hosts with `ldap.roster: directory` keep contact lists in their directory, for every feature.
+    this.storage = withDirectoryRosters(opts.storage, opts.config, (h) => directories.get(h), opts.log);
     const ban = opts.config.auth.banSeconds * 1000;
     this.throttle = new LoginThrottle({
       perAddress: { maxFailures: opts.config.auth.maxFailuresPerAddress, windowMs: ban, banMs: ban },
@@ -135,10 +134,12 @@ export class Server implements ModuleHost {
       this.sweepTimer = setInterval(() => this.sweep(), every);
       this.sweepTimer.unref();
     }
+    this.watchDirectoryUsers();
   }
 
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const t of this.directoryTimers) clearInterval(t);
     // Bounded: a module that hangs here must not keep the server from stopping.
     await Promise.race([this.hooks.fire('server.stopping', { reason: 'server shutting down' }), new Promise((r) => setTimeout(r, 2000).unref())]).catch(
       (err: unknown) => this.log.error({ err }, 'server.stopping handler failed'),
@@ -157,6 +158,49 @@ export class Server implements ModuleHost {
     }
     this.pending.clear();
     await this.auth.close();
+  }
+
+  private readonly directoryTimers: NodeJS.Timeout[] = [];
+
+  /**
+   * Issue 8: "accounts disabled in the directory cannot keep sessions after the cache expires".
+   * Every cache ttl (at least 1 s), the bound users of each LDAP host are looked up again (through
+   * the cache); one the directory no longer has, or the user filter now excludes, loses its
+   * sessions with not-authorized (RFC 6120 §4.9.3.12). An unreachable directory ends nothing.
+   */
+  private watchDirectoryUsers(): void {
+    for (const h of this.config.hosts) {
+      const dir = this.auth.directory(h.domain);
+      if (!dir || !h.ldap) continue;
+      let running = false;
+      const t = setInterval(() => {
+        if (running) return;
+        running = true;
+        void this.checkDirectoryUsers(h.domain, dir)
+          .catch((err: unknown) => this.log.error({ err }, 'directory session check failed'))
+          .finally(() => (running = false));
+      }, Math.max(1000, h.ldap.cache.ttlSeconds * 1000));
+      t.unref();
+      this.directoryTimers.push(t);
+    }
+  }
+
+  private async checkDirectoryUsers(host: string, dir: LdapDirectory): Promise<void> {
+    const byUser = new Map<string, C2SSession[]>();
+    for (const s of new Set([...this.sessions.all(), ...this.hibernating])) {
+      if (s.host !== host || !s.jid?.local || s.state === 'closed') continue;
+      byUser.set(s.jid.local, [...(byUser.get(s.jid.local) ?? []), s]);
+    }
+    for (const [local, list] of byUser) {
+      try {
+        if (await dir.findUser(local)) continue;
+      } catch (err) {
+        this.log.warn({ host, err: (err as Error).message }, 'directory unreachable: sessions kept');
+        return;
+      }
+      this.log.info({ user: `${local}@${host}` }, 'account gone from the directory or disabled: sessions closed');
+      for (const s of list) s.fail(new StreamError('not-authorized', 'account disabled in the directory'));
+    }
   }
 
   private sweep(): void {

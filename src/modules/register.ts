@@ -16,12 +16,16 @@
 //    are cancelled, the account and all its data deleted, then every session of the account ends
 //    with a not-authorized stream error after the result is sent (§3.2).
 //  - error replies never echo the request payload (it carries passwords, §3.3).
+//  - LDAP hosts (issue 8): creation writes the user's entry into the directory (taken -> conflict,
+//    directory down -> internal-server-error, type wait); password change and <remove/> get
+//    not-allowed: the directory is the system of record, Parley holds no password to change.
 import { Element } from 'ltx';
 import { z } from 'zod';
 import { defineModule, type IqRequest } from '../core/module.js';
 import { HANDLED } from '../core/hooks.js';
 import type { C2SSession } from '../core/session.js';
-import { AccountError, AccountService } from '../auth/index.js';
+import { AccountError, AccountService, DirectoryUnavailableError } from '../auth/index.js';
+import { DirectoryConflictError } from '../core/directory.js';
 import { StanzaError, StreamError, stanzaError } from '../xmpp/errors.js';
 import { Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
@@ -124,11 +128,15 @@ export default defineModule({
       if ([...password].length < min) throw stanzaError('not-acceptable', `passwords need at least ${min} characters`);
       const release = reserve(session.remoteAddress);
       if (!release) throw new StanzaError('wait', 'not-acceptable', 'too many accounts created from this address; try later');
+      // An LDAP host registers into its directory (issue 8): the entry is the account.
+      const dir = ctx.directory(host);
       try {
-        await accounts.create(jid.bare, password);
+        if (dir) await dir.createUser(jid.local, password);
+        else await accounts.create(jid.bare, password);
       } catch (err) {
         release();
-        if (err instanceof AccountError) throw stanzaError('conflict', 'username already taken');
+        if (err instanceof AccountError || err instanceof DirectoryConflictError) throw stanzaError('conflict', 'username already taken');
+        if (err instanceof DirectoryUnavailableError) throw new StanzaError('wait', 'internal-server-error', 'the directory is unreachable; try later');
         throw err;
       }
       ctx.invalidateAccount(jid.bare);
@@ -190,6 +198,8 @@ export default defineModule({
           if (children.some((c) => c.name === 'remove')) {
             if (children.length !== 1) throw stanzaError('bad-request', '<remove/> must be the only child');
             if (!enabled(user.domain)) throw stanzaError('not-allowed', 'accounts cannot be cancelled in-band here');
+            // The directory is the system of record for an LDAP host: its administrators remove entries.
+            if (ctx.directory(user.domain)) throw stanzaError('not-allowed', 'accounts of this host are removed in the directory');
             await removeAccount(user);
             return undefined;
           }
@@ -210,6 +220,8 @@ export default defineModule({
       if (!password) throw stanzaError('bad-request', 'empty password: the password is unchanged');
       if (!sameAccount(username, user)) throw stanzaError('forbidden', 'you can only change your own password');
       if (req.session && !req.session.secure) throw stanzaError('not-authorized', 'the stream is not encrypted');
+      // Parley holds no password of a directory user (issue 8): it is changed with the directory's own tools.
+      if (ctx.directory(user.domain)) throw stanzaError('not-allowed', 'passwords of this host are kept in the directory; change yours there');
       const min = minLength(user.domain);
       if ([...password].length < min) throw stanzaError('not-acceptable', `passwords need at least ${min} characters`);
       try {

@@ -9,6 +9,9 @@
 //  - set to another user's JID: forbidden (§3.2); set to a server domain: not-allowed.
 //  - a document larger than limits.privateItemBytes: not-acceptable (modify), with a text.
 //  - the server domain's own vCard: an empty <vCard/>.
+//  - hosts with `accounts: ldap`: a directory user's vCard comes from the directory (see
+//    vcard-directory.ts); setting it is not-allowed (the directory is the system of record) unless
+//    hosts.*.ldap.vcard.localEdits stores it here, the directory's elements taking precedence.
 import { Element, parse } from 'ltx';
 import { z } from 'zod';
 import { defineModule } from '../core/module.js';
@@ -17,6 +20,7 @@ import { stanzaError } from '../xmpp/errors.js';
 import { NS } from '../xmpp/ns.js';
 import { HANDLED } from '../core/hooks.js';
 import type { Jid } from '../xmpp/jid.js';
+import { directoryVcards, mergeVcards } from './vcard-directory.js';
 
 declare module '../core/hooks.js' {
   interface HookMap {
@@ -56,7 +60,18 @@ export default defineModule({
       }
     };
 
+    const directory = directoryVcards(ctx);
+
     ctx.hook('vcard.edit', async (ev) => {
+      // A plain Error on an outage: logged and skipped by the hook bus, never a veto of the
+      // stanza that asked (avatars reads vCards while handling presence).
+      const fromDir = await directory.lookup(ev.user).catch((err: unknown) => {
+        throw new Error('directory vCard unavailable', { cause: err });
+      });
+      if (fromDir && !directory.localEdits(ev.user.domain)) {
+        ev.vcard = fromDir; // updates (PEP avatar conversion) do not reach the directory
+        return HANDLED;
+      }
       const current = await load(ev.user.bare);
       const next = ev.update ? ev.update(current) : undefined;
       if (next === undefined) {
@@ -70,6 +85,7 @@ export default defineModule({
         await kv.set(ev.user.bare, STORE, KEY, xml);
         ev.vcard = next;
       }
+      if (fromDir) ev.vcard = mergeVcards(fromDir, ev.vcard ?? null);
       return HANDLED;
     });
 
@@ -79,6 +95,8 @@ export default defineModule({
       'vCard',
       async (req) => {
         if (!req.to.local) return new Element('vCard', { xmlns: NS.VCARD });
+        const fromDir = await directory.lookup(req.to);
+        if (fromDir) return directory.localEdits(req.to.domain) ? mergeVcards(fromDir, await load(req.to.bare)) : fromDir;
         const stored = await kv.get(req.to.bare, STORE, KEY);
         if (stored !== null) {
           try {
@@ -101,6 +119,9 @@ export default defineModule({
       async (req) => {
         if (!req.to.local) throw stanzaError('not-allowed', 'the server vCard cannot be set in-band');
         if (!req.self) throw stanzaError('forbidden', 'only your own vCard can be set');
+        if (directory.covers(req.to.domain) && !directory.localEdits(req.to.domain)) {
+          throw stanzaError('not-allowed', 'vCards on this host come from the user directory');
+        }
         const previous = await load(req.to.bare);
         if (req.payload.getChildElements().length === 0) {
           await kv.delete(req.to.bare, STORE, KEY);

@@ -17,6 +17,7 @@ import net from 'node:net';
 import express, { type Request, type Response } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Server } from '../core/server.js';
+import type { DirectoryStats } from '../auth/index.js';
 import type { TransportKind } from '../core/transport.js';
 import type { WebContainer } from './web.js';
 
@@ -197,6 +198,46 @@ export function startOps(server: Server, web: WebContainer, opts: OpsOptions): O
       for (const l of opts.muxLink?.status() ?? []) this.set({ mux: l.name }, l.connections);
     },
   });
+
+  // ---- directory (issue 8: hosts with LDAP accounts) ------------------------------------------
+
+  // One per figure of LdapDirectory.stats(), by host; the counters live in the directory objects.
+  const directoryFigures: { name: string; help: string; kind: 'counter' | 'gauge'; pick: (s: DirectoryStats) => number }[] = [
+    { name: 'parley_directory_cache_hits_total', help: 'Directory look-ups answered from the cache', kind: 'counter', pick: (s) => s.hits },
+    { name: 'parley_directory_cache_misses_total', help: 'Directory look-ups the cache could not answer', kind: 'counter', pick: (s) => s.misses },
+    { name: 'parley_directory_cache_negative_hits_total', help: 'Look-ups answered by a remembered "not found"', kind: 'counter', pick: (s) => s.negativeHits },
+    { name: 'parley_directory_cache_evictions_total', help: 'Cache entries dropped because the cache was full', kind: 'counter', pick: (s) => s.evictions },
+    { name: 'parley_directory_cache_entries', help: 'Answers in the directory cache now', kind: 'gauge', pick: (s) => s.size },
+    { name: 'parley_directory_cache_negative_entries', help: '"Not found" answers in the negative cache now', kind: 'gauge', pick: (s) => s.negativeSize },
+    { name: 'parley_directory_searches_total', help: 'Searches sent to the directory', kind: 'counter', pick: (s) => s.searches },
+    { name: 'parley_directory_binds_total', help: 'Binds sent to the directory (user logins and the service account)', kind: 'counter', pick: (s) => s.binds },
+    { name: 'parley_directory_failures_total', help: 'Directory connection failures and timeouts', kind: 'counter', pick: (s) => s.failures },
+  ];
+  const directoryStats = () =>
+    server.hostNames().flatMap((host) => {
+      const dir = server.auth.directory(host);
+      return dir ? [{ host, stats: dir.stats() }] : [];
+    });
+  for (const f of directoryFigures) {
+    const common = { name: f.name, help: f.help, labelNames: ['host'] as const, registers };
+    if (f.kind === 'counter') {
+      new Counter({
+        ...common,
+        collect() {
+          this.reset();
+          for (const d of directoryStats()) this.inc({ host: d.host }, f.pick(d.stats));
+        },
+      });
+    } else {
+      new Gauge({
+        ...common,
+        collect() {
+          this.reset();
+          for (const d of directoryStats()) this.set({ host: d.host }, f.pick(d.stats));
+        },
+      });
+    }
+  }
 
   // Process metrics: CPU, memory, handles, GC, and event-loop lag (perf_hooks histogram).
   collectDefaultMetrics({ register, eventLoopMonitoringPrecision: 10 });

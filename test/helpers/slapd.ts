@@ -19,6 +19,8 @@ export interface SlapdOptions {
   anonymousRead?: boolean;
   /** DN (besides the root DN) that may read and write everything, e.g. the service account. */
   serviceDn?: string;
+  /** Extra schema files (slapd.conf syntax) included after the standard ones, e.g. docs/ldap/parley.schema. */
+  schemas?: string[];
 }
 
 export interface SlapdServer {
@@ -31,6 +33,8 @@ export interface SlapdServer {
   ca: string;
   /** Operations served since start (or the last reset), by kind: BIND, SRCH, ADD, MOD, ... */
   ops(): Record<string, number>;
+  /** Resolves once slapd's log has been quiet for a moment: its lines can arrive after the answers. */
+  settle(): Promise<void>;
   resetOps(): void;
   /** Stops slapd, keeping its data (a directory outage). */
   pause(): Promise<void>;
@@ -117,7 +121,7 @@ include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
 include /etc/ldap/schema/dyngroup.schema
-modulepath /usr/lib/ldap
+${(opts.schemas ?? []).map((f) => `include ${f}\n`).join('')}modulepath /usr/lib/ldap
 moduleload back_mdb
 pidfile ${join(dir, 'slapd.pid')}
 argsfile ${join(dir, 'slapd.args')}
@@ -150,6 +154,7 @@ ${service}  ${read}
   const [port, tlsPort] = [await freePort(), await freePort()];
   const counts: Record<string, number> = {};
   const seen = new Set<string>();
+  let lastLine = 0;
   let proc: ChildProcess | undefined;
   let logTail = '';
 
@@ -164,6 +169,7 @@ ${service}  ${read}
       partial = lines.pop() ?? '';
       for (const line of lines) {
         logTail = (logTail + line + '\n').slice(-16384);
+        lastLine = Date.now();
         // "conn=1001 op=1 SRCH base=..." (a BIND logs two lines: count each conn/op once).
         const m = /conn=(\d+) op=(\d+) (BIND|SRCH|ADD|MOD|DEL|MODRDN|CMP|EXT|UNBIND) /.exec(line);
         if (m && !seen.has(`${m[1]}/${m[2]}`)) {
@@ -205,6 +211,10 @@ ${service}  ${read}
     rootPassword,
     ca: pems.cert,
     ops: () => ({ ...counts }),
+    async settle() {
+      const deadline = Date.now() + 3000;
+      while (Date.now() - lastLine < 150 && Date.now() < deadline) await sleep(50);
+    },
     resetOps: () => {
       for (const k of Object.keys(counts)) delete counts[k];
     },

@@ -114,8 +114,10 @@ describe('LDAP authentication (issue 8)', () => {
   it('refuses a wrong password, an unknown user, and an empty password without binding', async () => {
     expect(await plain(port, 'alice', 'wrong')).toMatchObject({ ok: false, condition: 'not-authorized' });
     expect(await plain(port, 'nobody', 'whatever')).toMatchObject({ ok: false, condition: 'not-authorized' });
+    await slapd.settle();
     slapd.resetOps();
     expect(await plain(port, 'bob', '')).toMatchObject({ ok: false, condition: 'not-authorized' });
+    await slapd.settle();
     expect(slapd.ops().BIND ?? 0).toBe(0);
   });
 
@@ -149,8 +151,10 @@ describe('LDAP authentication (issue 8)', () => {
   it('caches look-ups: repeated logins search the directory once and bind each time', async () => {
     const dir = srv.server.auth.directory('localhost');
     dir?.cache.clear();
+    await slapd.settle();
     slapd.resetOps();
     for (let i = 0; i < 5; i++) expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: true });
+    await slapd.settle();
     const ops = slapd.ops();
     expect(ops.SRCH).toBe(1);
     // The five user binds, plus the service account's bind if its connection had to be reopened.
@@ -158,8 +162,10 @@ describe('LDAP authentication (issue 8)', () => {
     expect(ops.BIND).toBeLessThanOrEqual(6);
     // Without the cache every login searches again.
     dir?.cache.clear();
+    await slapd.settle();
     slapd.resetOps();
     expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: true });
+    await slapd.settle();
     expect(slapd.ops().SRCH).toBe(1);
     const stats = dir?.stats();
     expect(stats?.hits).toBeGreaterThanOrEqual(4);
@@ -190,15 +196,18 @@ describe('LDAP authentication (issue 8)', () => {
     expect(srv.server.directory('elsewhere.example')).toBeUndefined();
     const { escapeFilterValue } = await import('../../src/core/directory.js');
     await dir!.modify(`uid=bob,ou=people,${BASE}`, [{ operation: 'replace', attribute: 'title', values: ['Builder (*)'] }]);
+    await slapd.settle();
     slapd.resetOps();
     const q = { filter: `(&(objectClass=inetOrgPerson)(title=${escapeFilterValue('Builder (*)')}))`, attributes: ['uid', 'title'], cacheKey: 'test:builders' };
     const [bob] = await dir!.search(q);
     expect(bob?.dn).toBe(`uid=bob,ou=people,${BASE}`);
     expect(bob?.attributes).toMatchObject({ uid: ['bob'], title: ['Builder (*)'] });
     await dir!.search(q);
+    await slapd.settle();
     expect(slapd.ops().SRCH).toBe(1); // the second answer came from the cache
     dir!.flushCache();
     await dir!.search(q);
+    await slapd.settle();
     expect(slapd.ops().SRCH).toBe(2);
     const photo = Buffer.from([0xff, 0xd8, 0xff, 0x00, 0x80, 0xfe]);
     const { Client, Change, Attribute } = await import('ldapts');

@@ -14,11 +14,12 @@
 //   Parley keeps no password material for directory users.
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import { Attribute, Change, Client, escapeFilter, InvalidCredentialsError, ResultCodeError, SizeLimitExceededError, type Entry } from 'ldapts';
+import { AlreadyExistsError, Attribute, BerWriter, Change, Client, escapeFilter, InvalidCredentialsError, ResultCodeError, SizeLimitExceededError, type Entry } from 'ldapts';
 import type { LdapConfig } from '../../core/config.js';
-import type { DirectoryChange, DirectoryEntry, DirectorySearch, DirectoryUser, UserDirectory } from '../../core/directory.js';
+import { DirectoryConflictError, type DirectoryChange, type DirectoryEntry, type DirectorySearch, type DirectoryUser, type SharedGroup, type UserDirectory } from '../../core/directory.js';
 import type { Logger } from '../../core/logger.js';
 import { DirectoryCache, type CacheStats } from './cache.js';
+import { GroupResolver } from './groups.js';
 
 /** The directory could not be reached or did not answer in time. */
 export class DirectoryUnavailableError extends Error {
@@ -45,10 +46,39 @@ const first = (e: Entry, attr: string): string | null => {
   return s === undefined ? null : Buffer.isBuffer(s) ? s.toString('utf8') : String(s);
 };
 
+/** RFC 3062 Password Modify extended operation. */
+const PASSWORD_MODIFY_OID = '1.3.6.1.4.1.4203.1.11.1';
+
+/** PasswdModifyRequestValue ::= SEQUENCE { userIdentity [0] OPTIONAL, oldPasswd [1] OPTIONAL, newPasswd [2] OPTIONAL } */
+function passwordModifyRequest(dn: string, newPassword: string): Buffer {
+  const w = new BerWriter();
+  w.startSequence();
+  w.writeString(dn, 0x80);
+  w.writeString(newPassword, 0x82);
+  w.endSequence();
+  return w.buffer;
+}
+
+/** RFC 4514 §2.4: a value placed in a DN. */
+function escapeDnValue(v: string): string {
+  return v
+    .replace(/[\\,+"<>;=\0]/g, (c) => (c === '\0' ? '\\00' : `\\${c}`))
+    .replace(/^[ #]/, (c) => `\\${c}`)
+    .replace(/ $/, '\\ ');
+}
+
+/** Rethrows LDAP results as they are; anything else means the directory is unreachable. */
+function unavailable(err: unknown): never {
+  if (isLdapResult(err) || err instanceof DirectoryUnavailableError || err instanceof DirectoryConflictError) throw err;
+  throw new DirectoryUnavailableError(`directory write failed: ${(err as Error).message}`);
+}
+
 export class LdapDirectory implements UserDirectory {
   readonly cache: DirectoryCache<DirectoryUser>;
   /** Cached answers of modules' searches (DirectorySearch.cacheKey), aged like user look-ups. */
   private readonly searches: DirectoryCache<DirectoryEntry[]>;
+  /** Group membership (issue 8), when `groups` is configured. */
+  readonly groups: GroupResolver | null;
   private service: Client | null = null;
   private preferred = 0;
   private readonly tls: ConnectionOptions;
@@ -61,6 +91,7 @@ export class LdapDirectory implements UserDirectory {
   ) {
     this.cache = new DirectoryCache(cfg.cache);
     this.searches = new DirectoryCache(cfg.cache);
+    this.groups = cfg.groups ? new GroupResolver(this, cfg.groups, cfg.cache, log) : null;
     const ca = cfg.tls.ca ? (cfg.tls.ca.includes('-----BEGIN') ? cfg.tls.ca : readFileSync(cfg.tls.ca, 'utf8')) : undefined;
     this.tls = { rejectUnauthorized: cfg.tls.verify, ...(ca ? { ca: [ca] } : {}) };
     if (!cfg.tls.verify) this.tls.checkServerIdentity = () => undefined;
@@ -206,7 +237,7 @@ export class LdapDirectory implements UserDirectory {
       if (hit) return hit;
     }
     const binary = new Set((q.binaryAttributes ?? []).map((a) => a.toLowerCase()));
-    const limit = q.sizeLimit ?? 100;
+    const limit = Math.min(q.sizeLimit ?? 100, this.cfg.sizeLimit);
     let entries: Entry[];
     try {
       entries = await this.withService(async (c) => {
@@ -226,8 +257,10 @@ export class LdapDirectory implements UserDirectory {
         if (err instanceof DirectoryUnavailableError) throw err;
         throw isLdapResult(err) ? err : new DirectoryUnavailableError(`directory search failed: ${(err as Error).message}`);
       }
-      entries = []; // ldapts drops the entries on sizeLimitExceeded; callers ask for what they can show
+      entries = []; // without a client size limit ldapts throws and keeps nothing (not the case here)
     }
+    // With a size limit ldapts returns what came before the directory stopped: say it may be cut.
+    if (entries.length >= limit && limit < (q.sizeLimit ?? Infinity)) this.log.warn({ filter: q.filter, limit }, 'directory answer cut at ldap.sizeLimit');
     const out = entries.slice(0, limit).map((e): DirectoryEntry => {
       const attributes: Record<string, string[]> = {};
       const bin: Record<string, Buffer[]> = {};
@@ -258,21 +291,89 @@ export class LdapDirectory implements UserDirectory {
     this.searches.clear();
   }
 
+  async createUser(username: string, password: string): Promise<DirectoryUser> {
+    const reg = this.cfg.registration;
+    const attr = this.cfg.userAttribute;
+    const rdn = reg.rdnAttribute ?? attr;
+    // Taken also when the user filter hides the entry (a disabled user keeps their name).
+    const taken = await this.withService(async (c) => {
+      this.counters.searches++;
+      try {
+        return (await c.search(this.cfg.base, { scope: 'sub', filter: escapeFilter`(${attr}=${username})`, sizeLimit: 1, attributes: ['1.1'] })).searchEntries.length > 0;
+      } catch (err) {
+        if (err instanceof SizeLimitExceededError) return true;
+        throw err;
+      }
+    }).catch(unavailable);
+    if (taken) throw new DirectoryConflictError(`${attr}=${username} exists`);
+    const dn = `${rdn}=${escapeDnValue(username)},${reg.base ?? this.cfg.base}`;
+    const attributes: Record<string, string[]> = { objectClass: [...reg.objectClasses] };
+    const set = (name: string, values: string[]) => {
+      const key = Object.keys(attributes).find((k) => k.toLowerCase() === name.toLowerCase()) ?? name;
+      attributes[key] = [...new Set([...(attributes[key] ?? []), ...values])];
+    };
+    for (const [name, v] of Object.entries(reg.attributes)) set(name, (Array.isArray(v) ? v : [v]).map((x) => x.replaceAll('{username}', username)));
+    const userKey = Object.keys(attributes).find((k) => k.toLowerCase() === attr.toLowerCase());
+    if (userKey) delete attributes[userKey]; // the user attribute holds exactly the username
+    set(attr, [username]);
+    set(rdn, [username]);
+    try {
+      await this.withService((c) => c.add(dn, attributes));
+    } catch (err) {
+      if (err instanceof AlreadyExistsError) throw new DirectoryConflictError(`${dn} exists`);
+      unavailable(err);
+    }
+    try {
+      // RFC 3062: the directory hashes the password per its own policy.
+      await this.withService((c) => c.exop(PASSWORD_MODIFY_OID, passwordModifyRequest(dn, password))).catch(async (err: unknown) => {
+        if (!isLdapResult(err)) throw err;
+        this.log.info({ dn, result: err.constructor.name }, 'Password Modify refused; setting userPassword');
+        await this.withService((c) => c.modify(dn, new Change({ operation: 'replace', modification: new Attribute({ type: 'userPassword', values: [password] }) })));
+      });
+    } catch (err) {
+      // No half-made account: an entry without a password is removed again (best effort).
+      await this.withService((c) => c.del(dn)).catch((e: unknown) => this.log.warn({ dn, err: (e as Error).message }, 'could not remove the entry of a failed registration'));
+      unavailable(err);
+    }
+    this.cache.delete(`u:${username.toLowerCase()}`); // a remembered "no such user" ends here
+    this.searches.clear();
+    return { dn, username, displayName: attributes[this.cfg.displayNameAttribute]?.[0] ?? null };
+  }
+
+  async groupsOf(username: string): Promise<string[]> {
+    return this.groups ? this.groups.groupsOf(username) : [];
+  }
+
+  async members(group: string): Promise<DirectoryUser[]> {
+    return this.groups ? this.groups.members(group) : [];
+  }
+
+  async sharedGroupsOf(username: string): Promise<SharedGroup[]> {
+    return this.groups ? this.groups.sharedGroupsOf(username) : [];
+  }
+
+  /** The user's groups as last resolved (synchronous, for the access control engine); refreshed in the background. */
+  knownGroups(username: string): readonly string[] | undefined {
+    return this.groups?.knownGroups(username);
+  }
+
   flushCache(): void {
     this.cache.clear();
     this.searches.clear();
+    this.groups?.clear();
   }
 
   stats(): DirectoryStats {
     const a = this.cache.stats();
     const b = this.searches.stats();
+    const g = this.groups?.stats() ?? { hits: 0, misses: 0, negativeHits: 0, evictions: 0, size: 0, negativeSize: 0 };
     return {
-      hits: a.hits + b.hits,
-      misses: a.misses + b.misses,
-      negativeHits: a.negativeHits + b.negativeHits,
-      evictions: a.evictions + b.evictions,
-      size: a.size + b.size,
-      negativeSize: a.negativeSize + b.negativeSize,
+      hits: a.hits + b.hits + g.hits,
+      misses: a.misses + b.misses + g.misses,
+      negativeHits: a.negativeHits + b.negativeHits + g.negativeHits,
+      evictions: a.evictions + b.evictions + g.evictions,
+      size: a.size + b.size + g.size,
+      negativeSize: a.negativeSize + b.negativeSize + g.negativeSize,
       ...this.counters,
     };
   }

@@ -76,6 +76,8 @@ export interface FileAccessControlOptions {
   log?: Logger;
   /** Quiet period after the last change event before an automatic reload. */
   debounceMs?: number;
+  /** Groups from elsewhere (issue 8: directory groups), see setGroupResolver(). */
+  groupResolver?: (who: Jid) => Iterable<string> | undefined;
 }
 
 const RANK: Record<Grant, number> = { deny: 0, allow: 1, NONE: 0, READ: 1, WRITE: 2, MANAGE: 3 };
@@ -100,6 +102,7 @@ export class FileAccessControl implements AccessControl {
   private channels = new Map<string, LoadedFile>();
   private memberOf = new Map<string, Set<string>>();
   private knownGroups = new Set<string>();
+  private groupResolver: ((who: Jid) => Iterable<string> | undefined) | null = null;
   private generation = 0;
   private last: AclReloadReport | null = null;
   private running: Promise<AclReloadReport> | null = null;
@@ -114,6 +117,7 @@ export class FileAccessControl implements AccessControl {
     this.log = opts.log;
     this.debounceMs = opts.debounceMs ?? 200;
     this.setGroups(opts.groups ?? {});
+    this.groupResolver = opts.groupResolver ?? null;
   }
 
   /** Replaces the group definitions (members are bare JIDs; invalid ones are logged and skipped). */
@@ -136,6 +140,14 @@ export class FileAccessControl implements AccessControl {
     }
     this.memberOf = memberOf;
     this.knownGroups = known;
+  }
+
+  /**
+   * Adds groups from elsewhere (issue 8: the LDAP directory of a host), asked synchronously at each
+   * check; names are matched case-insensitively, like `acl.groups`.
+   */
+  setGroupResolver(fn: ((who: Jid) => Iterable<string> | undefined) | null): void {
+    this.groupResolver = fn;
   }
 
   // ---- AccessControl ----
@@ -333,7 +345,7 @@ export class FileAccessControl implements AccessControl {
     if (buf.length > MAX_FILE_BYTES) return `${path}: file larger than ${MAX_FILE_BYTES} bytes`;
     const parsed = parseAclFile(path, buf.toString('utf8'), target.type === 'service' ? 'service' : 'venue');
     for (const g of parsed.groups) {
-      if (!this.knownGroups.has(g)) warnings.push(`${path}: group @${g} is not defined (acl.groups): it matches nobody`);
+      if (!this.knownGroups.has(g) && !this.groupResolver) warnings.push(`${path}: group @${g} is not defined (acl.groups): it matches nobody`);
     }
     const file: LoadedFile = { path, target, rules: parsed.entries.length, users: new Map(), groups: new Map(), domains: new Map(), everyone: null };
     for (const e of parsed.entries as AclEntry[]) {
@@ -363,6 +375,11 @@ export class FileAccessControl implements AccessControl {
     const groups = this.memberOf.get(bare);
     if (groups) for (const g of groups) {
       const grant = file.groups.get(g);
+      if (grant) byGroup = combine(byGroup, grant);
+    }
+    const external = file.groups.size && this.groupResolver ? this.groupResolver(who.toBare()) : undefined;
+    if (external) for (const g of external) {
+      const grant = file.groups.get(g.toLowerCase());
       if (grant) byGroup = combine(byGroup, grant);
     }
     if (byGroup) return byGroup;

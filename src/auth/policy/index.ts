@@ -5,7 +5,7 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { ResolvedConfig } from '../../core/config.js';
-import { FileAccessControl, type AclReloadReport } from './file-acl.js';
+import { FileAccessControl, type AclReloadReport, type FileAccessControlOptions } from './file-acl.js';
 
 export { FileAccessControl, AclLoadError, SERVICE_FILES } from './file-acl.js';
 export type { AclReloadReport, AclFileReport, FileAccessControlOptions } from './file-acl.js';
@@ -25,6 +25,8 @@ export interface AccessFilesOptions {
   log?: Logger;
   /** Where to write each reload's report (the `parley start` process only). */
   statusPath?: string;
+  /** Groups from elsewhere (issue 8: directory groups of LDAP hosts). */
+  groupResolver?: FileAccessControlOptions['groupResolver'];
 }
 
 /** Loads the access files of the configuration; throws AclLoadError when one is malformed. */
@@ -35,6 +37,7 @@ export async function startAccessFiles(opts: AccessFilesOptions): Promise<FileAc
     groups: config.acl.groups,
     isLocal: opts.isLocal,
     log: opts.log?.child({ component: 'acl' }),
+    groupResolver: opts.groupResolver,
   });
   if (opts.statusPath) {
     const path = opts.statusPath;

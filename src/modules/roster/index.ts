@@ -13,6 +13,7 @@ import { Jid } from '../../xmpp/jid.js';
 import { NS } from '../../xmpp/ns.js';
 import { delayElement } from '../../xmpp/stanza.js';
 import type { RosterItem, Subscription } from '../../storage/types.js';
+import { mergeShared, sharedRoster } from './shared.js';
 
 declare module '../../core/hooks.js' {
   interface HookMap {
@@ -34,9 +35,11 @@ export default defineModule({
     })
     .strict(),
   setup(ctx) {
+    // The database, or for `ldap.roster: directory` hosts the directory (the server swaps the store, issue 8).
     const storage = ctx.storage.roster;
     const limits = ctx.config.limits;
     const lastUnavailable = new Map<string, Element>(); // bare JID -> last unavailable presence (for probes)
+    const shared = sharedRoster(ctx); // directory hosts' shared roster groups (issue 8)
 
     ctx.fold('c2s.features', (ev) => {
       if (ev.stage === 'post-auth') {
@@ -55,7 +58,7 @@ export default defineModule({
       async (req) => {
         if (!req.self) throw stanzaError('forbidden');
         if (req.session) req.session.interested = true;
-        const roster = await storage.get(req.from.bare);
+        const roster = mergeShared(await storage.get(req.from.bare), await shared.items(req.from.toBare()));
         const ver = req.payload.attrs.ver;
         if (ctx.options.versioning && ver !== undefined && ver === roster.version) return undefined;
         const q = new Element('query', { xmlns: NS.ROSTER, ver: ctx.options.versioning ? roster.version : undefined });
@@ -80,6 +83,7 @@ export default defineModule({
         const user = req.from.toBare();
         if (contact.bare === user.bare) throw stanzaError('not-allowed', 'cannot add yourself');
         if (el.attrs.subscription === 'remove') {
+          if (await shared.isShared(user, contact.bare)) throw stanzaError('not-allowed', 'a shared group contact: membership is decided in the directory');
           await removeContact(user, contact);
           return undefined;
         }
@@ -110,7 +114,9 @@ export default defineModule({
 
     async function save(user: Jid, item: RosterItem): Promise<void> {
       const ver = await storage.setItem(user.bare, item);
-      push(user, itemElement(item), ver);
+      // A shared group contact shows as `both` whatever is stored (as in a roster get).
+      const shown = (await shared.isShared(user, item.jid)) ? { ...item, subscription: 'both' as const, ask: false } : item;
+      push(user, itemElement(shown), ver);
     }
 
     /** Roster push (RFC 6121 §2.1.6) to every interested resource. */
@@ -184,6 +190,8 @@ export default defineModule({
 
     async function outboundSubscription(user: Jid, contact: Jid, type: string, original: Element): Promise<void> {
       if (contact.bare === user.bare) return;
+      // Shared group contacts are subscribed both ways by the directory: cancelling is ignored.
+      if ((type === 'unsubscribe' || type === 'unsubscribed') && (await shared.isShared(user, contact.bare))) return;
       // RFC 6121 §3.1.2: stamp the bare JID on outbound subscription stanzas.
       const out = presence(user.bare, contact.bare, type);
       for (const c of original.getChildElements()) out.cnode(clone(c));
@@ -271,7 +279,8 @@ export default defineModule({
       };
       switch (type) {
         case 'subscribe': {
-          if (item && (item.subscription === 'from' || item.subscription === 'both')) {
+          // Already subscribed, or a shared group contact (subscribed by the directory): approve at once.
+          if ((item && (item.subscription === 'from' || item.subscription === 'both')) || (await shared.isShared(user, contact.bare))) {
             await send(presence(user.bare, contact.bare, 'subscribed'));
             return;
           }
@@ -324,7 +333,8 @@ export default defineModule({
         return;
       }
       const item = await storage.getItem(user.bare, prober.bare);
-      if (!item || (item.subscription !== 'from' && item.subscription !== 'both')) {
+      const subscribed = (item && (item.subscription === 'from' || item.subscription === 'both')) || (await shared.isShared(user, prober.bare));
+      if (!subscribed) {
         // RFC 6121 §4.3.2: reveal nothing to entities without a subscription.
         await send(presence(user.bare, prober.bare, 'unsubscribed'));
         return;
@@ -352,6 +362,7 @@ export default defineModule({
       const roster = await storage.get(user.bare);
       const set = new Set<string>();
       for (const i of roster.items) if (subs.includes(i.subscription)) set.add(i.jid);
+      for (const jid of (await shared.items(user)).keys()) set.add(jid); // shared groups: both ways
       const ev = await ctx.foldValue('roster.broadcast-targets', { user, targets: set });
       return ev.targets;
     }
