@@ -79,8 +79,9 @@ function configYaml(opts: TargetOptions, dataDir: string, mux: number): string {
     'auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1000000, maxFailuresPerAccount: 1000000 }',
     `mux: { count: ${mux} }`,
     'log: { level: warn }',
-    // MUC limits lifted like the peers' (ejabberd: max_users 10000, no message interval).
-    `modules: { ${DISABLED_MODULES.map((m) => `${m}: false`).join(', ')}, muc: { maxRoomsPerUser: 0, defaultMaxUsers: 1000, messagesPerSecond: 1000000, messageBurst: 1000000 } }`,
+    // MUC limits lifted like the peers' (ejabberd: max_users 10000, no message interval); room
+    // archiving off like the peers' (ejabberd mam: false, Prosody without mod_muc_mam).
+    `modules: { ${DISABLED_MODULES.map((m) => `${m}: false`).join(', ')}, muc: { maxRoomsPerUser: 0, defaultMaxUsers: 1000, messagesPerSecond: 1000000, messageBurst: 1000000, archive: { enabled: false } } }`,
     'limits:',
     '  connectionsPerAddress: 1000000',
     '  preAuthPerAddress: 1000000',

@@ -101,9 +101,37 @@ export function sqliteArchive(db: Database.Database): ArchiveStore {
     return first && last ? { first, last } : null;
   });
 
+  // Group commit: the appends of one event-loop turn (busy rooms, many conversations) share one
+  // transaction; each caller still resolves only after its row is committed. If the batch fails,
+  // its appends are retried one by one so that only the failing one is rejected.
+  type Pending = { user: string; entry: Parameters<ArchiveStore['append']>[1]; cap: number; resolve: () => void; reject: (e: unknown) => void };
+  let pending: Pending[] = [];
+  const appendBatch = db.transaction((batch: Pending[]) => {
+    for (const p of batch) append(p.user, p.entry, p.cap);
+  });
+  const flush = () => {
+    const batch = pending;
+    pending = [];
+    try {
+      appendBatch.immediate(batch);
+      for (const p of batch) p.resolve();
+    } catch {
+      for (const p of batch) {
+        try {
+          append.immediate(p.user, p.entry, p.cap);
+          p.resolve();
+        } catch (err) {
+          p.reject(err);
+        }
+      }
+    }
+  };
+
   return {
-    async append(user, entry, cap = 0) {
-      append.immediate(user, entry, cap);
+    append(user, entry, cap = 0) {
+      return new Promise<void>((resolve, reject) => {
+        if (pending.push({ user, entry, cap, resolve, reject }) === 1) setImmediate(flush);
+      });
     },
     async query(user, q) {
       // better-sqlite3 runs each statement synchronously, but the query awaits between them: a
