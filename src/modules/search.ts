@@ -28,7 +28,7 @@ import { defineModule } from '../core/module.js';
 import { escapeFilterValue, type DirectoryEntry } from '../core/directory.js';
 import { dataForm, findForm, formValues, type FieldSpec } from '../xmpp/dataforms.js';
 import { StanzaError, stanzaError } from '../xmpp/errors.js';
-import { Jid } from '../xmpp/jid.js';
+import { escapeLocalpart, Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
 import { errorReply, iqPayload, iqResult } from '../xmpp/stanza.js';
 
@@ -188,7 +188,7 @@ export default defineModule({
     /** The JID of a directory username; null when it is no valid localpart (it could not log in). */
     function toJid(user: string, host: string): string | null {
       try {
-        return Jid.of(user, host).bare;
+        return Jid.of(escapeLocalpart(user), host).bare; // XEP-0106: alice@example.com -> alice\40example.com
       } catch {
         return null;
       }

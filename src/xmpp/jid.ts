@@ -120,3 +120,17 @@ export function prepResource(resource: string): string {
   if (byteLength(out) > MAX_PART) throw new JidError('resourcepart too long');
   return out;
 }
+
+// XEP-0106 JID Escaping: a directory value such as alice@example.com or "Jo Smith" becomes a
+// localpart (alice\40example.com, jo\20smith) and back. A backslash is escaped only where it
+// would otherwise read as an escape sequence (§4.2).
+const ESCAPES: Record<string, string> = { ' ': '\\20', '"': '\\22', '&': '\\26', "'": '\\27', '/': '\\2f', ':': '\\3a', '<': '\\3c', '>': '\\3e', '@': '\\40' };
+const SEQUENCE = /\\(20|22|26|27|2f|3a|3c|3e|40|5c)/gi;
+
+export function escapeLocalpart(value: string): string {
+  return value.replace(/\\(?=(?:20|22|26|27|2f|3a|3c|3e|40|5c))/gi, '\\5c').replace(/[ "&'/:<>@]/g, (c) => ESCAPES[c] as string);
+}
+
+export function unescapeLocalpart(local: string): string {
+  return local.replace(SEQUENCE, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+}

@@ -270,6 +270,17 @@ describe('LDAP connections (issue 8)', () => {
     });
   });
 
+  it('uses mail as the user attribute: the username is the address, escaped as XEP-0106 says (alice\\40example.com)', async () => {
+    await withServer({ urls: [slapd.url], userAttribute: 'mail' }, async (port) => {
+      expect(await plain(port, 'alice\\40example.com', 'alice-pw')).toMatchObject({ ok: true });
+      expect(await plain(port, 'alice\\40example.com', 'bob-pw')).toMatchObject({ ok: false, condition: 'not-authorized' });
+      expect(await plain(port, 'alice', 'alice-pw')).toMatchObject({ ok: false, condition: 'not-authorized' });
+      const c = await connect({ port, username: 'alice\\40example.com', password: 'alice-pw', mechanism: 'PLAIN' });
+      expect(c.jid).toMatch(/^alice\\40example\.com@localhost\//);
+      await c.stop();
+    });
+  });
+
   it('refuses a configuration with accounts: ldap but no directory, naming the path', async () => {
     const { validateConfig } = await import('../../src/core/config.js');
     expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap' }] })).toThrow(/hosts\.0\.ldap: required/);

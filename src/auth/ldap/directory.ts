@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { AlreadyExistsError, Attribute, BerWriter, Change, Client, escapeFilter, InvalidCredentialsError, ResultCodeError, SizeLimitExceededError, type Entry } from 'ldapts';
 import type { LdapConfig } from '../../core/config.js';
+import { escapeLocalpart, unescapeLocalpart } from '../../xmpp/jid.js';
 import { DirectoryConflictError, type DirectoryChange, type DirectoryEntry, type DirectorySearch, type DirectoryUser, type SharedGroup, type UserDirectory } from '../../core/directory.js';
 import type { Logger } from '../../core/logger.js';
 import { DirectoryCache, type CacheStats } from './cache.js';
@@ -165,7 +166,9 @@ export class LdapDirectory implements UserDirectory {
     const cached = this.cache.get(key);
     if (cached !== undefined) return cached;
     const attr = this.cfg.userAttribute;
-    const filter = `(&${this.cfg.userFilter}${escapeFilter`(${attr}=${username})`})`;
+    // XEP-0106: the localpart alice\40example.com names the directory value alice@example.com.
+    const value = unescapeLocalpart(username);
+    const filter = `(&${this.cfg.userFilter}${escapeFilter`(${attr}=${value})`})`;
     let entries: Entry[];
     try {
       entries = await this.withService(async (c) => {
@@ -185,7 +188,7 @@ export class LdapDirectory implements UserDirectory {
       const e = entries[0];
       const name = first(e, attr);
       // The directory matched case-insensitively; the username must still be the same one.
-      if (name !== null && name.toLowerCase() === username.toLowerCase()) user = { dn: e.dn, username: name, displayName: first(e, this.cfg.displayNameAttribute) };
+      if (name !== null && name.toLowerCase() === value.toLowerCase()) user = { dn: e.dn, username: escapeLocalpart(name), displayName: first(e, this.cfg.displayNameAttribute) };
     }
     this.cache.set(key, user);
     return user;
@@ -291,7 +294,8 @@ export class LdapDirectory implements UserDirectory {
     this.searches.clear();
   }
 
-  async createUser(username: string, password: string): Promise<DirectoryUser> {
+  async createUser(localpart: string, password: string): Promise<DirectoryUser> {
+    const username = unescapeLocalpart(localpart); // the directory value (XEP-0106)
     const reg = this.cfg.registration;
     const attr = this.cfg.userAttribute;
     const rdn = reg.rdnAttribute ?? attr;
@@ -335,9 +339,9 @@ export class LdapDirectory implements UserDirectory {
       await this.withService((c) => c.del(dn)).catch((e: unknown) => this.log.warn({ dn, err: (e as Error).message }, 'could not remove the entry of a failed registration'));
       unavailable(err);
     }
-    this.cache.delete(`u:${username.toLowerCase()}`); // a remembered "no such user" ends here
+    this.cache.delete(`u:${localpart.toLowerCase()}`); // a remembered "no such user" ends here
     this.searches.clear();
-    return { dn, username, displayName: attributes[this.cfg.displayNameAttribute]?.[0] ?? null };
+    return { dn, username: escapeLocalpart(username), displayName: attributes[this.cfg.displayNameAttribute]?.[0] ?? null };
   }
 
   async groupsOf(username: string): Promise<string[]> {

@@ -17,6 +17,7 @@ import type { LdapConfig } from '../../core/config.js';
 import type { DirectoryEntry, DirectoryUser, SharedGroup, UserDirectory } from '../../core/directory.js';
 import type { Logger } from '../../core/logger.js';
 import { DirectoryCache, type CacheStats } from './cache.js';
+import { escapeLocalpart } from '../../xmpp/jid.js';
 
 export type GroupsConfig = NonNullable<LdapConfig['groups']>;
 
@@ -155,7 +156,8 @@ export class GroupResolver {
 
   private toUser(e: DirectoryEntry): DirectoryUser | null {
     const username = values(e, this.dir.userAttribute)[0];
-    return username ? { dn: e.dn, username, displayName: values(e, this.dir.displayNameAttribute)[0] ?? null } : null;
+    // The XMPP username: the directory value, XEP-0106-escaped (alice@example.com -> alice\40example.com).
+    return username ? { dn: e.dn, username: escapeLocalpart(username), displayName: values(e, this.dir.displayNameAttribute)[0] ?? null } : null;
   }
 
   /** The users one memberURL selects, inside the user filter. */
