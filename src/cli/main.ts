@@ -291,35 +291,48 @@ program
     );
   });
 
+/**
+ * Signals the running server and waits for the report it writes in answer (a status file whose
+ * `generation` grows); prints why when there is none. Exit codes: 3 not running, 1 no report.
+ */
+async function signalServer<T extends { pid: number; generation: number }>(
+  cfg: Readonly<ResolvedConfig>,
+  signal: NodeJS.Signals,
+  read: () => T | null,
+  timeout: string,
+  what: string,
+): Promise<T | null> {
+  const pid = runningPid(cfg);
+  if (pid === null) {
+    process.stdout.write('parley is not running (no live server process in the status file)\n');
+    process.exitCode = 3;
+    return null;
+  }
+  const before = read();
+  const since = before?.pid === pid ? before.generation : 0;
+  process.kill(pid, signal);
+  const deadline = Date.now() + Math.max(1, Number(timeout) || 10) * 1000;
+  while (Date.now() < deadline) {
+    const st = read();
+    if (st && st.pid === pid && st.generation > since) return st;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  process.stderr.write(`parley: the server (pid ${pid}) did not report ${what} within ${timeout} s; see its log\n`);
+  process.exitCode = 1;
+  return null;
+}
+
 program
   .command('reload')
   .description('make the running server re-read its access control files (docs/acl.md) and print the rules loaded per file')
   .option('--timeout <seconds>', "how long to wait for the server's report", '10')
   .action(async (o: { timeout: string }) => {
     const cfg = config();
-    const pid = runningPid(cfg);
-    if (pid === null) {
-      process.stdout.write('parley is not running (no live server process in the status file)\n');
-      process.exitCode = 3;
-      return;
-    }
     const statusPath = join(cfg.dataDir, ACL_STATUS_FILE);
-    const before = readAclStatus(statusPath);
-    const since = before?.pid === pid ? before.generation : 0;
-    process.kill(pid, 'SIGHUP');
-    // The server answers by writing its next report; wait for one newer than what we saw.
-    const deadline = Date.now() + Math.max(1, Number(o.timeout) || 10) * 1000;
-    while (Date.now() < deadline) {
-      const st = readAclStatus(statusPath);
-      if (st && st.pid === pid && st.generation > since) {
-        process.stdout.write(formatAclReport(st));
-        process.exitCode = st.errors.length ? 1 : 0;
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    process.stderr.write(`parley: the server (pid ${pid}) did not report a reload within ${o.timeout} s; see its log\n`);
-    process.exitCode = 1;
+    const st = await signalServer(cfg, 'SIGHUP', () => readAclStatus(statusPath), o.timeout, 'a reload');
+    if (!st) return;
+    process.stdout.write(formatAclReport(st));
+    process.exitCode = st.errors.length ? 1 : 0;
   });
 
 program
@@ -330,12 +343,6 @@ program
   .option('--timeout <seconds>', "how long to wait for the server's report", '10')
   .action(async (o: { timeout: string }) => {
     const cfg = config();
-    const pid = runningPid(cfg);
-    if (pid === null) {
-      process.stdout.write('parley is not running (no live server process in the status file)\n');
-      process.exitCode = 3;
-      return;
-    }
     const path = join(cfg.dataDir, CACHE_STATUS_FILE);
     const read = (): CacheFlushReport | null => {
       try {
@@ -344,22 +351,10 @@ program
         return null;
       }
     };
-    const before = read();
-    const since = before?.pid === pid ? before.generation : 0;
-    process.kill(pid, 'SIGUSR2');
-    // The server answers by writing its next report; wait for one newer than what we saw.
-    const deadline = Date.now() + Math.max(1, Number(o.timeout) || 10) * 1000;
-    while (Date.now() < deadline) {
-      const st = read();
-      if (st && st.pid === pid && st.generation > since) {
-        const lines = st.hosts.length ? st.hosts.map((h) => `  ${h.host}: ${h.entries} entries dropped`) : ['  no host has a directory: nothing to flush'];
-        process.stdout.write(`directory caches flushed (pid ${pid}):\n${lines.join('\n')}\n`);
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    process.stderr.write(`parley: the server (pid ${pid}) did not report a flush within ${o.timeout} s; see its log\n`);
-    process.exitCode = 1;
+    const st = await signalServer(cfg, 'SIGUSR2', read, o.timeout, 'a flush');
+    if (!st) return;
+    const lines = st.hosts.length ? st.hosts.map((h) => `  ${h.host}: ${h.entries} entries dropped`) : ['  no host has a directory: nothing to flush'];
+    process.stdout.write(`directory caches flushed (pid ${st.pid}):\n${lines.join('\n')}\n`);
   });
 
 program
