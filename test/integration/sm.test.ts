@@ -65,7 +65,9 @@ describe('XEP-0198 stream management', () => {
     // Five stanzas to Alice make the server ask (ackEvery defaults to 5); acking them is fine.
     for (let i = 1; i <= 5; i++) await b.send(chat(a.jid, `n:${i}`));
     await a.waitFor(new RegExp(`<r xmlns=['"]${SM}['"]/>`));
-    // Pings answered so far: 3 results + 5 messages = 8 stanzas sent to Alice since <enable/>.
+    // Once all five have arrived (the request came after the fifth stanza, not the last message):
+    // 3 ping results + 5 messages = 8 stanzas sent to Alice since <enable/>.
+    await a.waitFor(/<body>n:5<\/body>/);
     await a.send(`<a xmlns='${SM}' h='8'/>`);
     await a.ping();
     // Acknowledging more than was sent ends the stream (§4 handled-count-too-high).
