@@ -6,12 +6,15 @@ import { deriveScramAsync, verifyPasswordAgainstScramAsync } from './scram-secre
 import { LdapDirectory } from './ldap/directory.js';
 import type { ResolvedConfig } from '../core/config.js';
 import type { Logger } from '../core/logger.js';
+import type { TokenService } from './tokens.js';
 
 export { LdapDirectory, DirectoryUnavailableError } from './ldap/directory.js';
 export type { DirectoryStats, DirectoryUser } from './ldap/directory.js';
 
 export { saslMechanisms, findMechanism } from './sasl/index.js';
 export { LoginThrottle } from './backoff.js';
+export { TokenService, TokenError, tokenHash } from './tokens.js';
+export type { IssuedToken, TokenInfo, TokenOptions } from './tokens.js';
 export type { SaslMechanism, SaslContext, ChannelBindingType } from './sasl/types.js';
 // Access control files (issue 7): policy/ holds the parser, FileAccessControl and reload support.
 export {
@@ -40,6 +43,8 @@ export class AccountService {
     private readonly iterations = 4096,
     /** Hosts whose accounts live in an LDAP directory (issue 8), by domain. */
     private readonly directories: ReadonlyMap<string, LdapDirectory> = new Map(),
+    /** XMPP tokens (issue 9): OAUTHBEARER is offered when there is a token service. */
+    readonly tokens?: TokenService,
   ) {}
 
   /** The directory that holds `host`'s accounts, if the host is configured with `accounts: ldap`. */
@@ -108,6 +113,22 @@ export class AccountService {
     if (!jid || jid.local !== username) return null;
     const rec = await this.storage.accounts.get(jid.bare);
     return rec?.scram[hash] ?? null;
+  }
+
+  /**
+   * OAUTHBEARER: the username on `host` an XMPP token logs in, or null (unknown, expired, revoked,
+   * another host's, or its account is gone — for a directory host, gone from the directory or
+   * excluded by its filter). Throws DirectoryUnavailableError when the directory is down.
+   */
+  async verifyToken(token: string, host: string): Promise<string | null> {
+    const user = await this.tokens?.verify(token, host);
+    const jid = Jid.tryParse(user);
+    if (!jid?.local || jid.domain !== host || !(await this.exists(jid.bare))) return null;
+    if (this.directories.has(host)) {
+      // As after a directory password login: a record without secrets, so the user is listed.
+      await this.storage.accounts.create({ jid: jid.bare, username: jid.local, host: jid.domain, scram: {}, createdAt: Date.now() });
+    }
+    return jid.local;
   }
 
   /** Checks a password (throws DirectoryUnavailableError when a directory host's directory is down). */

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// The `parley` command: start, user add|remove|passwd|list, check-config, status.
+// The `parley` command: start, user add|remove|passwd|list, token issue|list|revoke, check-config, status.
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
 import { loadConfig, ConfigError, type ResolvedConfig } from '../core/config.js';
 import { createLogger, silentLogger } from '../core/logger.js';
-import { AccountService, AccountError, directoriesFor, parseAccountJid } from '../auth/index.js';
+import { AccountService, AccountError, directoriesFor, parseAccountJid, TokenError, TokenService } from '../auth/index.js';
 import { ACL_STATUS_FILE, FileAccessControl, formatAclReport, readAclStatus } from '../auth/index.js';
 import { builtinModules } from '../modules/index.js';
 import { CACHE_STATUS_FILE, openConfiguredStorage, startParley, type CacheFlushReport } from './app.js';
@@ -171,6 +171,70 @@ user
     } finally {
       await storage.close();
     }
+  });
+
+// XMPP tokens (issue 9): bearer tokens for SASL OAUTHBEARER, written to the database (no server needed).
+async function withTokens<T>(fn: (tokens: TokenService, accounts: AccountService, cfg: Readonly<ResolvedConfig>) => Promise<T>): Promise<T> {
+  const cfg = config();
+  const storage = await openConfiguredStorage(cfg);
+  try {
+    const tokens = new TokenService(storage.tokens, cfg.auth.tokens);
+    const accounts = new AccountService(storage, cfg.auth.scramIterations, directoriesFor(cfg, silentLogger()), tokens);
+    try {
+      return await fn(tokens, accounts, cfg);
+    } finally {
+      await accounts.close();
+    }
+  } finally {
+    await storage.close();
+  }
+}
+
+const token = program.command('token').description('issue, list and revoke XMPP tokens (SASL OAUTHBEARER)');
+token
+  .command('issue <jid>')
+  .description('issue a token that logs <jid> in on its host; the token is printed once and never stored')
+  .option('--lifetime <seconds>', 'lifetime in seconds (default: auth.tokens.lifetimeSeconds)')
+  .option('--label <text>', 'a note shown by `token list`')
+  .action(async (jid: string, o: { lifetime?: string; label?: string }) => {
+    await withTokens(async (tokens, accounts, cfg) => {
+      checkHost(cfg, jid);
+      const j = parseAccountJid(jid);
+      if (!(await accounts.exists(j.bare))) throw new AccountError(`no account ${j.bare}`);
+      const lifetimeSeconds = o.lifetime === undefined ? undefined : Number(o.lifetime);
+      const t = await tokens.issue(j.bare, j.domain, { lifetimeSeconds, label: o.label, issuer: 'cli' });
+      process.stdout.write(`token: ${t.token}\nid: ${t.id}\nexpires: ${new Date(t.expiresAt).toISOString()}\n`);
+    });
+  });
+token
+  .command('list <jid>')
+  .description("list a user's tokens (ids, expiry, state; never the tokens themselves)")
+  .action(async (jid: string) => {
+    await withTokens(async (tokens) => {
+      const now = Date.now();
+      for (const t of await tokens.list(parseAccountJid(jid).bare)) {
+        const state = t.revokedAt !== null ? 'revoked' : t.expiresAt <= now ? 'expired' : 'valid';
+        const label = t.label ? `  ${JSON.stringify(t.label)}` : '';
+        process.stdout.write(`${t.id}  ${state}  expires ${new Date(t.expiresAt).toISOString()}  for ${t.audience}${label}\n`);
+      }
+    });
+  });
+token
+  .command('revoke [id]')
+  .description('revoke one token by id, or every token of a user with --all')
+  .option('--all <jid>', "revoke all of this user's tokens")
+  .action(async (id: string | undefined, o: { all?: string }) => {
+    if (!id === !o.all) throw new TokenError('give a token id or --all <jid>');
+    await withTokens(async (tokens) => {
+      if (o.all) {
+        const bare = parseAccountJid(o.all).bare;
+        const n = await tokens.revokeAll(bare);
+        process.stdout.write(`revoked ${n} token${n === 1 ? '' : 's'} of ${bare}\n`);
+        return;
+      }
+      if (!(await tokens.revoke(id as string))) throw new TokenError(`no unrevoked token ${id}`);
+      process.stdout.write(`revoked ${id}\n`);
+    });
   });
 
 // Alerts (issue 7): stored here, delivered by the running server (its poll, or the recipient's next login).
@@ -406,7 +470,7 @@ function formatMuxes(muxes: MuxStatus[]): string {
 }
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof ConfigError || err instanceof AccountError || err instanceof AlertInputError) {
+  if (err instanceof ConfigError || err instanceof AccountError || err instanceof AlertInputError || err instanceof TokenError) {
     process.stderr.write(`parley: ${err.message}\n`);
     process.exit(2);
   }

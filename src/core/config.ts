@@ -287,6 +287,15 @@ export const configSchema = z
         maxFailuresPerAddress: z.number().int().min(1).default(10),
         maxFailuresPerAccount: z.number().int().min(1).default(5),
         banSeconds: z.number().int().min(1).default(300),
+        tokens: z
+          .object({
+            lifetimeSeconds: z.number().int().min(1).max(86400).default(300).describe('Lifetime of an XMPP token (SASL OAUTHBEARER) when its issuer does not ask for one'),
+            maxLifetimeSeconds: z.number().int().min(1).max(86400).default(86400).describe('Longest lifetime an issuer may give an XMPP token (at most one day)'),
+          })
+          .strict()
+          .refine((t) => t.lifetimeSeconds <= t.maxLifetimeSeconds, { message: 'lifetimeSeconds must not exceed maxLifetimeSeconds', path: ['lifetimeSeconds'] })
+          .prefault({})
+          .describe('XMPP tokens: short-lived, revocable bearer tokens for SASL OAUTHBEARER (`parley token`)'),
       })
       .strict()
       .prefault({}),

@@ -9,7 +9,7 @@ import { errorReply, iqResult } from '../xmpp/stanza.js';
 import type { Storage } from '../storage/types.js';
 import type { UserDirectory } from './directory.js';
 import { withDirectoryRosters } from '../auth/ldap/roster-store.js';
-import { AccountService, directoriesFor, type LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism } from '../auth/index.js';
+import { AccountService, directoriesFor, type LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism, TokenService } from '../auth/index.js';
 import type { ResolvedConfig } from './config.js';
 import { HookBus } from './hooks.js';
 import type { Logger } from './logger.js';
@@ -102,7 +102,8 @@ export class Server implements ModuleHost {
     this.iqs = new IqDispatcher(opts.log);
     this.hosts = new Set(opts.config.hosts.map((h) => h.domain));
     const directories = directoriesFor(opts.config, opts.log);
-    this.auth = new AccountService(opts.storage, opts.config.auth.scramIterations, directories);
+    const tokens = new TokenService(opts.storage.tokens, opts.config.auth.tokens);
+    this.auth = new AccountService(opts.storage, opts.config.auth.scramIterations, directories, tokens);
     // Hosts with `ldap.roster: directory` keep contact lists in their directory, for every feature.
     this.storage = withDirectoryRosters(opts.storage, opts.config, (h) => directories.get(h), opts.log);
     const ban = opts.config.auth.banSeconds * 1000;
@@ -113,7 +114,7 @@ export class Server implements ModuleHost {
     this.moduleDefs = opts.modules;
     // Unknown users are shown the same iteration count as real ones (no account enumeration).
     const n = opts.config.auth.scramIterations;
-    this.mechanisms = saslMechanisms({ scram: { iterations: { 'SHA-1': n, 'SHA-256': n } } });
+    this.mechanisms = saslMechanisms({ scram: { iterations: { 'SHA-1': n, 'SHA-256': n } }, oauthbearer: !!this.auth.tokens });
   }
 
   // ---- lifecycle ---------------------------------------------------------------------------
@@ -135,6 +136,15 @@ export class Server implements ModuleHost {
       this.sweepTimer.unref();
     }
     this.watchDirectoryUsers();
+    // Expired XMPP tokens are useless; drop their rows hourly (verification ignores them anyway).
+    // The timer is stopped with the directory timers.
+    const tokens = this.auth.tokens;
+    if (tokens) {
+      const purge = () => void tokens.purge().catch((err: unknown) => this.log.warn({ err }, 'token purge failed'));
+      const t = setInterval(purge, 3_600_000);
+      t.unref();
+      this.directoryTimers.push(t);
+    }
   }
 
   async stop(): Promise<void> {
@@ -293,7 +303,8 @@ export class Server implements ModuleHost {
     const ctx = { secure: session.secure, channelBindingTypes: session.transport.channelBindingTypes() };
     const opts = { allowPlainWithoutTls: this.config.auth.allowPlainWithoutTls };
     const scram = this.auth.supportsScram(session.host);
-    return this.mechanisms.filter((m) => m.available(ctx, opts) && (scram || m.name === 'PLAIN'));
+    // Directory hosts have no SCRAM secrets; a token names its user, so OAUTHBEARER works there too.
+    return this.mechanisms.filter((m) => m.available(ctx, opts) && (scram || m.name === 'PLAIN' || m.name === 'OAUTHBEARER'));
   }
 
   // ---- connections ---------------------------------------------------------------------------

@@ -487,6 +487,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
       channelBinding: (type) => t.channelBinding(type),
       getScram: (username, hash) => this.server.auth.getScram(username, host, hash),
       verifyPassword: (username, password) => this.server.auth.verifyPassword(username, host, password),
+      verifyToken: (token) => this.server.auth.verifyToken(token, host),
       serverSecret: this.server.secret,
     };
   }

@@ -456,6 +456,43 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX poll_recipients_user ON poll_recipients (user_jid);
     `,
   },
+  {
+    // XMPP bearer tokens (issue 9, src/auth/tokens.ts, src/storage/tokens-*.ts): only the SHA-256 of
+    // a token is stored, as the primary key, so a login looks it up by key and a database dump
+    // yields nothing usable. Rows go at expiry (purge), revoked or not.
+    version: 8,
+    name: 'xmpp tokens',
+    sqlite: `
+      CREATE TABLE xmpp_tokens (
+        hash       TEXT PRIMARY KEY,        -- lowercase hex SHA-256 of the token
+        id         TEXT NOT NULL UNIQUE,
+        user_jid   TEXT NOT NULL,
+        audience   TEXT NOT NULL,
+        label      TEXT,
+        issuer     TEXT,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+      ) WITHOUT ROWID;
+      CREATE INDEX xmpp_tokens_user ON xmpp_tokens (user_jid, created_at);
+      CREATE INDEX xmpp_tokens_expires ON xmpp_tokens (expires_at);
+    `,
+    postgres: `
+      CREATE TABLE xmpp_tokens (
+        hash       text PRIMARY KEY,
+        id         text NOT NULL UNIQUE,
+        user_jid   text NOT NULL,
+        audience   text NOT NULL,
+        label      text,
+        issuer     text,
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        revoked_at bigint
+      );
+      CREATE INDEX xmpp_tokens_user ON xmpp_tokens (user_jid, created_at);
+      CREATE INDEX xmpp_tokens_expires ON xmpp_tokens (expires_at);
+    `,
+  },
 ];
 
 // Catch a malformed list at startup rather than half-way through migrating somebody's database.

@@ -10,6 +10,7 @@ import { postgresArchive } from './archive-postgres.js';
 import { postgresUploads } from './upload-postgres.js';
 import { ALERT_USER_DELETE_CTES, postgresAlerts } from './alerts-postgres.js';
 import { POLL_USER_DELETE_CTES, postgresPolls } from './polls-postgres.js';
+import { TOKEN_USER_DELETE_CTES, postgresTokens } from './tokens-postgres.js';
 import { postgresMuc } from './muc-postgres.js';
 import type {
   AccountRecord,
@@ -173,6 +174,7 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
               ${PUBSUB_USER_DELETE_CTES}
               ${ALERT_USER_DELETE_CTES}
               ${POLL_USER_DELETE_CTES}
+              ${TOKEN_USER_DELETE_CTES}
               b AS (DELETE FROM blocks WHERE user_jid = $1),
               ar AS (DELETE FROM archive WHERE user_jid = $1),
               au AS (DELETE FROM archive_users WHERE user_jid = $1),
@@ -375,6 +377,7 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
     uploads: postgresUploads(pool, (fn) => withTransaction(pool, fn)),
     alerts: postgresAlerts(pool, (fn) => withTransaction(pool, fn)),
     polls: postgresPolls(pool, (fn) => withTransaction(pool, fn)),
+    tokens: postgresTokens(pool),
     muc: postgresMuc(pool),
     async ping() {
       await q('SELECT 1');

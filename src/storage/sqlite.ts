@@ -10,6 +10,7 @@ import { sqliteArchive } from './archive-sqlite.js';
 import { sqliteUploads } from './upload-sqlite.js';
 import { ALERT_USER_DELETES, sqliteAlerts } from './alerts-sqlite.js';
 import { POLL_USER_DELETES, sqlitePolls } from './polls-sqlite.js';
+import { TOKEN_USER_DELETES, sqliteTokens } from './tokens-sqlite.js';
 import { sqliteMuc } from './muc-sqlite.js';
 import type {
   AccountRecord,
@@ -120,6 +121,7 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
       ...PUBSUB_USER_DELETES,
       ...ALERT_USER_DELETES,
       ...POLL_USER_DELETES,
+      ...TOKEN_USER_DELETES,
       'DELETE FROM archive WHERE user_jid = ?',
       'DELETE FROM archive_users WHERE user_jid = ?',
       'DELETE FROM archive_prefs WHERE user_jid = ?',
@@ -339,6 +341,7 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     uploads: sqliteUploads(db),
     alerts: sqliteAlerts(db),
     polls: sqlitePolls(db),
+    tokens: sqliteTokens(db),
     muc: sqliteMuc(db),
     async ping() {
       s.ping.get();

@@ -429,6 +429,40 @@ export interface PollStore {
   purge(cutoff: number): Promise<number>;
 }
 
+/**
+ * One XMPP bearer token (issue 9, src/auth/tokens.ts): the row never holds the token itself, only
+ * the SHA-256 of it (the lookup key, kept apart from this record).
+ */
+export interface TokenRecord {
+  /** Random public id, for listing and revoking. */
+  id: string;
+  /** Bare JID of the user the token logs in. */
+  user: string;
+  /** The host domain the token is valid for. */
+  audience: string;
+  label: string | null;
+  /** Who issued it (`cli`, the web layer ...), or null. */
+  issuer: string | null;
+  createdAt: number; // ms since epoch
+  expiresAt: number;
+  revokedAt: number | null;
+}
+
+/** XMPP tokens (migration 8), keyed by the hex SHA-256 of the token. */
+export interface TokenStore {
+  insert(rec: TokenRecord, hash: string): Promise<void>;
+  /** The token whose hash this is (expired and revoked ones too: the caller decides), or null. */
+  byHash(hash: string): Promise<TokenRecord | null>;
+  /** Marks a token revoked; resolves false when there is no such token or it was revoked already. */
+  revoke(id: string, at: number): Promise<boolean>;
+  /** Revokes every unrevoked token of a user; resolves how many. */
+  revokeAll(user: string, at: number): Promise<number>;
+  /** A user's tokens, newest first. */
+  list(user: string): Promise<TokenRecord[]>;
+  /** Deletes tokens that expired at or before `now` (revoked or not); resolves how many went. */
+  purge(now: number): Promise<number>;
+}
+
 export interface Storage {
   readonly kind: 'sqlite' | 'postgres';
   accounts: AccountStore;
@@ -442,6 +476,7 @@ export interface Storage {
   alerts: AlertStore;
   polls: PollStore;
   muc: MucStore;
+  tokens: TokenStore;
   /** Cheap round trip, for readiness checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

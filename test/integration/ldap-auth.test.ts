@@ -104,7 +104,7 @@ describe('LDAP authentication (issue 8)', () => {
   it('logs a directory user in with PLAIN over TLS; SCRAM is not offered', async () => {
     const r = await plain(port, 'alice', 'alice-pw');
     expect(r).toMatchObject({ ok: true });
-    expect(r.mechanisms).toEqual(['PLAIN']);
+    expect(r.mechanisms).toEqual(['PLAIN', 'OAUTHBEARER']);
     // A real client library, end to end.
     const c = await connect({ port, username: 'alice', password: 'alice-pw', mechanism: 'PLAIN' });
     expect(c.jid).toMatch(/^alice@localhost\//);
@@ -133,6 +133,28 @@ describe('LDAP authentication (issue 8)', () => {
 
   it('refuses a user the user filter excludes (disabled in the directory), even with the right password', async () => {
     expect(await plain(port, 'dave', 'dave-pw')).toMatchObject({ ok: false, condition: 'not-authorized' });
+  });
+
+  it('logs a directory user in with an XMPP token (OAUTHBEARER); not one the directory lacks or excludes', async () => {
+    // Issue 9: a token names its user, but the directory still decides whether that user exists.
+    const answer = async (user: string): Promise<string> => {
+      const { token } = await srv.server.auth.tokens!.issue(`${user}@localhost`, 'localhost');
+      const c = await RawClient.connect(port);
+      try {
+        await c.openStream('localhost');
+        await c.startTls();
+        await c.openStream('localhost');
+        const payload = Buffer.from(`n,,\u0001auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
+        await c.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='OAUTHBEARER'>${payload}</auth>`);
+        return (await c.waitFor(/<(success|challenge|failure)\b/))[1] as string;
+      } finally {
+        c.destroy();
+      }
+    };
+    expect(await answer('bob')).toBe('success');
+    expect(await srv.server.storage.accounts.get('bob@localhost')).not.toBeNull(); // listed, like after a password login
+    expect(await answer('dave')).toBe('challenge'); // RFC 7628 error response, then not-authorized
+    expect(await answer('nobody')).toBe('challenge');
   });
 
   it('answers temporary-auth-failure while the directory is down, and recovers when it returns', async () => {

@@ -91,14 +91,14 @@ describe('SASL', () => {
       const c = await raw();
       expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.3');
       expect(c.features?.getChild('starttls')).toBeUndefined();
-      expect(c.mechanisms()).toEqual(['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN']);
+      expect(c.mechanisms()).toEqual(['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN', 'OAUTHBEARER']);
       expect(cbTypes(c.features)).toEqual(['tls-exporter', 'tls-server-end-point']);
     });
 
     it('direct TLS offers the same mechanisms', async () => {
       const c = await raw({ port: srv.ports.c2sDirectTls as number, directTls: true });
       expect(c.features?.getChild('starttls')).toBeUndefined();
-      expect(c.mechanisms()).toEqual(['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN']);
+      expect(c.mechanisms()).toEqual(['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN', 'OAUTHBEARER']);
     });
 
     it('after authentication: bind, optional session, roster versioning, pre-approval, caps', async () => {
@@ -153,7 +153,7 @@ describe('SASL', () => {
       it('still offers -PLUS, but advertises only tls-server-end-point', async () => {
         const c = await raw({ maxVersion: 'TLSv1.2' });
         expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.2');
-        expect(c.mechanisms()).toEqual(['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN']);
+        expect(c.mechanisms()).toEqual(['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN', 'OAUTHBEARER']);
         expect(cbTypes(c.features)).toEqual(['tls-server-end-point']);
       });
 

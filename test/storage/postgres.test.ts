@@ -13,6 +13,7 @@ import { uploadContract } from './upload-contract.js';
 import { alertsContract } from './alerts-contract.js';
 import { pollsContract } from './polls-contract.js';
 import { mucContract } from './muc-contract.js';
+import { tokensContract } from './tokens-contract.js';
 
 let server: PostgresServer;
 
@@ -48,6 +49,9 @@ uploadContract('postgres', () => openPostgres({ url: server.url }));
 alertsContract('postgres', () => openPostgres({ url: server.url }));
 pollsContract('postgres', () => openPostgres({ url: server.url }));
 mucContract('postgres', () => openPostgres({ url: server.url }));
+tokensContract('postgres', () => openPostgres({ url: server.url }), () =>
+  admin(new URL(server.url).pathname.slice(1), async (c) => JSON.stringify((await c.query('SELECT * FROM xmpp_tokens')).rows)),
+);
 
 describe('postgres specifics', () => {
   it('opens through openStorage with separate connection fields', async () => {

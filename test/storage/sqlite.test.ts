@@ -16,6 +16,7 @@ import { uploadContract } from './upload-contract.js';
 import { alertsContract } from './alerts-contract.js';
 import { pollsContract } from './polls-contract.js';
 import { mucContract } from './muc-contract.js';
+import { tokensContract } from './tokens-contract.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dirs: string[] = [];
@@ -36,6 +37,15 @@ uploadContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'upload
 alertsContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'alerts.db') }));
 pollsContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'polls.db') }));
 mucContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'muc.db') }));
+const tokensDb = join(tempDir(), 'tokens.db');
+tokensContract('sqlite (file)', () => openSqlite({ path: tokensDb }), async () => {
+  const db = new Database(tokensDb, { readonly: true });
+  try {
+    return JSON.stringify(db.prepare('SELECT * FROM xmpp_tokens').all());
+  } finally {
+    db.close();
+  }
+});
 
 describe('sqlite specifics', () => {
   it('uses WAL with synchronous=NORMAL on a file', async () => {

@@ -1,11 +1,16 @@
 // SASL mechanisms offered to clients (RFC 6120 §6.3.3: listed in server preference order).
-// Channel-bound SCRAM first, then SCRAM-SHA-256 over SHA-1 (RFC 7677), PLAIN last (RFC 4616).
+// Channel-bound SCRAM first, then SCRAM-SHA-256 over SHA-1 (RFC 7677), PLAIN (RFC 4616), then
+// OAUTHBEARER (RFC 7628) when XMPP tokens exist: last, so that clients that follow the server's
+// order take a password mechanism unless they hold a token.
+import { oauthBearerMechanism } from './oauthbearer.js';
 import { plainMechanism } from './plain.js';
 import { type ScramOptions, scramMechanism } from './scram.js';
 import type { SaslMechanism } from './types.js';
 
 export interface SaslMechanismOptions {
   scram?: ScramOptions;
+  /** Offer OAUTHBEARER (the server has a token service). */
+  oauthbearer?: boolean;
 }
 
 /** Every mechanism, most preferred first; filter with `available()` per stream. */
@@ -16,6 +21,7 @@ export function saslMechanisms(opts: SaslMechanismOptions = {}): SaslMechanism[]
     scramMechanism('SCRAM-SHA-256', opts.scram),
     scramMechanism('SCRAM-SHA-1', opts.scram),
     plainMechanism(),
+    ...(opts.oauthbearer ? [oauthBearerMechanism()] : []),
   ];
 }
 

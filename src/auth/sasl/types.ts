@@ -24,6 +24,11 @@ export interface SaslContext {
   verifyPassword(username: string, password: string): Promise<boolean>;
   /** Server-wide secret used to fake SCRAM salts for unknown users (no account enumeration). */
   serverSecret: Buffer;
+  /**
+   * OAUTHBEARER (RFC 7628): the username (local part on this host) an XMPP token logs in, or null
+   * when it is unknown, expired, revoked or for another host. Absent when tokens are not available.
+   */
+  verifyToken?(token: string): Promise<string | null>;
 }
 
 export type SaslStep =
