@@ -71,16 +71,19 @@ export default defineModule({
 
     ctx.addFeature(NS_CONVERSION, 'account');
 
-    async function readVcard(user: Jid): Promise<Element | null> {
-      const ev: { user: Jid; vcard?: Element | null } = { user };
+    /** The stored vCard; undefined when it cannot be read now (the directory is down). */
+    async function readVcard(user: Jid): Promise<Element | null | undefined> {
+      const ev: { user: Jid; vcard?: Element | null; unavailable?: boolean } = { user };
       if (!(await ctx.fire('vcard.edit', ev))) return null;
-      return ev.vcard ?? null;
+      return ev.unavailable ? undefined : (ev.vcard ?? null);
     }
 
     async function photoHash(user: Jid): Promise<string | null> {
       const cached = hashes.get(user.bare);
       if (cached !== undefined) return cached;
-      const photo = photoOf(await readVcard(user));
+      const vcard = await readVcard(user);
+      if (vcard === undefined) return null; // unknown, not "no photo": leave presence alone, ask again next time
+      const photo = photoOf(vcard);
       let hash: string | null = '';
       if (photo.kind === 'external') hash = null; // XEP-0153 hashes bytes; there are none here
       else if (photo.kind === 'inline') {
@@ -162,7 +165,7 @@ export default defineModule({
     // ---- §3.1 PEP -> vCard ----------------------------------------------------------------------
 
     async function storePhoto(user: Jid, image: Image | null): Promise<void> {
-      const ev: { user: Jid; update: (current: Element | null) => Element | null | undefined; vcard?: Element | null } = {
+      const ev: { user: Jid; update: (current: Element | null) => Element | null | undefined; vcard?: Element | null; unavailable?: boolean } = {
         user,
         update: (current) => {
           const had = photoOf(current);
@@ -177,7 +180,7 @@ export default defineModule({
           return withPhoto(current, image);
         },
       };
-      if (!(await ctx.fire('vcard.edit', ev))) return;
+      if (!(await ctx.fire('vcard.edit', ev)) || ev.unavailable) return;
       hashes.delete(user.bare);
       ctx.log.debug({ user: user.bare, hash: image?.hash ?? '' }, 'PEP avatar stored in the vCard');
     }

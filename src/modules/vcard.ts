@@ -31,7 +31,7 @@ declare module '../core/hooks.js' {
      * and, with `update`, stores what it returns (null deletes, undefined leaves it). Does not fire
      * vcard.changed, so a conversion cannot trigger the reverse one. Throws not-acceptable when too large.
      */
-    'vcard.edit': { user: Jid; update?: (current: Element | null) => Element | null | undefined; vcard?: Element | null };
+    'vcard.edit': { user: Jid; update?: (current: Element | null) => Element | null | undefined; vcard?: Element | null; unavailable?: boolean };
   }
 }
 
@@ -63,11 +63,16 @@ export default defineModule({
     const directory = directoryVcards(ctx);
 
     ctx.hook('vcard.edit', async (ev) => {
-      // A plain Error on an outage: logged and skipped by the hook bus, never a veto of the
-      // stanza that asked (avatars reads vCards while handling presence).
-      const fromDir = await directory.lookup(ev.user).catch((err: unknown) => {
-        throw new Error('directory vCard unavailable', { cause: err });
-      });
+      // On an outage the event says so (never a veto of the stanza that asked: avatars reads
+      // vCards while handling presence, and must not take "unreadable" for "no photo").
+      let fromDir: Element | null;
+      try {
+        fromDir = await directory.lookup(ev.user);
+      } catch (err) {
+        ctx.log.warn({ err: (err as Error).message, user: ev.user.bare }, 'directory vCard unavailable');
+        ev.unavailable = true;
+        return HANDLED;
+      }
       if (fromDir && !directory.localEdits(ev.user.domain)) {
         ev.vcard = fromDir; // updates (PEP avatar conversion) do not reach the directory
         return HANDLED;

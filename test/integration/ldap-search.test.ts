@@ -289,8 +289,14 @@ describe('directory user search and vCards (issue 8, XEP-0055/XEP-0054)', () => 
   });
 
   it('answers remote-server-timeout while the directory is down, and recovers', async () => {
+    const ann = await connect({ port, username: 'ann', password: 'ann-pw', mechanism: 'PLAIN' });
     await slapd.pause();
     try {
+      // Ann's vCard cannot be read now: her presence gets no avatar claim at all, not "no photo" (XEP-0153).
+      srv.server.directory('localhost')!.flushCache();
+      await ann.send(xml('presence'));
+      const p = await ann.waitFor((el) => el.name === 'presence' && String(el.attrs.from).startsWith('ann@localhost/'));
+      expect(p.getChild('x', 'vcard-temp:x:update')).toBeUndefined();
       expect(await iqError(alice, iq('set', 'search.localhost', form({ user: 'bob' })))).toEqual({ condition: 'remote-server-timeout', type: 'wait' });
       srv.server.directory('localhost')!.flushCache();
       expect(await iqError(alice, iq('get', 'alice@localhost', xml('vCard', { xmlns: 'vcard-temp' })))).toMatchObject({ type: 'wait' });
@@ -298,5 +304,6 @@ describe('directory user search and vCards (issue 8, XEP-0055/XEP-0054)', () => 
       await slapd.resume();
     }
     expect(await jidsOf({ user: 'bob' })).toEqual(['bob@localhost']);
+    await ann.stop();
   });
 });
