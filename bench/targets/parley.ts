@@ -26,7 +26,7 @@ const ROOT = resolve(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin/parley');
 
 /** Modules the peers do not run (see the header); `name: false` in parley.yaml. */
-const DISABLED_MODULES = ['blocking', 'last', 'vcard', 'private', 'register', 'time', 'version', 'mam', 'carbons', 'csi', 'sm', 'pep', 'bookmarks', 'push', 'extdisco', 'avatars', 'upload', 'proxy65', 'news', 'adhoc', 'alerts', 'polls', 'search'];
+const DISABLED_MODULES = ['blocking', 'last', 'vcard', 'private', 'register', 'time', 'version', 'mam', 'carbons', 'csi', 'sm', 'pep', 'bookmarks', 'push', 'extdisco', 'avatars', 'upload', 'proxy65', 'news', 'adhoc', 'alerts', 'polls', 'search', 'entitlements'];
 
 async function provision(opts: TargetOptions, dbPath: string): Promise<void> {
   const [sha1, sha256] = await Promise.all([userSecrets(opts.users, 'SHA-1'), userSecrets(opts.users, 'SHA-256')]);

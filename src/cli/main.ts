@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `parley` command: start, user add|remove|passwd|list, token issue|list|revoke, check-config, status.
+// The `parley` command: start, user add|remove|passwd|list, token issue|list|revoke, check-config, policy explain, status.
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,6 +17,8 @@ import { ldapTest } from './ldap-test.js';
 import { AlertInputError, PRIORITIES, storeAlert } from '../modules/alerts.js';
 import type { AlertPriority } from '../storage/types.js';
 import { hostname } from 'node:os';
+import { ENTITLEMENTS, SERVICE_RIGHTS, formatRule, type Entitlement, type ServiceRight } from '../core/acl.js';
+import { Jid } from '../xmpp/jid.js';
 
 const program = new Command();
 program.name('parley').description('Parley enterprise instant messaging (XMPP)').option('-c, --config <file>', 'configuration file', undefined);
@@ -315,6 +317,33 @@ program
     for (const name of Object.keys(cfg.modules)) if (!known.has(name)) problems.push(`modules.${name}: unknown module`);
     if (problems.length) throw new ConfigError(problems);
     process.stdout.write(`configuration OK: hosts ${cfg.hosts.map((h) => h.domain).join(', ')}; storage ${cfg.storage.type}\n`);
+  });
+
+const policy = program.command('policy').description('service entitlements and rights (docs/acl.md)');
+policy
+  .command('explain')
+  .argument('[jid]', 'the user, user@domain')
+  .argument('[question]', `an entitlement (${ENTITLEMENTS.join(', ')}) or a right (${SERVICE_RIGHTS.join(', ')})`)
+  .description('print whether a user may use a service or holds a right, and the rule that decided (exit 0 allowed, 1 denied, 2 bad input)')
+  .action(async (rawJid: string | undefined, question: string | undefined) => {
+    const questions: readonly string[] = [...ENTITLEMENTS, ...SERVICE_RIGHTS];
+    // Arguments are checked here, not by commander, so that every bad input exits with 2.
+    if (!rawJid || !question) throw new ConfigError(['usage: parley policy explain <jid> <service-or-right>']);
+    if (!questions.includes(question)) throw new ConfigError([`unknown service or right "${question}": expected one of ${questions.join(', ')}`]);
+    const jid = Jid.tryParse(rawJid);
+    if (!jid?.local) throw new ConfigError([`"${rawJid}" is not a user JID (expected user@domain)`]);
+    const cfg = config();
+    const host = cfg.hosts.find((h) => h.domain === jid.domain);
+    const acl = new FileAccessControl({ directory: cfg.acl.directory, groups: cfg.acl.groups, isLocal: (d) => cfg.hosts.some((h) => h.domain === d) });
+    const report = await acl.reload('policy-explain');
+    // A malformed file is not in force for this answer either (the server keeps its previous rules).
+    for (const e of report.errors) process.stderr.write(`warning: ${e} (file ignored for this answer)\n`);
+    const answer = acl.explain(question as Entitlement | ServiceRight, jid.toBare());
+    process.stdout.write(`${jid.bare}: ${question} ${answer.allowed ? 'ALLOWED' : 'DENIED'} by ${formatRule(answer)}\n`);
+    if (host?.accounts === 'ldap' && host.ldap?.groups) {
+      process.stdout.write(`note: ${host.domain} takes groups from its LDAP directory; offline only configuration groups (acl.groups) are known, so a rule for a directory group may decide differently in the running server\n`);
+    }
+    process.exitCode = answer.allowed ? 0 : 1;
   });
 
 program

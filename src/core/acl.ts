@@ -9,9 +9,37 @@ import type { Jid } from '../xmpp/jid.js';
 export type VenueRight = 'MANAGE' | 'WRITE' | 'READ' | 'NONE';
 
 /** Service-wide rights. */
-export type ServiceRight = 'room.create' | 'channel.create' | 'alert.send' | 'poll.create' | 'admin';
+export const SERVICE_RIGHTS = ['room.create', 'channel.create', 'alert.send', 'poll.create', 'admin'] as const;
+export type ServiceRight = (typeof SERVICE_RIGHTS)[number];
+
+/**
+ * IM services a user may use (issue 9, "service entitlements"): one file each under services/ in
+ * the access control directory; no file means local accounts may use it (the behaviour before).
+ */
+export const ENTITLEMENTS = ['chat', 'conferences', 'news', 'polls', 'filetransfer', 'federation', 'gateways'] as const;
+export type Entitlement = (typeof ENTITLEMENTS)[number];
+
+export function isEntitlement(s: string): s is Entitlement {
+  return (ENTITLEMENTS as readonly string[]).includes(s);
+}
+
+/** What `explain` answers: the decision and the rule that made it. */
+export interface AclExplanation {
+  allowed: boolean;
+  /** The file (relative to the access directory) and line that decided; absent: a default decided. */
+  file?: string;
+  line?: number;
+  /** The matching entry as written (`deny @contractors`), or the default that applied. */
+  rule: string;
+  /** Why the entry matched (`alice is in group contractors`), when it was not the user itself. */
+  via?: string;
+}
 
 export interface AccessControl {
+  /** Whether `who` may use an IM service at all. */
+  entitled(service: Entitlement, who: Jid): boolean;
+  /** The decision on a service right or an entitlement, and the rule that decided. */
+  explain(question: ServiceRight | Entitlement, who: Jid): AclExplanation;
   /** Whether `who` holds a service-wide right. */
   allows(right: ServiceRight, who: Jid): boolean;
   /**
@@ -36,4 +64,21 @@ export class DefaultAccessControl implements AccessControl {
   venue(): VenueRight | null {
     return null;
   }
+
+  /** Local accounts use every service, as before entitlements existed. */
+  entitled(_service: Entitlement, who: Jid): boolean {
+    return !!who.local && this.isLocal(who.domain);
+  }
+
+  explain(question: ServiceRight | Entitlement, who: Jid): AclExplanation {
+    const allowed = isEntitlement(question) ? this.entitled(question, who) : this.allows(question, who);
+    return { allowed, rule: `no file: default (${allowed ? 'allowed' : 'denied'} for ${who.local && this.isLocal(who.domain) ? 'local accounts' : 'non-local users'})` };
+  }
+}
+
+/** `services/conferences.acl:3 (deny @contractors; alice is in group contractors)`, or the default. */
+export function formatRule(e: AclExplanation): string {
+  if (!e.file) return e.rule;
+  const where = e.line ? `${e.file}:${e.line}` : e.file;
+  return `${where} (${e.rule}${e.via ? `; ${e.via}` : ''})`;
 }

@@ -11,7 +11,7 @@ import type { C2SSession } from './session.js';
 import type { SessionRegistry } from './sessions.js';
 import type { DiscoRegistry } from './disco.js';
 import type { HttpMethod } from './http.js';
-import type { AccessControl } from './acl.js';
+import type { AccessControl, Entitlement } from './acl.js';
 import type { UserDirectory } from './directory.js';
 import type { RequestHandler } from 'express';
 
@@ -38,6 +38,18 @@ export interface LocalService {
   /** The service's domain, `<subdomain>.<host>`. */
   jid: string;
   name: string;
+  /** The entitlement a user needs to see it in disco#items (issue 9). */
+  entitlement?: Entitlement;
+}
+
+export interface ServiceOptions {
+  /**
+   * The entitlement (issue 9) a local user needs: without it the service is absent from the
+   * host's disco#items and, unless `gate` is false, the router answers `forbidden` for it.
+   */
+  entitlement?: Entitlement;
+  /** false: only hide the service from disco; the module checks finer actions itself (polls). */
+  gate?: boolean;
 }
 
 export type IqHandler = (req: IqRequest) => Element | undefined | Promise<Element | undefined>;
@@ -101,7 +113,7 @@ export interface ModuleContext<O = unknown> extends ModuleHost {
    * StanzaError is answered like any routing error), and the host's disco#items lists it.
    * Resolves domain -> the local host it serves.
    */
-  service(subdomain: string, name: string, handle: ServiceHandler): ReadonlyMap<string, string>;
+  service(subdomain: string, name: string, handle: ServiceHandler, opts?: ServiceOptions): ReadonlyMap<string, string>;
   /** The services hosted under one local host (for its disco#items). */
   servicesOf(host: string): readonly LocalService[];
   /** Identities and features every module declared (for disco#info and caps). */

@@ -16,12 +16,12 @@ import type { Logger } from './logger.js';
 import { IqDispatcher } from './iq.js';
 import { DiscoRegistry } from './disco.js';
 import { HttpRoutes } from './http.js';
-import { DefaultAccessControl, type AccessControl } from './acl.js';
+import { DefaultAccessControl, formatRule, type AccessControl } from './acl.js';
 import { SessionRegistry } from './sessions.js';
 import { ServerStats } from './stats.js';
 import { C2SSession } from './session.js';
 import type { Transport } from './transport.js';
-import type { ModuleContext, ModuleDefinition, ModuleHost, ServiceHandler } from './module.js';
+import type { ModuleContext, ModuleDefinition, ModuleHost, ServiceHandler, ServiceOptions } from './module.js';
 
 declare module './hooks.js' {
   interface HookMap {
@@ -88,7 +88,7 @@ export class Server implements ModuleHost {
   /** Bound sessions without a connection, waiting for XEP-0198 resumption. */
   private readonly hibernating = new Set<C2SSession>();
   /** Services hosted inside the server, by domain (`<subdomain>.<local host>`). */
-  private readonly services = new Map<string, { host: string; name: string; handle: ServiceHandler }>();
+  private readonly services = new Map<string, { host: string; name: string; handle: ServiceHandler; opts: ServiceOptions }>();
   private readonly preAuthSessions = new WeakSet<C2SSession>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly moduleDefs: ModuleDefinition[];
@@ -244,16 +244,16 @@ export class Server implements ModuleHost {
       },
       addFeature: (ns, target) => undo(this.disco.addFeature(ns, target)),
       httpRoute: (method, path, handler) => undo(this.http.add({ method, path, handler, owner: name })),
-      service: (subdomain, serviceName, handle) => {
+      service: (subdomain, serviceName, handle, opts = {}) => {
         const domains = new Map(this.hostNames().map((h) => [`${subdomain}.${h}`, h]));
         for (const [domain, host] of domains) {
           if (this.services.has(domain)) throw new Error(`service ${domain} is already hosted by another module`);
-          this.services.set(domain, { host, name: serviceName, handle });
+          this.services.set(domain, { host, name: serviceName, handle, opts });
           undo(() => void this.services.delete(domain));
         }
         return domains;
       },
-      servicesOf: (host) => [...this.services].filter(([, s]) => s.host === host).map(([jid, s]) => ({ jid, name: s.name })),
+      servicesOf: (host) => [...this.services].filter(([, s]) => s.host === host).map(([jid, s]) => ({ jid, name: s.name, entitlement: s.opts.entitlement })),
       addIdentity: (id) => undo(this.disco.addIdentity(id)),
       iq: (type, ns, elName, handler, target = 'server') => undo(this.iqs.register(type, ns, elName, handler, target, name)),
       hook: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
@@ -402,7 +402,16 @@ export class Server implements ModuleHost {
     try {
       if (!this.isLocalHost(to.domain)) {
         const service = this.services.get(to.domain);
-        if (service) return await service.handle({ stanza, to, from, host: service.host });
+        if (service) {
+          this.checkEntitlement(service, stanza, from, to);
+          return await service.handle({ stanza, to, from, host: service.host });
+        }
+        // Issue 9: talking to other domains is the `federation` entitlement (checked before any
+        // remote path, so a future s2s or gateway module inherits it).
+        if (from?.local && this.isLocalHost(from.domain) && stanza.attrs.type !== 'error' && stanza.attrs.type !== 'result' && !this.acl.entitled('federation', from)) {
+          this.log.info({ user: from.bare, service: 'federation', to: to.domain, rule: formatRule(this.acl.explain('federation', from)) }, 'remote stanza refused: no entitlement');
+          throw stanzaError('forbidden');
+        }
         if (await this.hooks.fire('route.remote', { stanza, to, from })) return;
         this.bounce(stanza, stanzaError('remote-server-not-found'), origin);
         return;
@@ -416,6 +425,22 @@ export class Server implements ModuleHost {
       }
       throw err;
     }
+  }
+
+  /**
+   * Issue 9: a local user without the service's entitlement is refused at the door, in one place
+   * for every gated service. Replies, errors and leaving (unavailable presence) still pass, so a
+   * user who loses the entitlement is not stuck half inside a room.
+   */
+  private checkEntitlement(service: { name: string; opts: ServiceOptions }, stanza: Element, from: Jid | null, to: Jid): void {
+    const { entitlement, gate = true } = service.opts;
+    if (!entitlement || !gate || !from?.local || !this.isLocalHost(from.domain)) return;
+    const type = stanza.attrs.type;
+    if (type === 'error' || type === 'result' || (stanza.name === 'presence' && type === 'unavailable')) return;
+    if (this.acl.entitled(entitlement, from)) return;
+    const why = this.acl.explain(entitlement, from);
+    this.log.info({ user: from.bare, service: entitlement, to: to.domain, rule: formatRule(why) }, 'service refused: no entitlement');
+    throw stanzaError('forbidden');
   }
 
   /** Answers a stanza with an error (never answers an error). */

@@ -78,7 +78,11 @@ export default defineModule({
       }
       const ev = await ctx.foldValue('disco.server-items', { host: req.to.domain, node, items: [], from: req.from });
       if (!node) {
-        for (const sv of ctx.servicesOf(req.to.domain)) q.c('item', { jid: sv.jid, name: sv.name });
+        // Issue 9: a service the requester is not entitled to is not listed for them.
+        for (const sv of ctx.servicesOf(req.to.domain)) {
+          if (sv.entitlement && !ctx.acl.entitled(sv.entitlement, req.from)) continue;
+          q.c('item', { jid: sv.jid, name: sv.name });
+        }
         for (const i of ctx.options.extraItems) q.c('item', { jid: i.jid, name: i.name });
       }
       for (const i of ev.items) q.cnode(i);

@@ -28,5 +28,6 @@ import adhoc from './adhoc.js';
 import alerts from './alerts.js';
 import polls from './polls/index.js';
 import search from './search.js';
+import entitlements from './entitlements.js';
 
-export const builtinModules: ModuleDefinition[] = [disco, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam, avatars, upload, proxy65, muc, news, adhoc, alerts, polls, search] as ModuleDefinition[];
+export const builtinModules: ModuleDefinition[] = [disco, entitlements, ping, version, time, roster, offline, vcard, privateStorage, blocking, register, last, pep, bookmarks, carbons, csi, sm, extdisco, push, mam, avatars, upload, proxy65, muc, news, adhoc, alerts, polls, search] as ModuleDefinition[];

@@ -139,7 +139,7 @@ export default defineModule({
       if (!payload || payload === 'many') throw stanzaError('bad-request');
       const result = await handleIq(type, payload, from, host);
       await ctx.route(iqResult(stanza, result));
-    });
+    }, { entitlement: 'filetransfer' });
 
     async function handleIq(type: 'get' | 'set', payload: Element, from: Jid, host: string): Promise<Element | undefined> {
       const ns = payload.attrs.xmlns;

@@ -326,7 +326,7 @@ export default defineModule({
       if (reply.attrs.to) await ctx.route(reply);
     }
 
-    ctx.service(opts.subdomain, 'HTTP File Upload', ({ stanza, to, from, host }) => answer(stanza, to, from, host));
+    ctx.service(opts.subdomain, 'HTTP File Upload', ({ stanza, to, from, host }) => answer(stanza, to, from, host), { entitlement: 'filetransfer' });
 
     // ---- HTTP side ----------------------------------------------------------------------------
 

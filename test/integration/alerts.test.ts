@@ -101,6 +101,8 @@ describe('alerts (issue 7) over ad-hoc commands', () => {
     const acl: AccessControl = {
       allows: (right: ServiceRight, who: Jid) => grants[who.bare]?.includes(right) ?? false,
       venue: () => null,
+      entitled: () => true,
+      explain: () => ({ allowed: true, rule: 'test' }),
     };
     srv.server.acl = acl;
   });
@@ -289,7 +291,7 @@ describe('alerts (issue 7) over ad-hoc commands', () => {
   it('does not show one sender the report of another sender\'s alert; an admin may read any', async () => {
     const other = await newUser('other');
     const grantsAcl = srv.server.acl;
-    srv.server.acl = { allows: (r, who) => (who.bare === other && r === 'alert.send') || grantsAcl.allows(r, who), venue: () => null };
+    srv.server.acl = { allows: (r, who) => (who.bare === other && r === 'alert.send') || grantsAcl.allows(r, who), venue: () => null, entitled: () => true, explain: () => ({ allowed: true, rule: 'test' }) };
     try {
       const s = await login(sender);
       const o = await login(other);

@@ -230,6 +230,8 @@ describe('access control files (ctx.acl) decide over affiliations', () => {
     server.acl = {
       allows: (right, who) => right === 'room.create' && who.bare !== bareOf(carol),
       venue: (kind, venue, who) => (kind === 'room' && venue === room ? (rights[who.bare] ?? null) : null),
+      entitled: (service, who) => previous.entitled(service, who),
+      explain: (question, who) => previous.explain(question, who),
     };
     try {
       await createInstant(alice, room, 'al');

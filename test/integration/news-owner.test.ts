@@ -292,6 +292,8 @@ describe('news channels: owners (XEP-0060 §8)', () => {
     const acl: AccessControl = {
       allows: (right: ServiceRight, who: Jid) => (right === 'admin' ? who.bare === bare(admin) : previous.allows(right, who)),
       venue: (kind: 'room' | 'channel', venue: string, who: Jid): VenueRight | null => previous.venue(kind, venue, who),
+      entitled: (service, who) => previous.entitled(service, who),
+      explain: (question, who) => previous.explain(question, who),
     };
     srv.server.acl = acl;
     try {

@@ -373,6 +373,8 @@ describe('news channels (XEP-0060 service)', () => {
     const acl: AccessControl = {
       allows: (right: ServiceRight, who: Jid) => (right === 'channel.create' ? who.bare !== bare(bob) : previous.allows(right, who)),
       venue: (kind: 'room' | 'channel', venue: string, who: Jid): VenueRight | null => (kind === 'channel' && venue === node && who.bare === bare(bob) ? 'NONE' : null),
+      entitled: (service, who) => previous.entitled(service, who),
+      explain: (question, who) => previous.explain(question, who),
     };
     srv.server.acl = acl;
     try {

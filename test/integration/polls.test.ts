@@ -82,6 +82,8 @@ describe('polls (issue 7)', () => {
     const acl: AccessControl = {
       allows: (right: ServiceRight, who: Jid) => (who.bare === denied ? false : right === 'poll.create' || right === 'room.create'),
       venue: () => null,
+      entitled: () => true,
+      explain: () => ({ allowed: true, rule: 'test' }),
     };
     srv.server.acl = acl;
   });

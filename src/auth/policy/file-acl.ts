@@ -7,9 +7,9 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { DefaultAccessControl, type AccessControl, type ServiceRight, type VenueRight } from '../../core/acl.js';
+import { DefaultAccessControl, ENTITLEMENTS, isEntitlement, type AccessControl, type AclExplanation, type Entitlement, type ServiceRight, type VenueRight } from '../../core/acl.js';
 import { Jid } from '../../xmpp/jid.js';
-import { AclSyntaxError, MAX_FILE_BYTES, parseAclFile, roomKeyFromFileName, safeDecode, type AclEntry, type Grant } from './parse.js';
+import { AclSyntaxError, MAX_FILE_BYTES, parseAclFile, roomKeyFromFileName, safeDecode, subjectKey, type AclEntry, type Grant } from './parse.js';
 
 const NO_DIRECTORY = ' does not exist: built-in defaults apply';
 
@@ -22,17 +22,37 @@ export const SERVICE_FILES: Readonly<Record<string, ServiceRight>> = {
   'admins.acl': 'admin',
 };
 
-type Target = { type: 'service'; right: ServiceRight } | { type: 'room'; key: string } | { type: 'channel'; key: string };
+/** The subdirectory of entitlement files: services/<entitlement>.acl (issue 9). */
+export const SERVICES_DIR = 'services';
+
+type Target =
+  | { type: 'service'; right: ServiceRight }
+  | { type: 'entitlement'; service: Entitlement }
+  | { type: 'room'; key: string }
+  | { type: 'channel'; key: string };
+
+/** One entry in force; the line is kept so that explain() can point at it. */
+interface Rule {
+  grant: Grant;
+  line: number;
+  /** The subject as written in the file (`@staff`, `*@example.com`). */
+  subject: string;
+}
+
+/** The entry that decided a check, and why it matched. */
+interface Match extends Rule {
+  via?: string;
+}
 
 /** One file's rules, indexed by subject kind so that a check costs a few map lookups. */
 interface LoadedFile {
   path: string;
   target: Target;
   rules: number;
-  users: Map<string, Grant>;
-  groups: Map<string, Grant>;
-  domains: Map<string, Grant>;
-  everyone: Grant | null;
+  users: Map<string, Rule>;
+  groups: Map<string, Rule>;
+  domains: Map<string, Rule>;
+  everyone: Rule | null;
 }
 
 export interface AclFileReport {
@@ -83,11 +103,11 @@ export interface FileAccessControlOptions {
 const RANK: Record<Grant, number> = { deny: 0, allow: 1, NONE: 0, READ: 1, WRITE: 2, MANAGE: 3 };
 
 /** Within one level of specificity an explicit refusal wins, else the strongest grant. */
-function combine(a: Grant | null, b: Grant): Grant {
+function combine(a: Match | null, b: Match): Match {
   if (a === null) return b;
-  if (RANK[a] === 0) return a;
-  if (RANK[b] === 0) return b;
-  return RANK[b] > RANK[a] ? b : a;
+  if (RANK[a.grant] === 0) return a;
+  if (RANK[b.grant] === 0) return b;
+  return RANK[b.grant] > RANK[a.grant] ? b : a;
 }
 
 export class FileAccessControl implements AccessControl {
@@ -98,6 +118,7 @@ export class FileAccessControl implements AccessControl {
   private readonly events = new EventEmitter();
   private files = new Map<string, LoadedFile>();
   private service = new Map<ServiceRight, LoadedFile>();
+  private entitlements = new Map<Entitlement, LoadedFile>();
   private rooms = new Map<string, LoadedFile>();
   private channels = new Map<string, LoadedFile>();
   private memberOf = new Map<string, Set<string>>();
@@ -158,7 +179,27 @@ export class FileAccessControl implements AccessControl {
     if (right === 'admin') return false;
     const file = this.service.get(right);
     if (!file) return this.fallback.allows(right, who);
-    return this.resolve(file, who) === 'allow';
+    return this.resolve(file, who)?.grant === 'allow';
+  }
+
+  entitled(service: Entitlement, who: Jid): boolean {
+    const file = this.entitlements.get(service);
+    // No file: local accounts, as before entitlements existed.
+    if (!file) return this.fallback.entitled(service, who);
+    return this.resolve(file, who)?.grant === 'allow';
+  }
+
+  explain(question: ServiceRight | Entitlement, who: Jid): AclExplanation {
+    const entitlement = isEntitlement(question);
+    if (!entitlement && question !== 'admin') {
+      const admin = this.explain('admin', who);
+      if (admin.allowed) return { ...admin, via: [admin.via, 'administrators hold every right'].filter(Boolean).join('; ') };
+    }
+    const file = entitlement ? this.entitlements.get(question) : this.service.get(question);
+    if (!file) return this.fallback.explain(question, who);
+    const m = this.resolve(file, who);
+    if (!m) return { allowed: false, file: file.path, rule: 'no entry matches; a file denies whoever it does not name' };
+    return { allowed: m.grant === 'allow', file: file.path, line: m.line, rule: `${m.grant} ${m.subject}`, via: m.via };
   }
 
   venue(kind: 'room' | 'channel', venue: string, who: Jid): VenueRight | null {
@@ -166,7 +207,7 @@ export class FileAccessControl implements AccessControl {
     if (!file) return null;
     if (this.isAdmin(who)) return 'MANAGE';
     // A file governs the venue entirely: nobody it names holds nothing.
-    return (this.resolve(file, who) as VenueRight | null) ?? 'NONE';
+    return (this.resolve(file, who)?.grant as VenueRight | undefined) ?? 'NONE';
   }
 
   // ---- inspection ----
@@ -232,7 +273,7 @@ export class FileAccessControl implements AccessControl {
         loaded = err instanceof AclSyntaxError ? err.message : `${f.path}: ${(err as Error).message}`;
       }
       if (typeof loaded !== 'string') {
-        const venueKey = loaded.target.type === 'service' ? null : `${loaded.target.type}:${loaded.target.key}`;
+        const venueKey = loaded.target.type === 'service' || loaded.target.type === 'entitlement' ? null : `${loaded.target.type}:${loaded.target.key}`;
         const other = venueKey ? claimed.get(venueKey) : undefined;
         if (venueKey && other) loaded = `${f.path}: governs the same venue as ${other}`;
         else if (venueKey) claimed.set(venueKey, f.path);
@@ -279,16 +320,19 @@ export class FileAccessControl implements AccessControl {
 
   private install(files: Map<string, LoadedFile>): void {
     const service = new Map<ServiceRight, LoadedFile>();
+    const entitlements = new Map<Entitlement, LoadedFile>();
     const rooms = new Map<string, LoadedFile>();
     const channels = new Map<string, LoadedFile>();
     for (const f of files.values()) {
       if (f.target.type === 'service') service.set(f.target.right, f);
+      else if (f.target.type === 'entitlement') entitlements.set(f.target.service, f);
       else if (f.target.type === 'room') rooms.set(f.target.key, f);
       else channels.set(f.target.key, f);
     }
     // Swapped in one go: a check never sees half of a reload.
     this.files = files;
     this.service = service;
+    this.entitlements = entitlements;
     this.rooms = rooms;
     this.channels = channels;
   }
@@ -308,6 +352,15 @@ export class FileAccessControl implements AccessControl {
     }
     for (const name of top) {
       if (name.startsWith('.')) continue; // editor swap files, dotfiles
+      if (name === SERVICES_DIR) {
+        for (const sub of await this.listAcl(join(this.directory, name))) {
+          const service = sub.slice(0, -'.acl'.length);
+          const path = `${name}/${sub}`;
+          if (isEntitlement(service)) files.push({ path, target: { type: 'entitlement', service } });
+          else warnings.push(`${path}: unknown service, ignored (expected one of ${ENTITLEMENTS.map((e) => `${e}.acl`).join(', ')})`);
+        }
+        continue;
+      }
       if (name === 'rooms' || name === 'channels') {
         for (const sub of await this.listAcl(join(this.directory, name))) {
           const base = sub.slice(0, -'.acl'.length);
@@ -325,7 +378,7 @@ export class FileAccessControl implements AccessControl {
       if (!name.endsWith('.acl')) continue; // backups (rooms.acl~), notes
       const right = SERVICE_FILES[name];
       if (right) files.push({ path: name, target: { type: 'service', right } });
-      else warnings.push(`${name}: unknown file, ignored (expected one of ${Object.keys(SERVICE_FILES).join(', ')}, rooms/, channels/)`);
+      else warnings.push(`${name}: unknown file, ignored (expected one of ${Object.keys(SERVICE_FILES).join(', ')}, rooms/, channels/, services/)`);
     }
     return { files, warnings };
   }
@@ -343,17 +396,18 @@ export class FileAccessControl implements AccessControl {
     if (typeof target === 'string') return target;
     const buf = await readFile(join(this.directory, path));
     if (buf.length > MAX_FILE_BYTES) return `${path}: file larger than ${MAX_FILE_BYTES} bytes`;
-    const parsed = parseAclFile(path, buf.toString('utf8'), target.type === 'service' ? 'service' : 'venue');
+    const parsed = parseAclFile(path, buf.toString('utf8'), target.type === 'service' || target.type === 'entitlement' ? 'service' : 'venue');
     for (const g of parsed.groups) {
       if (!this.knownGroups.has(g) && !this.groupResolver) warnings.push(`${path}: group @${g} is not defined (acl.groups): it matches nobody`);
     }
     const file: LoadedFile = { path, target, rules: parsed.entries.length, users: new Map(), groups: new Map(), domains: new Map(), everyone: null };
     for (const e of parsed.entries as AclEntry[]) {
       const s = e.subject;
-      if (s.kind === 'user') file.users.set(s.jid, e.grant);
-      else if (s.kind === 'group') file.groups.set(s.name, e.grant);
-      else if (s.kind === 'domain') file.domains.set(s.domain, e.grant);
-      else file.everyone = e.grant;
+      const rule: Rule = { grant: e.grant, line: e.line, subject: subjectKey(s) };
+      if (s.kind === 'user') file.users.set(s.jid, rule);
+      else if (s.kind === 'group') file.groups.set(s.name, rule);
+      else if (s.kind === 'domain') file.domains.set(s.domain, rule);
+      else file.everyone = rule;
     }
     return file;
   }
@@ -363,29 +417,32 @@ export class FileAccessControl implements AccessControl {
   private isAdmin(who: Jid): boolean {
     const file = this.service.get('admin');
     if (!file) return this.fallback.allows('admin', who);
-    return this.resolve(file, who) === 'allow';
+    return this.resolve(file, who)?.grant === 'allow';
   }
 
   /** Most specific level that matches: the user, then their groups, then their domain, then `*`. */
-  private resolve(file: LoadedFile, who: Jid): Grant | null {
+  private resolve(file: LoadedFile, who: Jid): Match | null {
     const bare = who.bare;
     const user = file.users.get(bare);
     if (user) return user;
-    let byGroup: Grant | null = null;
+    let byGroup: Match | null = null;
+    const name = who.local ?? bare;
     const groups = this.memberOf.get(bare);
     if (groups) for (const g of groups) {
-      const grant = file.groups.get(g);
-      if (grant) byGroup = combine(byGroup, grant);
+      const rule = file.groups.get(g);
+      if (rule) byGroup = combine(byGroup, { ...rule, via: `${name} is in group ${g}` });
     }
     const external = file.groups.size && this.groupResolver ? this.groupResolver(who.toBare()) : undefined;
     if (external) for (const g of external) {
-      const grant = file.groups.get(g.toLowerCase());
-      if (grant) byGroup = combine(byGroup, grant);
+      const rule = file.groups.get(g.toLowerCase());
+      if (rule) byGroup = combine(byGroup, { ...rule, via: `${name} is in directory group ${g.toLowerCase()}` });
     }
     if (byGroup) return byGroup;
     // Wildcards name users: a server or component JID (no localpart) is nobody's "everyone".
     if (!who.local) return null;
-    return file.domains.get(who.domain) ?? file.everyone;
+    const domain = file.domains.get(who.domain);
+    if (domain) return domain;
+    return file.everyone ? { ...file.everyone, via: 'everyone' } : null;
   }
 
   private roomFile(venue: string): LoadedFile | undefined {
@@ -414,6 +471,7 @@ export class FileAccessControl implements AccessControl {
     this.arm(this.directory);
     this.arm(join(this.directory, 'rooms'));
     this.arm(join(this.directory, 'channels'));
+    this.arm(join(this.directory, SERVICES_DIR));
   }
 
   private arm(dir: string): void {
@@ -422,7 +480,7 @@ export class FileAccessControl implements AccessControl {
     try {
       w = watch(dir, { persistent: false }, (_event, name) => {
         // rooms/ or channels/ created after start: watch it too.
-        if (dir === this.directory && (name === 'rooms' || name === 'channels')) this.arm(join(dir, name));
+        if (dir === this.directory && (name === 'rooms' || name === 'channels' || name === SERVICES_DIR)) this.arm(join(dir, name));
         this.schedule();
       });
     } catch (err) {

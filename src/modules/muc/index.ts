@@ -106,7 +106,7 @@ export default defineModule({
   options: optionsSchema,
   async setup(ctx) {
     const opts = ctx.options;
-    const services = ctx.service(opts.subdomain, opts.name, (ev) => routeStanza(ev));
+    const services = ctx.service(opts.subdomain, opts.name, (ev) => routeStanza(ev), { entitlement: 'conferences' });
     const rooms = new Map<string, Room>();
     /** Full JID of a user -> rooms it occupies (for session.closed). */
     const joined = new Map<string, Set<Room>>();

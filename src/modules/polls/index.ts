@@ -22,6 +22,7 @@ import { Element } from 'ltx';
 import { z } from 'zod';
 import { defineModule, type ModuleContext } from '../../core/module.js';
 import type { HookMap } from '../../core/hooks.js';
+import { formatRule } from '../../core/acl.js';
 import { AudienceError, resolveAudience } from '../../core/audience.js';
 import { TokenBucket } from '../../core/bucket.js';
 import { StanzaError, stanzaError } from '../../xmpp/errors.js';
@@ -80,7 +81,13 @@ export default defineModule({
   async setup(ctx) {
     const opts = ctx.options;
     const limits = { maxChoices: opts.maxChoices, maxQuestionLength: opts.maxQuestionLength, maxChoiceLength: opts.maxChoiceLength, maxDurationDays: opts.maxDurationDays };
-    const mayCreate = (who: Jid) => ctx.isLocalHost(who.domain) && !!who.local && (ctx.acl.allows('poll.create', who) || ctx.acl.allows('admin', who));
+    // Issue 9: creating also needs the `polls` entitlement; answering does not.
+    const mayCreate = (who: Jid) =>
+      ctx.isLocalHost(who.domain) && !!who.local && (ctx.acl.allows('poll.create', who) || ctx.acl.allows('admin', who)) && ctx.acl.entitled('polls', who);
+    const refuseCreate = (who: Jid): never => {
+      if (!ctx.acl.entitled('polls', who)) ctx.log.info({ user: who.bare, service: 'polls', rule: formatRule(ctx.acl.explain('polls', who)) }, 'poll refused: no entitlement');
+      throw stanzaError('forbidden', 'you may not create polls');
+    };
     const isAdmin = (who: Jid) => ctx.isLocalHost(who.domain) && ctx.acl.allows('admin', who);
     const serviceOf = (host: string) => `${opts.subdomain}.${host}`;
     const pollJid = (p: PollRecord) => `${p.id}@${serviceOf(p.host)}`;
@@ -88,7 +95,7 @@ export default defineModule({
     // ---- creating -----------------------------------------------------------------------------
 
     async function create(draft: PollDraft, creator: Jid, host: string): Promise<{ poll: PollRecord; recipients: string[] }> {
-      if (!mayCreate(creator)) throw stanzaError('forbidden', 'you may not create polls');
+      if (!mayCreate(creator)) refuseCreate(creator);
       const mine = await ctx.storage.polls.listByCreator(creator.bare, opts.maxOpenPerUser + 1);
       if (mine.filter((p) => p.closedAt === null).length >= opts.maxOpenPerUser) {
         throw new StanzaError('wait', 'resource-constraint', `you have ${opts.maxOpenPerUser} open polls; close one first`);
@@ -232,7 +239,7 @@ export default defineModule({
         return q;
       }
       if (payload.name === 'create' && ns === NS_POLLS) {
-        if (!mayCreate(from)) throw stanzaError('forbidden', 'you may not create polls');
+        if (!mayCreate(from)) refuseCreate(from);
         if (type === 'get') {
           const blank = new Element('create', { xmlns: NS_POLLS });
           blank.cnode(createForm());
@@ -346,7 +353,7 @@ export default defineModule({
         if (stanza.name === 'message' && err instanceof StanzaError && err.condition === 'service-unavailable') return; // RFC 6120 §8.3: no bounce loops on unknown messages
         await ctx.route(errorReply(stanza, err instanceof StanzaError ? err : stanzaError('internal-server-error')));
       }
-    });
+    }, { entitlement: 'polls', gate: false });
 
     // ---- XEP-0050: create from any client with ad-hoc commands ----------------------------------
 

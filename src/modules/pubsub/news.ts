@@ -148,7 +148,7 @@ export default defineModule({
     const serial = serializer();
     const defaultMax = Math.min(opts.defaultMaxItems, opts.maxItems);
     /** Service domain -> the local host it serves. */
-    const services = ctx.service(opts.subdomain, opts.name, ({ stanza, to, from }) => answer(stanza, to, from));
+    const services = ctx.service(opts.subdomain, opts.name, ({ stanza, to, from }) => answer(stanza, to, from), { entitlement: 'news' });
 
     // ---- channels and rights --------------------------------------------------------------------
 
