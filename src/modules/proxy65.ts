@@ -11,10 +11,9 @@
 // ATYP DOMAINNAME carrying the 40-hex-digit hash. Anything else is refused with the RFC 1928 reply
 // code for it and closed; a connection that is not even SOCKS5 is closed without a reply.
 //
-// Hosting: the service is `<subdomain>.<host>` for every local host. It is not a local host (it
-// has no accounts), so the router hands its stanzas to the `route.remote` hook; this module takes
-// the ones for its own domains there, ahead of federation, and answers them itself. Nothing in the
-// kernel or in the composition root knows about it.
+// Hosting: the service is `<subdomain>.<host>` for every local host, registered with
+// `ctx.service` (the router hands it the stanzas for those domains, after the `filetransfer`
+// entitlement check, before any remote path). Nothing in the composition root knows about it.
 //
 // Listener: the module opens its SOCKS5 listener in setup() and closes it (with every relayed
 // connection) on unload. It is not an XMPP transport (no session, no mux, no web container), so it

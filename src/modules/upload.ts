@@ -7,10 +7,9 @@
 // must match, 201 on success), §8 implementation notes (300 s PUT validity, CORS) and §9 security
 // (unguessable URLs, a Content-Security-Policy on downloads).
 //
-// The service is `<subdomain>.<host>` for every local host. It is not a separate component: the
-// router hands stanzas for non-local domains to the `route.remote` hook, and this module takes the
-// ones for its service domains there (before federation would try to reach them) and answers them
-// itself. That keeps the service self-contained: nothing in the kernel knows about it.
+// The service is `<subdomain>.<host>` for every local host, registered with `ctx.service`: the
+// router hands it the stanzas for those domains (after the `filetransfer` entitlement check) and
+// this module answers them itself. That keeps the service self-contained.
 //
 // Slots: a random 192-bit id, which is also the file's name on disk, so that nothing a client
 // chooses ever reaches a file system path (the file name is only the last URL segment and is

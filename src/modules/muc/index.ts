@@ -15,8 +15,8 @@
 // Also XEP-0421 occupant-id on presences and messages (HMAC of the real bare JID with a per-room
 // secret) and XEP-0410 self-ping (answered by the service for the pinging occupant's own nick).
 //
-// Hosting: like upload.ts and proxy65.ts, the service is not a local host, so the router hands its
-// stanzas to `route.remote`, where this module takes the ones for its domains ahead of federation.
+// Hosting: like upload.ts and proxy65.ts, the service is registered with `ctx.service`: the router
+// hands it the stanzas for its domains, after the `conferences` entitlement check.
 // Rooms live in memory; persistent ones (configuration, affiliations, subject) are also stored
 // (MucStore, migration 5) and loaded at start. Every operation on a room runs under a per-room
 // lock so that storage awaits cannot interleave two joins or an affiliation change and a join.

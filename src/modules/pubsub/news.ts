@@ -33,8 +33,8 @@
 // sent with a <delay/> (the XEP-0060 §12.3 behaviour, triggered by login rather than by directed
 // presence, so that clients need not share presence with the service).
 //
-// Hosting: like upload.ts and proxy65.ts, `news.<host>` is not a local host; the router hands its
-// stanzas to `route.remote`, and this module answers them.
+// Hosting: like upload.ts and proxy65.ts, `news.<host>` is registered with `ctx.service`; the
+// router hands it its stanzas after the `news` entitlement check, and this module answers them.
 import { randomBytes } from 'node:crypto';
 import { clone, Element, parse } from 'ltx';
 import { z } from 'zod';
