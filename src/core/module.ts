@@ -105,6 +105,11 @@ export interface ModuleContext<O = unknown> extends ModuleHost {
   hook<K extends keyof HookMap & string>(name: K, fn: (event: HookMap[K]) => HookResult | Promise<HookResult>, priority?: number): void;
   fold<K extends keyof HookMap & string>(name: K, fn: (value: HookMap[K]) => HookMap[K] | Promise<HookMap[K]>, priority?: number): void;
   onUnload(fn: () => void | Promise<void>): void;
+  /**
+   * Runs `task` every `intervalMs` (and once at start with `atStart`) on unref'd timers, never two
+   * runs at once; a failure is logged with `what`; stopped when the module unloads.
+   */
+  every(intervalMs: number, what: string, task: () => Promise<void>, opts?: { atStart?: boolean }): void;
   /** Adds an HTTP route to the web container (served on its HTTP and HTTPS ports when they are on). */
   httpRoute(method: HttpMethod, path: string, handler: RequestHandler): void;
   /**

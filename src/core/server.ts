@@ -259,6 +259,24 @@ export class Server implements ModuleHost {
       hook: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
       fold: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
       onUnload: (fn) => undo(fn),
+      every: (intervalMs, what, task, o = {}) => {
+        let running = false;
+        const run = () => {
+          if (running) return; // a slow run is not stacked up behind itself
+          running = true;
+          task()
+            .catch((err: unknown) => log.error({ err }, `${what} failed`))
+            .finally(() => (running = false));
+        };
+        const first = o.atStart ? setTimeout(run, 0) : undefined;
+        first?.unref();
+        const timer = setInterval(run, intervalMs);
+        timer.unref();
+        undo(() => {
+          clearTimeout(first);
+          clearInterval(timer);
+        });
+      },
       discoRegistry: () => this.disco,
       iqNamespaces: (target) => this.iqs.namespaces(target),
       fire: (hook, ev) => this.hooks.fire(hook, ev),

@@ -338,29 +338,16 @@ export default defineModule({
     // ---- retention -----------------------------------------------------------------------------
 
     if (opts.retentionDays > 0) {
-      let running = false;
-      const purge = async () => {
-        if (running) return; // a slow purge is not stacked up behind itself
-        running = true;
-        try {
+      ctx.every(
+        opts.purgeIntervalSeconds * 1000,
+        'mam: retention purge',
+        async () => {
           // Only the hosts' user archives: rooms (muc, archive.retentionDays) keep their own retention.
           const n = await store.purge(Date.now() - opts.retentionDays * 86_400_000, ctx.hostNames());
           if (n > 0) ctx.log.info({ purged: n }, 'mam: expired messages purged');
-        } catch (err) {
-          ctx.log.error({ err }, 'mam: retention purge failed');
-        } finally {
-          running = false;
-        }
-      };
-      // unref: the timers never keep the process alive on shutdown.
-      const first = setTimeout(() => void purge(), 0);
-      first.unref();
-      const timer = setInterval(() => void purge(), opts.purgeIntervalSeconds * 1000);
-      timer.unref();
-      ctx.onUnload(() => {
-        clearTimeout(first);
-        clearInterval(timer);
-      });
+        },
+        { atStart: true },
+      );
     }
   },
 });

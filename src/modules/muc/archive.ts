@@ -71,7 +71,7 @@ const withoutMucUser = (m: Element): void => {
   m.children = m.children.filter((c) => typeof c === 'string' || c.attrs.xmlns !== NS_MUC_USER);
 };
 
-export function roomArchive(ctx: Pick<ModuleContext, 'storage' | 'route' | 'log' | 'onUnload'>, opts: MucArchiveOptions, host: RoomArchiveHost) {
+export function roomArchive(ctx: Pick<ModuleContext, 'storage' | 'route' | 'log' | 'onUnload' | 'every'>, opts: MucArchiveOptions, host: RoomArchiveHost) {
   const store = ctx.storage.archive;
   const limits = { defaultPageSize: Math.min(opts.defaultPageSize, opts.maxPageSize), maxPageSize: opts.maxPageSize };
   /** Rooms whose history was already refilled (or found not to need it). */
@@ -241,29 +241,17 @@ export function roomArchive(ctx: Pick<ModuleContext, 'storage' | 'route' | 'log'
     /** Retention (§3.2 archives_deletion: only the oldest go): each room's own archive, on an unref'd timer. */
     startRetention(): void {
       if (opts.retentionDays <= 0) return;
-      let running = false;
-      const purge = async () => {
-        if (running) return; // a slow purge is not stacked up behind itself
-        running = true;
-        const cutoff = Date.now() - opts.retentionDays * 86_400_000;
-        let n = 0;
-        try {
+      ctx.every(
+        opts.purgeIntervalSeconds * 1000,
+        'muc: room archive retention purge',
+        async () => {
+          const cutoff = Date.now() - opts.retentionDays * 86_400_000;
+          let n = 0;
           for (const room of [...host.rooms()]) n += await store.purgeOwner(room.jid, cutoff);
           if (n > 0) ctx.log.info({ purged: n }, 'muc: expired room messages purged');
-        } catch (err) {
-          ctx.log.error({ err }, 'muc: room archive retention purge failed');
-        } finally {
-          running = false;
-        }
-      };
-      const first = setTimeout(() => void purge(), 0);
-      first.unref();
-      const timer = setInterval(() => void purge(), opts.purgeIntervalSeconds * 1000);
-      timer.unref();
-      ctx.onUnload(() => {
-        clearTimeout(first);
-        clearInterval(timer);
-      });
+        },
+        { atStart: true },
+      );
     },
   };
 }

@@ -184,17 +184,14 @@ export default defineModule({
     }
     await sweep(); // closes what came due while the server was down, then arms the next deadline
 
-    let purgeTimer: NodeJS.Timeout | undefined;
     if (opts.retentionDays > 0) {
-      purgeTimer = setInterval(() => {
-        ctx.storage.polls.purge(Date.now() - opts.retentionDays * 86_400_000).catch((err) => ctx.log.error({ err }, 'purging old polls failed'));
-      }, 3_600_000);
-      purgeTimer.unref();
+      ctx.every(3_600_000, 'polls: purging old polls', async () => {
+        await ctx.storage.polls.purge(Date.now() - opts.retentionDays * 86_400_000);
+      });
     }
     ctx.onUnload(() => {
       unloaded = true;
       clearTimeout(timer);
-      clearInterval(purgeTimer);
     });
 
     // ---- who may see what ---------------------------------------------------------------------
