@@ -17,7 +17,7 @@ import { ldapTest } from './ldap-test.js';
 import { AlertInputError, PRIORITIES, storeAlert } from '../modules/alerts.js';
 import type { AlertPriority } from '../storage/types.js';
 import { hostname } from 'node:os';
-import { ENTITLEMENTS, SERVICE_RIGHTS, formatRule, type Entitlement, type ServiceRight } from '../core/acl.js';
+import { ENTITLEMENTS, SERVICE_RIGHTS, SUN_RIGHT_NAMES, formatRule, isEntitlement, rightByName, type Entitlement, type ServiceRight } from '../core/acl.js';
 import { Jid } from '../xmpp/jid.js';
 
 const program = new Command();
@@ -323,13 +323,14 @@ const policy = program.command('policy').description('service entitlements and r
 policy
   .command('explain')
   .argument('[jid]', 'the user, user@domain')
-  .argument('[question]', `an entitlement (${ENTITLEMENTS.join(', ')}) or a right (${SERVICE_RIGHTS.join(', ')})`)
-  .description('print whether a user may use a service or holds a right, and the rule that decided (exit 0 allowed, 1 denied, 2 bad input)')
+  .argument('[question]', `an entitlement (${ENTITLEMENTS.join(', ')}) or a right (${SERVICE_RIGHTS.join(', ')}, or a Sun IM name: ${Object.values(SUN_RIGHT_NAMES).join(', ')}); omitted: every one`)
+  .description('print whether a user may use a service or holds a right, and the rule that decided (exit 0 allowed, 1 denied, 2 bad input); without a question, every service and right (exit 0)')
   .action(async (rawJid: string | undefined, question: string | undefined) => {
-    const questions: readonly string[] = [...ENTITLEMENTS, ...SERVICE_RIGHTS];
+    const questions: readonly (Entitlement | ServiceRight)[] = [...ENTITLEMENTS, ...SERVICE_RIGHTS];
     // Arguments are checked here, not by commander, so that every bad input exits with 2.
-    if (!rawJid || !question) throw new ConfigError(['usage: parley policy explain <jid> <service-or-right>']);
-    if (!questions.includes(question)) throw new ConfigError([`unknown service or right "${question}": expected one of ${questions.join(', ')}`]);
+    if (!rawJid) throw new ConfigError(['usage: parley policy explain <jid> [<service-or-right>]']);
+    const asked: Entitlement | ServiceRight | undefined = question === undefined ? undefined : isEntitlement(question) ? question : rightByName(question);
+    if (question !== undefined && !asked) throw new ConfigError([`unknown service or right "${question}": expected one of ${questions.join(', ')} (or a Sun IM name: ${Object.values(SUN_RIGHT_NAMES).join(', ')})`]);
     const jid = Jid.tryParse(rawJid);
     if (!jid?.local) throw new ConfigError([`"${rawJid}" is not a user JID (expected user@domain)`]);
     const cfg = config();
@@ -338,12 +339,21 @@ policy
     const report = await acl.reload('policy-explain');
     // A malformed file is not in force for this answer either (the server keeps its previous rules).
     for (const e of report.errors) process.stderr.write(`warning: ${e} (file ignored for this answer)\n`);
-    const answer = acl.explain(question as Entitlement | ServiceRight, jid.toBare());
-    process.stdout.write(`${jid.bare}: ${question} ${answer.allowed ? 'ALLOWED' : 'DENIED'} by ${formatRule(answer)}\n`);
+    // One line per question: `user: name (other name) ALLOWED by rule`.
+    const line = (q: Entitlement | ServiceRight, name: string, other?: string): boolean => {
+      const answer = acl.explain(q, jid.toBare());
+      process.stdout.write(`${jid.bare}: ${name}${other ? ` (${other})` : ''} ${answer.allowed ? 'ALLOWED' : 'DENIED'} by ${formatRule(answer)}\n`);
+      return answer.allowed;
+    };
+    const sunName = (q: Entitlement | ServiceRight) => (isEntitlement(q) ? undefined : SUN_RIGHT_NAMES[q]);
+    let allowed = true;
+    // Asked by its Sun name: that name first, the Parley one beside it.
+    if (asked) allowed = asked === question ? line(asked, asked) : line(asked, sunName(asked) ?? asked, asked);
+    else for (const q of questions) line(q, q, sunName(q));
     if (host?.accounts === 'ldap' && host.ldap?.groups) {
       process.stdout.write(`note: ${host.domain} takes groups from its LDAP directory; offline only configuration groups (acl.groups) are known, so a rule for a directory group may decide differently in the running server\n`);
     }
-    process.exitCode = answer.allowed ? 0 : 1;
+    process.exitCode = allowed ? 0 : 1;
   });
 
 program

@@ -8,9 +8,32 @@ import type { Jid } from '../xmpp/jid.js';
 /** Rights on one venue, strongest first (the Sun IM names). */
 export type VenueRight = 'MANAGE' | 'WRITE' | 'READ' | 'NONE';
 
-/** Service-wide rights. */
-export const SERVICE_RIGHTS = ['room.create', 'channel.create', 'alert.send', 'poll.create', 'admin'] as const;
+/**
+ * Service-wide rights. channel.publish: publish items to news channels (on top of the channel's
+ * own rights); settings.save: change one's own stored settings (vCard, password).
+ */
+export const SERVICE_RIGHTS = ['room.create', 'channel.create', 'channel.publish', 'alert.send', 'poll.create', 'settings.save', 'admin'] as const;
 export type ServiceRight = (typeof SERVICE_RIGHTS)[number];
+
+/**
+ * The Sun Java System IM 7.2 privilege names (its access file names without `.acl`), accepted
+ * wherever a right is named. Sun had no polls or publish privilege; its sysWatch (watching other
+ * users' presence) has no equivalent here.
+ */
+export const SUN_RIGHT_NAMES: Readonly<Partial<Record<ServiceRight, string>>> = {
+  'room.create': 'sysRoomsAdd',
+  'channel.create': 'sysTopicsAdd',
+  'alert.send': 'sysSendAlerts',
+  'settings.save': 'sysSaveUserSettings',
+  admin: 'sysAdmin',
+};
+
+/** The right a Parley name or a Sun alias (case-insensitive) names, or undefined. */
+export function rightByName(name: string): ServiceRight | undefined {
+  if ((SERVICE_RIGHTS as readonly string[]).includes(name)) return name as ServiceRight;
+  const lower = name.toLowerCase();
+  return SERVICE_RIGHTS.find((r) => SUN_RIGHT_NAMES[r]?.toLowerCase() === lower);
+}
 
 /**
  * IM services a user may use (issue 9, "service entitlements"): one file each under services/ in
@@ -49,16 +72,20 @@ export interface AccessControl {
   venue(kind: 'room' | 'channel', venue: string, who: Jid): VenueRight | null;
 }
 
+/** The rights local accounts hold without a file for them. */
+const LOCAL_BY_DEFAULT: ReadonlySet<ServiceRight> = new Set(['room.create', 'channel.create', 'channel.publish', 'poll.create', 'settings.save']);
+
 /**
- * Without access files: local accounts may create rooms and channels and run polls (what Openfire
- * and Prosody allow out of the box); alerts and administration need an explicit grant.
+ * Without access files: local accounts may create rooms and channels, publish to channels, run
+ * polls and save their settings (what Openfire and Prosody allow out of the box); alerts and
+ * administration need an explicit grant.
  */
 export class DefaultAccessControl implements AccessControl {
   constructor(private readonly isLocal: (domain: string) => boolean) {}
 
   allows(right: ServiceRight, who: Jid): boolean {
     if (!who.local || !this.isLocal(who.domain)) return false;
-    return right === 'room.create' || right === 'channel.create' || right === 'poll.create';
+    return LOCAL_BY_DEFAULT.has(right);
   }
 
   venue(): VenueRight | null {

@@ -11,7 +11,9 @@
 //    localpart -> jid-malformed (a non-canonical one could not log in as typed); taken -> conflict;
 //    more than `maxPerAddress` accounts per IP per window -> not-acceptable, type wait (§3.1.1).
 //  - password change: needs <username/> and a non-empty <password/> (else bad-request, password kept,
-//    §3.3); another account's username -> forbidden; unencrypted stream -> not-authorized (§3.3).
+//    §3.3); another account's username -> forbidden; unencrypted stream -> not-authorized (§3.3);
+//    a user without the `settings.save` right (settings.acl, Sun's sysSaveUserSettings) -> forbidden,
+//    logged with the deciding rule.
 //  - <remove/>: only child (else bad-request); not-allowed where registration is off; subscriptions
 //    are cancelled, the account and all its data deleted, then every session of the account ends
 //    with a not-authorized stream error after the result is sent (§3.2).
@@ -21,6 +23,7 @@
 //    not-allowed: the directory is the system of record, Parley holds no password to change.
 import { Element } from 'ltx';
 import { z } from 'zod';
+import { formatRule } from '../core/acl.js';
 import { defineModule, type IqRequest } from '../core/module.js';
 import { HANDLED } from '../core/hooks.js';
 import type { C2SSession } from '../core/session.js';
@@ -219,6 +222,10 @@ export default defineModule({
       if (username === undefined || password === undefined) throw stanzaError('bad-request', 'username and password are required');
       if (!password) throw stanzaError('bad-request', 'empty password: the password is unchanged');
       if (!sameAccount(username, user)) throw stanzaError('forbidden', 'you can only change your own password');
+      if (!ctx.acl.allows('settings.save', user)) {
+        ctx.log.info({ user: user.bare, right: 'settings.save', rule: formatRule(ctx.acl.explain('settings.save', user)) }, 'password change refused: no right');
+        throw stanzaError('forbidden', 'you may not change your settings');
+      }
       if (req.session && !req.session.secure) throw stanzaError('not-authorized', 'the stream is not encrypted');
       // Parley holds no password of a directory user (issue 8): it is changed with the directory's own tools.
       if (ctx.directory(user.domain)) throw stanzaError('not-allowed', 'passwords of this host are kept in the directory; change yours there');

@@ -12,8 +12,11 @@
 //  - hosts with `accounts: ldap`: a directory user's vCard comes from the directory (see
 //    vcard-directory.ts); setting it is not-allowed (the directory is the system of record) unless
 //    hosts.*.ldap.vcard.localEdits stores it here, the directory's elements taking precedence.
+//  - a user without the `settings.save` right (settings.acl, Sun's sysSaveUserSettings): setting
+//    their vCard is forbidden, logged with the deciding rule; reading it is not affected.
 import { Element, parse } from 'ltx';
 import { z } from 'zod';
+import { formatRule } from '../core/acl.js';
 import { defineModule } from '../core/module.js';
 import { standalone } from '../xmpp/stanza.js';
 import { stanzaError } from '../xmpp/errors.js';
@@ -124,6 +127,11 @@ export default defineModule({
       async (req) => {
         if (!req.to.local) throw stanzaError('not-allowed', 'the server vCard cannot be set in-band');
         if (!req.self) throw stanzaError('forbidden', 'only your own vCard can be set');
+        const user = req.to.toBare();
+        if (!ctx.acl.allows('settings.save', user)) {
+          ctx.log.info({ user: user.bare, right: 'settings.save', rule: formatRule(ctx.acl.explain('settings.save', user)) }, 'vCard change refused: no right');
+          throw stanzaError('forbidden', 'you may not change your settings');
+        }
         if (directory.covers(req.to.domain) && !directory.localEdits(req.to.domain)) {
           throw stanzaError('not-allowed', 'vCards on this host come from the user directory');
         }

@@ -7,7 +7,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { DefaultAccessControl, ENTITLEMENTS, isEntitlement, type AccessControl, type AclExplanation, type Entitlement, type ServiceRight, type VenueRight } from '../../core/acl.js';
+import { DefaultAccessControl, ENTITLEMENTS, isEntitlement, SERVICE_RIGHTS, SUN_RIGHT_NAMES, type AccessControl, type AclExplanation, type Entitlement, type ServiceRight, type VenueRight } from '../../core/acl.js';
 import { Jid } from '../../xmpp/jid.js';
 import { AclSyntaxError, MAX_FILE_BYTES, parseAclFile, roomKeyFromFileName, safeDecode, subjectKey, type AclEntry, type Grant } from './parse.js';
 
@@ -17,9 +17,24 @@ const NO_DIRECTORY = ' does not exist: built-in defaults apply';
 export const SERVICE_FILES: Readonly<Record<string, ServiceRight>> = {
   'rooms.acl': 'room.create',
   'channels.acl': 'channel.create',
+  'publish.acl': 'channel.publish',
   'alerts.acl': 'alert.send',
   'polls.acl': 'poll.create',
+  'settings.acl': 'settings.save',
   'admins.acl': 'admin',
+};
+
+/**
+ * The Sun IM file names accepted instead (`sysAdmin.acl` for `admins.acl`, ...). A right governed
+ * by both its file and the Sun one is a load error naming both: there is never a tie to break.
+ */
+export const SUN_SERVICE_FILES: Readonly<Record<string, ServiceRight>> = Object.fromEntries(
+  SERVICE_RIGHTS.flatMap((r) => (SUN_RIGHT_NAMES[r] ? [[`${SUN_RIGHT_NAMES[r]}.acl`, r]] : [])),
+);
+
+/** Sun IM files with no equivalent here: a specific warning rather than "unknown file". */
+const SUN_UNSUPPORTED: Readonly<Record<string, string>> = {
+  'sysWatch.acl': "Sun IM's privilege to watch other users' presence has no equivalent here (presence follows roster subscriptions)",
 };
 
 /** The subdirectory of entitlement files: services/<entitlement>.acl (issue 9). */
@@ -265,7 +280,21 @@ export class FileAccessControl implements AccessControl {
     const reports: AclFileReport[] = [];
     const next = new Map<string, LoadedFile>();
     const claimed = new Map<string, string>(); // venue key → file that governs it
+    // A right with both its file and the Sun-named one: the Sun file is never in force (not even
+    // its previous version), so one file alone governs the right, whatever either contains.
+    const rightFile = new Map<ServiceRight, string>();
     for (const f of found.files) {
+      if (typeof f.target === 'object' && f.target.type === 'service' && (!rightFile.has(f.target.right) || SERVICE_FILES[f.path])) rightFile.set(f.target.right, f.path);
+    }
+    for (const f of found.files) {
+      const right = typeof f.target === 'object' && f.target.type === 'service' ? f.target.right : undefined;
+      const governing = right ? rightFile.get(right) : undefined;
+      if (right && governing && governing !== f.path) {
+        const error = `${f.path}: ${governing} and ${f.path} both govern ${right} (${f.path} is its Sun IM name); keep one of them`;
+        errors.push(error);
+        reports.push({ file: f.path, rules: 0, status: 'rejected', error });
+        continue;
+      }
       let loaded: LoadedFile | string;
       try {
         loaded = await this.loadFile(f.path, f.target, warnings);
@@ -376,9 +405,10 @@ export class FileAccessControl implements AccessControl {
         continue;
       }
       if (!name.endsWith('.acl')) continue; // backups (rooms.acl~), notes
-      const right = SERVICE_FILES[name];
+      const right = SERVICE_FILES[name] ?? SUN_SERVICE_FILES[name];
       if (right) files.push({ path: name, target: { type: 'service', right } });
-      else warnings.push(`${name}: unknown file, ignored (expected one of ${Object.keys(SERVICE_FILES).join(', ')}, rooms/, channels/, services/)`);
+      else if (SUN_UNSUPPORTED[name]) warnings.push(`${name}: ${SUN_UNSUPPORTED[name]}; ignored`);
+      else warnings.push(`${name}: unknown file, ignored (expected one of ${Object.keys(SERVICE_FILES).join(', ')} or their Sun IM names ${Object.keys(SUN_SERVICE_FILES).join(', ')}, rooms/, channels/, services/)`);
     }
     return { files, warnings };
   }

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { ResolvedConfig } from '../../core/config.js';
 import { FileAccessControl, type AclReloadReport, type FileAccessControlOptions } from './file-acl.js';
 
-export { FileAccessControl, AclLoadError, SERVICE_FILES, SERVICES_DIR } from './file-acl.js';
+export { FileAccessControl, AclLoadError, SERVICE_FILES, SERVICES_DIR, SUN_SERVICE_FILES } from './file-acl.js';
 export type { AclReloadReport, AclFileReport, FileAccessControlOptions } from './file-acl.js';
 export { parseAclFile, parseSubject, AclSyntaxError } from './parse.js';
 export type { Subject, Grant, AclEntry, ParsedAclFile } from './parse.js';

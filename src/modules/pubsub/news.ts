@@ -21,10 +21,11 @@
 // channel left without an owner is managed by accounts with the `admin` right, who may name a new
 // owner through §8.9. Nobody else gains rights, and the creator's JID never becomes owner again.
 //
-// Rights: creating a channel needs the service-wide right `channel.create` (access control files);
-// on each channel, an access file may grant MANAGE/WRITE/READ/NONE, read as owner / publisher /
-// member / outcast, and overrides the channel's own affiliations; without one, the affiliations
-// decide (the creator is the first owner).
+// Rights: creating a channel needs the service-wide right `channel.create` (access control files),
+// publishing to any channel the right `channel.publish` (publish.acl: refused even to the channel's
+// owners and publishers, logged with the deciding rule); on each channel, an access file may grant
+// MANAGE/WRITE/READ/NONE, read as owner / publisher / member / outcast, and overrides the channel's
+// own affiliations; without one, the affiliations decide (the creator is the first owner).
 //
 // Offline subscribers: notifications are headlines, which are not stored offline (RFC 6121
 // §8.5.2.1.1 behaviour kept for every headline). Storing every item for every offline subscriber
@@ -38,6 +39,7 @@
 import { randomBytes } from 'node:crypto';
 import { clone, Element, parse } from 'ltx';
 import { z } from 'zod';
+import { formatRule } from '../../core/acl.js';
 import type { HookMap } from '../../core/hooks.js';
 import { defineModule } from '../../core/module.js';
 import { serializer } from '../../core/serializer.js';
@@ -513,6 +515,11 @@ export default defineModule({
 
     async function publish(req: Req, el: Element, optionsEl: Element | undefined): Promise<Element> {
       const name = nodeName(el);
+      const who = req.from.toBare();
+      if (!ctx.acl.allows('channel.publish', who)) {
+        ctx.log.info({ user: who.bare, right: 'channel.publish', node: name, rule: formatRule(ctx.acl.explain('channel.publish', who)) }, 'news publish refused: no right');
+        throw new StanzaError('auth', 'forbidden', 'you may not publish to news channels');
+      }
       const itemEls = el.getChildren('item');
       if (itemEls.length === 0) throw pubsubError('bad-request', 'item-required', 'a channel item is required');
       if (itemEls.length > 1) throw pubsubError('bad-request', 'invalid-payload', 'one item per publish request');
