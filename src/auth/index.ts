@@ -7,6 +7,7 @@ import { LdapDirectory } from './ldap/directory.js';
 import type { ResolvedConfig } from '../core/config.js';
 import type { Logger } from '../core/logger.js';
 import type { TokenService } from './tokens.js';
+import type { TokenLogin } from './sasl/types.js';
 
 export { LdapDirectory, DirectoryUnavailableError } from './ldap/directory.js';
 export type { DirectoryStats, DirectoryUser } from './ldap/directory.js';
@@ -15,7 +16,7 @@ export { saslMechanisms, findMechanism } from './sasl/index.js';
 export { LoginThrottle } from './backoff.js';
 export { TokenService, TokenError, tokenHash } from './tokens.js';
 export type { IssuedToken, TokenInfo, TokenOptions } from './tokens.js';
-export type { SaslMechanism, SaslContext, ChannelBindingType } from './sasl/types.js';
+export type { SaslMechanism, SaslContext, ChannelBindingType, TokenLogin } from './sasl/types.js';
 // Access control files (issue 7): policy/ holds the parser, FileAccessControl and reload support.
 export {
   startAccessFiles, readAclStatus, formatAclReport, ACL_STATUS_FILE, FileAccessControl, AclLoadError, AclSyntaxError, parseAclFile,
@@ -37,6 +38,13 @@ export function directoriesFor(config: Readonly<ResolvedConfig>, log: Logger): M
   return out;
 }
 
+/** Verifies access tokens of identity providers (XEP-0493) and maps them to an account. */
+export interface BearerTokens {
+  /** The username on `host` the token logs in, or null; throws when the provider cannot be asked. */
+  verify(token: string, host: string): Promise<string | null>;
+  discoveryUrl(host: string): string | null;
+}
+
 export class AccountService {
   constructor(
     private readonly storage: Storage,
@@ -46,6 +54,18 @@ export class AccountService {
     /** XMPP tokens (issue 9): OAUTHBEARER is offered when there is a token service. */
     readonly tokens?: TokenService,
   ) {}
+
+  private bearer: BearerTokens | null = null;
+
+  /** XEP-0493 (issue 9): the SSO layer verifies its OpenID providers' access tokens. */
+  setBearerTokens(b: BearerTokens | null): void {
+    this.bearer = b;
+  }
+
+  /** XEP-0493: the discovery URL a host's OAUTHBEARER errors carry, if it accepts IdP access tokens. */
+  oauthDiscovery(host: string): string | undefined {
+    return this.bearer?.discoveryUrl(host) ?? undefined;
+  }
 
   /** The directory that holds `host`'s accounts, if the host is configured with `accounts: ldap`. */
   directory(host: string): LdapDirectory | undefined {
@@ -120,15 +140,22 @@ export class AccountService {
    * another host's, or its account is gone — for a directory host, gone from the directory or
    * excluded by its filter). Throws DirectoryUnavailableError when the directory is down.
    */
-  async verifyToken(token: string, host: string): Promise<string | null> {
-    const user = await this.tokens?.verify(token, host);
+  async verifyToken(token: string, host: string): Promise<TokenLogin | null> {
+    // XEP-0493: not one of our tokens (those are 43 base64url characters) but perhaps the access
+    // token of the host's OpenID provider, mapped to its account by the SSO layer.
+    if (this.bearer && !/^[A-Za-z0-9_-]{43}$/.test(token)) {
+      const username = await this.bearer.verify(token, host);
+      return username === null ? null : { username };
+    }
+    const rec = await this.tokens?.verifyRecord(token, host);
+    const user = rec?.user;
     const jid = Jid.tryParse(user);
     if (!jid?.local || jid.domain !== host || !(await this.exists(jid.bare))) return null;
     if (this.directories.has(host)) {
       // As after a directory password login: a record without secrets, so the user is listed.
       await this.storage.accounts.create({ jid: jid.bare, username: jid.local, host: jid.domain, scram: {}, createdAt: Date.now() });
     }
-    return jid.local;
+    return { username: jid.local, credential: rec?.id };
   }
 
   /** Checks a password (throws DirectoryUnavailableError when a directory host's directory is down). */

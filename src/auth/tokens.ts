@@ -78,10 +78,15 @@ export class TokenService {
 
   /** The bare JID the token stands for, or null: unknown, expired, revoked, or for another audience. */
   async verify(token: string, audience: string): Promise<string | null> {
+    return (await this.verifyRecord(token, audience))?.user ?? null;
+  }
+
+  /** Like verify(), with the token's record (its id names the credential a session logged in with). */
+  async verifyRecord(token: string, audience: string): Promise<TokenRecord | null> {
     if (!TOKEN_RE.test(token)) return null;
     const rec = await this.store.byHash(tokenHash(token));
     if (!rec || rec.revokedAt !== null || rec.expiresAt <= this.now() || rec.audience !== audience) return null;
-    return rec.user;
+    return rec;
   }
 
   revoke(id: string): Promise<boolean> {

@@ -20,6 +20,8 @@ import { startHostMeta, startWebSocket, type WebSocketService } from '../transpo
 import { MuxSupervisor } from './muxes.js';
 import { fileSecret, muxSecret } from './secrets.js';
 import { startAccessFiles, ACL_STATUS_FILE, type FileAccessControl } from '../auth/index.js';
+import { SsoService } from '../auth/sso/index.js';
+import type { Jid } from '../xmpp/jid.js';
 
 export interface RunningParley {
   server: Server;
@@ -34,6 +36,8 @@ export interface RunningParley {
   web: WebContainer | null;
   /** The access control files in force (issue 7); `acl.reload()` re-reads them (SIGHUP, `parley reload`). */
   acl: FileAccessControl;
+  /** Single sign-on (issue 9), when identity providers are configured. */
+  sso: SsoService | null;
   /** `parley cache flush` (SIGUSR2): empties every directory cache; reported in dataDir/cache-status.json when statusFile is on. */
   flushDirectoryCaches(reason: string): CacheFlushReport;
   stop(): Promise<void>;
@@ -82,16 +86,39 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
   let bosh: BoshService | null = null;
   const useMux = !opts.noMux && config.mux.count > 0;
   let acl: FileAccessControl | null = null;
+  let sso: SsoService | null = null;
   try {
+    // Single sign-on (issue 9): browser sign-in, then XMPP tokens; IdP groups count in the policy.
+    if (config.sso.providers.length) {
+      sso = new SsoService({
+        config,
+        storage,
+        accounts: server.auth,
+        secret: server.secret,
+        log,
+        invalidateAccount: (bare) => server.invalidateAccount(bare),
+        remoteAddress: (req) => web?.requestInfo(req).remoteAddress ?? req.socket.remoteAddress ?? 'unknown',
+        tokensRevoked: (ids) => void server.endSessionsWithCredentials(ids),
+      });
+      await sso.start();
+    }
     // Access control files (issue 7), in force before any module runs; a malformed one stops the start.
     // Directory groups (issue 8) are @group principals too: resolved at login, then read from the directory's group cache.
     const directoryGroups = config.hosts.some((h) => h.accounts === 'ldap' && h.ldap?.groups);
+    // Groups from IdP claims (issue 9) too: kept with the identity binding, refreshed at each login.
+    const groupsOf = (who: Jid): Iterable<string> | undefined => {
+      if (!who.local) return undefined;
+      const fromDirectory = directoryGroups ? server.auth.directory(who.domain)?.knownGroups(who.local) : undefined;
+      const fromIdp = sso?.groups.of(who.bare);
+      if (!fromIdp?.length) return fromDirectory;
+      return fromDirectory ? [...fromDirectory, ...fromIdp] : fromIdp;
+    };
     acl = await startAccessFiles({
       config,
       isLocal: (d) => server.isLocalHost(d),
       log,
       statusPath: opts.statusFile ? join(config.dataDir, ACL_STATUS_FILE) : undefined,
-      groupResolver: directoryGroups ? (who) => (who.local ? server.auth.directory(who.domain)?.knownGroups(who.local) : undefined) : undefined,
+      groupResolver: directoryGroups || sso ? (who) => groupsOf(who) : undefined,
     });
     server.acl = acl;
     if (directoryGroups) {
@@ -104,6 +131,18 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
         },
         0,
         'directory-groups',
+      );
+    }
+    if (sso) {
+      const s = sso;
+      server.hooks.on(
+        'session.bound',
+        async ({ session }) => {
+          const jid = session.jid;
+          if (jid?.local && s.hasProviders(jid.domain)) await s.groups.refresh(jid.bare).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'IdP groups not refreshed at login'));
+        },
+        0,
+        'sso-groups',
       );
     }
     await server.start();
@@ -137,6 +176,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       bosh = startBosh(server, web); // XEP-0124/0206 at /http-bind (issue 6)
       websocket = startWebSocket(server, web); // RFC 7395 at /xmpp-websocket (issue 6)
       startHostMeta(server, web); // XEP-0156 at /.well-known/host-meta[.json]
+      if (sso) web.mount('/sso', sso.router); // issue 9: browser sign-in and XMPP tokens
       ports.http = web.ports.http;
       ports.https = web.ports.https;
     }
@@ -198,6 +238,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       muxes,
       web,
       acl,
+      sso,
       async stop() {
         if (stopped) return;
         stopped = true;
@@ -210,6 +251,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
         await websocket?.close();
         bosh?.close();
         await web?.close();
+        await sso?.close();
         await server.stop();
         const grace = setTimeout(() => {
           for (const l of listeners) l.destroyAll();
@@ -224,6 +266,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
   } catch (err) {
     acl?.close();
     ops?.close();
+    await sso?.close().catch(() => {});
     await web?.close().catch(() => {});
     for (const l of listeners) l.close();
     await muxes?.stop().catch(() => {});

@@ -10,6 +10,7 @@ import { AccountService, AccountError, directoriesFor, parseAccountJid, TokenErr
 import { ACL_STATUS_FILE, FileAccessControl, formatAclReport, readAclStatus } from '../auth/index.js';
 import { builtinModules } from '../modules/index.js';
 import { CACHE_STATUS_FILE, openConfiguredStorage, startParley, type CacheFlushReport } from './app.js';
+import type { Storage } from '../storage/types.js';
 import { runMux } from '../mux/index.js';
 import { muxSecret } from './secrets.js';
 import { modulesReference } from './modules-doc.js';
@@ -176,14 +177,14 @@ user
   });
 
 // XMPP tokens (issue 9): bearer tokens for SASL OAUTHBEARER, written to the database (no server needed).
-async function withTokens<T>(fn: (tokens: TokenService, accounts: AccountService, cfg: Readonly<ResolvedConfig>) => Promise<T>): Promise<T> {
+async function withTokens<T>(fn: (tokens: TokenService, accounts: AccountService, cfg: Readonly<ResolvedConfig>, storage: Storage) => Promise<T>): Promise<T> {
   const cfg = config();
   const storage = await openConfiguredStorage(cfg);
   try {
     const tokens = new TokenService(storage.tokens, cfg.auth.tokens);
     const accounts = new AccountService(storage, cfg.auth.scramIterations, directoriesFor(cfg, silentLogger()), tokens);
     try {
-      return await fn(tokens, accounts, cfg);
+      return await fn(tokens, accounts, cfg, storage);
     } finally {
       await accounts.close();
     }
@@ -236,6 +237,55 @@ token
       }
       if (!(await tokens.revoke(id as string))) throw new TokenError(`no unrevoked token ${id}`);
       process.stdout.write(`revoked ${id}\n`);
+    });
+  });
+
+// Single sign-on (issue 9): the IdP identities bound to an account and its browser sessions, in the database.
+const sso = program.command('sso').description('single sign-on: identities bound to accounts, browser sessions');
+sso
+  .command('identities <jid>')
+  .description('list the identity-provider identities (issuer, subject) bound to an account, with their groups')
+  .action(async (jid: string) => {
+    await withTokens(async (_tokens, _accounts, _cfg, storage) => {
+      for (const r of await storage.ssoIdentities.byUser(parseAccountJid(jid).bare)) {
+        const groups = r.groups.length ? `  groups ${r.groups.join(',')}` : '';
+        process.stdout.write(`${r.provider}  ${r.issuer}  ${r.subject}  last sign-in ${new Date(r.lastLoginAt).toISOString()}${groups}\n`);
+      }
+    });
+  });
+sso
+  .command('unbind <jid>')
+  .description('remove the binding of an account to an issuer (the next sign-in from that issuer binds again from its claims)')
+  .requiredOption('--issuer <url>', 'the issuer (OIDC iss, SAML IdP entity ID) as `sso identities` shows it')
+  .action(async (jid: string, o: { issuer: string }) => {
+    await withTokens(async (_tokens, _accounts, _cfg, storage) => {
+      const bare = parseAccountJid(jid).bare;
+      const r = (await storage.ssoIdentities.byUser(bare)).find((x) => x.issuer === o.issuer);
+      if (!r || !(await storage.ssoIdentities.remove(r.host, r.issuer, r.subject))) throw new AccountError(`${bare} is not bound to an identity of ${o.issuer}`);
+      process.stdout.write(`unbound ${bare} from ${r.issuer} (subject ${r.subject})\n`);
+    });
+  });
+sso
+  .command('sessions <jid>')
+  .description("list a user's browser sessions (ids, provider, times; never the cookies)")
+  .action(async (jid: string) => {
+    await withTokens(async (_tokens, _accounts, _cfg, storage) => {
+      for (const w of await storage.webSessions.list(parseAccountJid(jid).bare)) {
+        const times = `since ${new Date(w.createdAt).toISOString()}  last used ${new Date(w.lastSeenAt).toISOString()}  ends ${new Date(w.expiresAt).toISOString()}`;
+        process.stdout.write(`${w.id}  ${w.provider}  ${times}  tokens ${w.tokens.length}\n`);
+      }
+    });
+  });
+sso
+  .command('logout <jid>')
+  .description('end every browser session of a user and revoke the XMPP tokens they were given')
+  .action(async (jid: string) => {
+    await withTokens(async (tokens, _accounts, _cfg, storage) => {
+      const bare = parseAccountJid(jid).bare;
+      const ended = await storage.webSessions.removeByUser(bare);
+      let revoked = 0;
+      for (const w of ended) for (const id of w.tokens) if (await tokens.revoke(id)) revoked++;
+      process.stdout.write(`ended ${ended.length} browser session${ended.length === 1 ? '' : 's'} of ${bare}, revoked ${revoked} token${revoked === 1 ? '' : 's'}\n`);
     });
   });
 

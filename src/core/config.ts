@@ -135,11 +135,100 @@ export const ldapSchema = z
 
 export type LdapConfig = z.infer<typeof ldapSchema>;
 
+/** How a claim or attribute of the identity provider becomes part of a Parley identity (issue 9). */
+const identityMapSchema = z
+  .object({
+    localpart: z
+      .string()
+      .default('preferred_username')
+      .describe('Claim (OIDC) or attribute (SAML; `nameID` for the NameID) whose value becomes the user part of the JID (XEP-0106 escaped; a trailing @<host> is dropped)'),
+    displayName: z.string().optional().describe('Claim or attribute holding the display name'),
+    groups: z.string().optional().describe('Claim or attribute listing the groups (policy @groups)'),
+  })
+  .strict()
+  .prefault({});
+
+const providerName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'expected a short name: lower-case letters, digits and "-"');
+
+const oidcProviderSchema = z
+  .object({
+    type: z.literal('oidc'),
+    name: providerName.describe('Name of the provider in URLs (/sso/oidc/<name>/callback) and logs'),
+    host: z.string().min(1).describe('The XMPP host people sign in to with this provider'),
+    label: z.string().optional().describe('What the sign-in page shows (default: the name)'),
+    issuer: z.string().url().describe('The OpenID provider issuer URL (discovery at <issuer>/.well-known/openid-configuration)'),
+    clientId: z.string().min(1),
+    clientSecret: z.string().optional().describe('Client secret (absent: a public client, PKCE only)'),
+    scopes: z.array(z.string()).default(['openid', 'profile', 'email']),
+    allowHttp: z.boolean().default(false).describe('Allow an http:// issuer (tests, labs; never in production)'),
+    identity: identityMapSchema,
+    jit: z.boolean().default(false).describe('Create the account at first sign-in when it does not exist (internal-account hosts)'),
+    bearer: z
+      .object({
+        audience: z.string().min(1).describe('The `aud` access tokens for XMPP carry (a resource indicator or the client id)'),
+      })
+      .strict()
+      .optional()
+      .describe("Accept this provider's JWT access tokens in SASL OAUTHBEARER (XEP-0493 style), verified against its JWKS"),
+  })
+  .strict();
+
+const samlProviderSchema = z
+  .object({
+    type: z.literal('saml'),
+    name: providerName.describe('Name of the provider in URLs (/sso/saml/<name>/acs) and logs'),
+    host: z.string().min(1).describe('The XMPP host people sign in to with this provider'),
+    label: z.string().optional().describe('What the sign-in page shows (default: the name)'),
+    entryPoint: z.string().url().describe("The IdP's single sign-on URL (HTTP-Redirect binding)"),
+    logoutUrl: z.string().url().optional().describe("The IdP's single logout URL (absent: no SAML single logout)"),
+    idpIssuer: z.string().min(1).describe("The IdP's entity ID: the Issuer its responses must carry"),
+    idpCerts: z.array(z.string().min(1)).min(1).describe('IdP signing certificates (PEM text or file paths; several during a key rotation)'),
+    spEntityId: z.string().optional().describe('Our entity ID (default: the metadata URL); the audience assertions must name'),
+    spKey: z.string().optional().describe('PEM private key (or path) to sign requests and for metadata (default: none, requests unsigned)'),
+    spCert: z.string().optional().describe('PEM certificate (or path) matching spKey'),
+    clockSkewSeconds: z.number().int().min(0).max(600).default(60).describe('Tolerated clock difference with the IdP'),
+    requestTtlSeconds: z.number().int().min(30).max(3600).default(600).describe('How long a sign-in request may wait for its response (InResponseTo)'),
+    maxBodyBytes: z.number().int().min(4096).max(4194304).default(262144).describe('Largest POST the assertion consumer accepts'),
+    identity: identityMapSchema,
+    jit: z.boolean().default(false).describe('Create the account at first sign-in when it does not exist (internal-account hosts)'),
+  })
+  .strict();
+
+export const ssoSchema = z
+  .object({
+    baseUrl: z
+      .string()
+      .url()
+      .regex(/^https:\/\//, 'expected an https:// URL')
+      .optional()
+      .describe('Public https:// URL of the web container that identity providers send people back to (default: http.publicUrl); required when providers are configured'),
+    returnUrls: z
+      .array(z.string().url())
+      .default([])
+      .describe('Where a sign-in or sign-out may send the browser afterwards (exact match; `<baseUrl>/` and the sign-in page `<baseUrl>/signin/` are always allowed)'),
+    sessionHours: z.number().min(0.1).max(720).default(8).describe('Absolute lifetime of a browser session'),
+    idleMinutes: z.number().int().min(1).max(1440).default(60).describe('A browser session unused this long ends'),
+    flowMinutes: z.number().int().min(1).max(60).default(10).describe('How long a sign-in may take at the identity provider'),
+    providers: z.array(z.discriminatedUnion('type', [oidcProviderSchema, samlProviderSchema])).default([]).describe('OpenID Connect and SAML identity providers'),
+  })
+  .strict()
+  .prefault({})
+  .describe('Single sign-on (issue 9): browser sign-in with OpenID Connect or SAML 2.0, then XMPP with a token');
+
+export type SsoConfig = z.infer<typeof ssoSchema>;
+export type SsoProviderConfig = SsoConfig['providers'][number];
+export type OidcProviderConfig = z.infer<typeof oidcProviderSchema>;
+export type SamlProviderConfig = z.infer<typeof samlProviderSchema>;
+
 export const hostSchema = z
   .object({
     domain: z.string().min(1).describe('The virtual host domain, e.g. example.com'),
     accounts: z.enum(['internal', 'ldap']).default('internal').describe("Where this host's accounts and passwords live: Parley's database or the LDAP directory (`ldap`)"),
     ldap: ldapSchema.optional().describe('The LDAP directory, for `accounts: ldap`'),
+    login: z
+      .enum(['sso-or-password', 'sso', 'password'])
+      .default('sso-or-password')
+      .describe('How people log in (issue 9): `sso` only with tokens from single sign-on (SASL OAUTHBEARER; passwords not offered), `password` only with passwords (OAUTHBEARER not offered), or either'),
     cert: z.string().optional().describe('PEM certificate for this host (default: the global one)'),
     key: z.string().optional().describe('PEM private key for this host'),
     registration: z
@@ -299,6 +388,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    sso: ssoSchema,
     mux: z
       .object({
         count: z.number().int().min(0).max(64).default(1).describe('Multiplexor processes `parley start` runs (0: clients connect to the server process directly)'),
@@ -383,6 +473,22 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
   for (const [i, h] of cfg.hosts.entries()) {
     if (h.accounts === 'ldap' && !h.ldap) problems.push(`hosts.${i}.ldap: required when accounts is ldap`);
   }
+  const ssoNames = new Set<string>();
+  for (const [i, p] of cfg.sso.providers.entries()) {
+    p.host = p.host.toLowerCase();
+    const h = cfg.hosts.find((x) => x.domain === p.host);
+    if (ssoNames.has(p.name)) problems.push(`sso.providers.${i}.name: duplicate provider ${p.name}`);
+    ssoNames.add(p.name);
+    if (!h) problems.push(`sso.providers.${i}.host: ${p.host} is not one of the hosts`);
+    else if (h.login === 'password') problems.push(`sso.providers.${i}.host: ${p.host} has login: password (no single sign-on)`);
+    else if (p.jit && h.accounts === 'ldap') problems.push(`sso.providers.${i}.jit: ${p.host} keeps its accounts in LDAP; accounts cannot be created at sign-in`);
+  }
+  if (cfg.sso.providers.length && !cfg.sso.baseUrl && !cfg.http.publicUrl?.startsWith('https://')) {
+    problems.push('sso.baseUrl: required (an https:// URL) when identity providers are configured and http.publicUrl is not an https:// URL');
+  }
+  for (const [i, h] of cfg.hosts.entries()) {
+    if (h.login === 'sso' && h.registration.enabled) problems.push(`hosts.${i}.registration: in-band registration needs passwords, but login is sso`);
+  }
   if (problems.length) throw new ConfigError(problems);
   cfg.dataDir = resolve(baseDir, cfg.dataDir);
   if (cfg.tls.cert) cfg.tls.cert = resolve(baseDir, cfg.tls.cert);
@@ -391,6 +497,13 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
     if (h.cert) h.cert = resolve(baseDir, h.cert);
     if (h.key) h.key = resolve(baseDir, h.key);
     if (h.ldap?.tls.ca && !h.ldap.tls.ca.includes('-----BEGIN')) h.ldap.tls.ca = resolve(baseDir, h.ldap.tls.ca);
+  }
+  const pemOrPath = (v: string) => (v.includes('-----BEGIN') ? v : resolve(baseDir, v));
+  for (const p of cfg.sso.providers) {
+    if (p.type !== 'saml') continue;
+    p.idpCerts = p.idpCerts.map(pemOrPath);
+    if (p.spKey) p.spKey = pemOrPath(p.spKey);
+    if (p.spCert) p.spCert = pemOrPath(p.spCert);
   }
   if (cfg.storage.type === 'sqlite') cfg.storage.path = resolve(cfg.dataDir, cfg.storage.path ?? 'parley.sqlite');
   cfg.acl.directory = resolve(baseDir, cfg.acl.directory);

@@ -195,6 +195,23 @@ export class Server implements ModuleHost {
     }
   }
 
+  /**
+   * Issue 9: a sign-out (or the IdP's single logout) revoked these XMPP tokens; the sessions that
+   * logged in with them end too (RFC 6120 §4.9.3.12 not-authorized). Resolves how many ended.
+   */
+  endSessionsWithCredentials(ids: readonly string[], reason = 'signed out'): number {
+    if (!ids.length) return 0;
+    const wanted = new Set(ids);
+    let n = 0;
+    for (const s of new Set([...this.allConnections, ...this.hibernating])) {
+      if (s.credential === undefined || !wanted.has(s.credential) || s.state === 'closed') continue;
+      this.log.info({ user: s.jid?.bare, reason }, 'session ended: its token was revoked');
+      s.fail(new StreamError('not-authorized', reason));
+      n++;
+    }
+    return n;
+  }
+
   private async checkDirectoryUsers(host: string, dir: LdapDirectory): Promise<void> {
     const byUser = new Map<string, C2SSession[]>();
     for (const s of new Set([...this.sessions.all(), ...this.hibernating])) {
@@ -321,8 +338,16 @@ export class Server implements ModuleHost {
     const ctx = { secure: session.secure, channelBindingTypes: session.transport.channelBindingTypes() };
     const opts = { allowPlainWithoutTls: this.config.auth.allowPlainWithoutTls };
     const scram = this.auth.supportsScram(session.host);
+    // Issue 9 login modes: `sso` hosts take only tokens (OAUTHBEARER), `password` hosts only
+    // passwords. Unknown hosts (before the stream names one) get the default, both.
+    const login = this.hostConfig(session.host)?.login ?? 'sso-or-password';
     // Directory hosts have no SCRAM secrets; a token names its user, so OAUTHBEARER works there too.
-    return this.mechanisms.filter((m) => m.available(ctx, opts) && (scram || m.name === 'PLAIN' || m.name === 'OAUTHBEARER'));
+    return this.mechanisms.filter((m) => {
+      if (!m.available(ctx, opts)) return false;
+      if (m.name === 'OAUTHBEARER') return login !== 'password';
+      if (login === 'sso') return false;
+      return scram || m.name === 'PLAIN';
+    });
   }
 
   // ---- connections ---------------------------------------------------------------------------

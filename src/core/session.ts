@@ -50,6 +50,8 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
   state: SessionState = 'connected';
   host = '';
   username = '';
+  /** The credential (XMPP token id) this session logged in with, when it was a token (issue 9). */
+  credential: string | undefined;
   jid: Jid | null = null;
   /** Initial presence sent and not yet unavailable. */
   available = false;
@@ -459,6 +461,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     }
     this.server.throttle.succeed(this.remoteAddress, jid.bare);
     this.username = jid.local;
+    this.credential = step.credential;
     this.state = 'authenticated';
     this.server.preAuthDone(this);
     const data = step.data?.length ? step.data.toString('base64') : '';
@@ -488,6 +491,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
       getScram: (username, hash) => this.server.auth.getScram(username, host, hash),
       verifyPassword: (username, password) => this.server.auth.verifyPassword(username, host, password),
       verifyToken: (token) => this.server.auth.verifyToken(token, host),
+      oauthDiscovery: this.server.auth.oauthDiscovery(host),
       serverSecret: this.server.secret,
     };
   }

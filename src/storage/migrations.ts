@@ -493,6 +493,92 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX xmpp_tokens_expires ON xmpp_tokens (expires_at);
     `,
   },
+  {
+    // Single sign-on (issue 9, src/auth/sso/): a small cache shared by every process on the
+    // database (flow state, SAML InResponseTo and assertion ids: single use, with expiry), browser
+    // sessions (only the SHA-256 of the cookie value is stored), and which IdP identity
+    // (issuer + subject) each account is bound to, with the groups of its last sign-in.
+    version: 9,
+    name: 'single sign-on',
+    sqlite: `
+      CREATE TABLE sso_cache (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX sso_cache_expires ON sso_cache (expires_at);
+      CREATE TABLE web_sessions (
+        hash          TEXT PRIMARY KEY,
+        id            TEXT NOT NULL UNIQUE,
+        user_jid      TEXT NOT NULL,
+        host          TEXT NOT NULL,
+        provider      TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        csrf          TEXT NOT NULL,
+        logout        TEXT,
+        session_index TEXT,
+        tokens        TEXT NOT NULL DEFAULT '[]',
+        created_at    INTEGER NOT NULL,
+        last_seen_at  INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX web_sessions_user ON web_sessions (user_jid, created_at);
+      CREATE INDEX web_sessions_subject ON web_sessions (provider, subject);
+      CREATE INDEX web_sessions_expires ON web_sessions (expires_at);
+      CREATE TABLE sso_identities (
+        host          TEXT NOT NULL,
+        issuer        TEXT NOT NULL,
+        subject       TEXT NOT NULL,
+        user_jid      TEXT NOT NULL,
+        provider      TEXT NOT NULL,
+        display_name  TEXT,
+        groups        TEXT NOT NULL DEFAULT '[]',
+        created_at    INTEGER NOT NULL,
+        last_login_at INTEGER NOT NULL,
+        PRIMARY KEY (host, issuer, subject),
+        UNIQUE (user_jid, issuer)
+      ) WITHOUT ROWID;
+    `,
+    postgres: `
+      CREATE TABLE sso_cache (
+        key        text PRIMARY KEY,
+        value      text NOT NULL,
+        expires_at bigint NOT NULL
+      );
+      CREATE INDEX sso_cache_expires ON sso_cache (expires_at);
+      CREATE TABLE web_sessions (
+        hash          text PRIMARY KEY,
+        id            text NOT NULL UNIQUE,
+        user_jid      text NOT NULL,
+        host          text NOT NULL,
+        provider      text NOT NULL,
+        subject       text NOT NULL,
+        csrf          text NOT NULL,
+        logout        text,
+        session_index text,
+        tokens        text NOT NULL DEFAULT '[]',
+        created_at    bigint NOT NULL,
+        last_seen_at  bigint NOT NULL,
+        expires_at    bigint NOT NULL
+      );
+      CREATE INDEX web_sessions_user ON web_sessions (user_jid, created_at);
+      CREATE INDEX web_sessions_subject ON web_sessions (provider, subject);
+      CREATE INDEX web_sessions_expires ON web_sessions (expires_at);
+      CREATE TABLE sso_identities (
+        host          text NOT NULL,
+        issuer        text NOT NULL,
+        subject       text NOT NULL,
+        user_jid      text NOT NULL,
+        provider      text NOT NULL,
+        display_name  text,
+        groups        text NOT NULL DEFAULT '[]',
+        created_at    bigint NOT NULL,
+        last_login_at bigint NOT NULL,
+        PRIMARY KEY (host, issuer, subject),
+        UNIQUE (user_jid, issuer)
+      );
+    `,
+  },
 ];
 
 // Catch a malformed list at startup rather than half-way through migrating somebody's database.

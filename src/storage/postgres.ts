@@ -11,6 +11,7 @@ import { postgresUploads } from './upload-postgres.js';
 import { ALERT_USER_DELETE_CTES, postgresAlerts } from './alerts-postgres.js';
 import { POLL_USER_DELETE_CTES, postgresPolls } from './polls-postgres.js';
 import { TOKEN_USER_DELETE_CTES, postgresTokens } from './tokens-postgres.js';
+import { SSO_USER_DELETE_CTES, postgresSsoCache, postgresSsoIdentities, postgresWebSessions } from './sso-postgres.js';
 import { postgresMuc } from './muc-postgres.js';
 import type {
   AccountRecord,
@@ -175,6 +176,7 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
               ${ALERT_USER_DELETE_CTES}
               ${POLL_USER_DELETE_CTES}
               ${TOKEN_USER_DELETE_CTES}
+              ${SSO_USER_DELETE_CTES}
               b AS (DELETE FROM blocks WHERE user_jid = $1),
               ar AS (DELETE FROM archive WHERE user_jid = $1),
               au AS (DELETE FROM archive_users WHERE user_jid = $1),
@@ -378,6 +380,9 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
     alerts: postgresAlerts(pool, (fn) => withTransaction(pool, fn)),
     polls: postgresPolls(pool, (fn) => withTransaction(pool, fn)),
     tokens: postgresTokens(pool),
+    ssoCache: postgresSsoCache(pool),
+    webSessions: postgresWebSessions(pool),
+    ssoIdentities: postgresSsoIdentities(pool),
     muc: postgresMuc(pool),
     async ping() {
       await q('SELECT 1');

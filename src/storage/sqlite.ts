@@ -11,6 +11,7 @@ import { sqliteUploads } from './upload-sqlite.js';
 import { ALERT_USER_DELETES, sqliteAlerts } from './alerts-sqlite.js';
 import { POLL_USER_DELETES, sqlitePolls } from './polls-sqlite.js';
 import { TOKEN_USER_DELETES, sqliteTokens } from './tokens-sqlite.js';
+import { SSO_USER_DELETES, sqliteSsoCache, sqliteSsoIdentities, sqliteWebSessions } from './sso-sqlite.js';
 import { sqliteMuc } from './muc-sqlite.js';
 import type {
   AccountRecord,
@@ -122,6 +123,7 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
       ...ALERT_USER_DELETES,
       ...POLL_USER_DELETES,
       ...TOKEN_USER_DELETES,
+      ...SSO_USER_DELETES,
       'DELETE FROM archive WHERE user_jid = ?',
       'DELETE FROM archive_users WHERE user_jid = ?',
       'DELETE FROM archive_prefs WHERE user_jid = ?',
@@ -342,6 +344,9 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     alerts: sqliteAlerts(db),
     polls: sqlitePolls(db),
     tokens: sqliteTokens(db),
+    ssoCache: sqliteSsoCache(db),
+    webSessions: sqliteWebSessions(db),
+    ssoIdentities: sqliteSsoIdentities(db),
     muc: sqliteMuc(db),
     async ping() {
       s.ping.get();

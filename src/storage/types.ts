@@ -463,6 +463,91 @@ export interface TokenStore {
   purge(now: number): Promise<number>;
 }
 
+/**
+ * A small key/value cache with expiry shared by every process on the database (issue 9 SSO: flow
+ * state, SAML InResponseTo, assertion replay ids). Keys are namespaced by the caller
+ * (`oidc:<state>`, `saml-req:<id>`, `saml-seen:<id>`). Expired entries are as good as absent.
+ */
+export interface SsoCache {
+  /** Stores `value` unless a live entry has the key; resolves whether it stored (false: a replay). */
+  add(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /** The live value, or null. */
+  get(key: string): Promise<string | null>;
+  /** Removes the entry and resolves its live value (null if absent or expired): single use, atomic. */
+  take(key: string): Promise<string | null>;
+  delete(key: string): Promise<void>;
+  /** Drops expired entries; resolves how many. */
+  purge(now: number): Promise<number>;
+}
+
+/** A signed-in browser (issue 9). The cookie carries the id; only its SHA-256 is stored. */
+export interface WebSessionRecord {
+  /** Random public id (logs, listings); not the cookie value. */
+  id: string;
+  /** Bare JID signed in. */
+  user: string;
+  host: string;
+  provider: string;
+  subject: string;
+  /** Anti-CSRF token for state-changing requests (random, per session). */
+  csrf: string;
+  /** The provider's logout data (SsoIdentity.logout), or null. */
+  logout: Record<string, string> | null;
+  /** SAML SessionIndex (IdP-initiated logout matches on it), or null. */
+  sessionIndex: string | null;
+  /** Ids of the XMPP tokens issued to this session (revoked with it). */
+  tokens: string[];
+  createdAt: number;
+  lastSeenAt: number;
+  expiresAt: number;
+}
+
+export interface WebSessionStore {
+  insert(rec: WebSessionRecord, hash: string): Promise<void>;
+  byHash(hash: string): Promise<WebSessionRecord | null>;
+  /** Records use (sliding idle limit); resolves false when the session is gone. */
+  touch(hash: string, at: number): Promise<boolean>;
+  addToken(hash: string, tokenId: string): Promise<void>;
+  /** Deletes one session; resolves it (null if it was gone). */
+  remove(hash: string): Promise<WebSessionRecord | null>;
+  /** Deletes the sessions of one identity at a provider (optionally one SAML session index); resolves them. */
+  removeBySubject(provider: string, subject: string, sessionIndex?: string): Promise<WebSessionRecord[]>;
+  /** A user's sessions, newest first. */
+  list(user: string): Promise<WebSessionRecord[]>;
+  /** Deletes every session of a user; resolves them. */
+  removeByUser(user: string): Promise<WebSessionRecord[]>;
+  /** Deletes sessions past `expiresAt`, or unused since `idleBefore`; resolves how many. */
+  purge(now: number, idleBefore: number): Promise<number>;
+}
+
+/** Which account an IdP identity (issuer + subject) is bound to on a host (issue 9). */
+export interface SsoIdentityRecord {
+  host: string;
+  issuer: string;
+  subject: string;
+  user: string;
+  provider: string;
+  displayName: string | null;
+  /** Groups from the last sign-in's claims (policy @groups). */
+  groups: string[];
+  createdAt: number;
+  lastLoginAt: number;
+}
+
+export interface SsoIdentityStore {
+  get(host: string, issuer: string, subject: string): Promise<SsoIdentityRecord | null>;
+  /** Bindings of an account (any issuer). */
+  byUser(user: string): Promise<SsoIdentityRecord[]>;
+  /**
+   * Binds issuer+subject to `rec.user` unless that account is already bound to another subject of
+   * the same issuer (resolves false); an existing binding of this identity is updated.
+   */
+  bind(rec: SsoIdentityRecord): Promise<boolean>;
+  /** Every binding that carries groups (loaded at start for the policy engine). */
+  withGroups(): Promise<SsoIdentityRecord[]>;
+  remove(host: string, issuer: string, subject: string): Promise<boolean>;
+}
+
 export interface Storage {
   readonly kind: 'sqlite' | 'postgres';
   accounts: AccountStore;
@@ -477,6 +562,10 @@ export interface Storage {
   polls: PollStore;
   muc: MucStore;
   tokens: TokenStore;
+  /** Issue 9 SSO: shared cache, browser sessions, identity bindings. */
+  ssoCache: SsoCache;
+  webSessions: WebSessionStore;
+  ssoIdentities: SsoIdentityStore;
   /** Cheap round trip, for readiness checks. */
   ping(): Promise<void>;
   close(): Promise<void>;

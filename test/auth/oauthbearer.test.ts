@@ -59,4 +59,19 @@ describe('OAUTHBEARER', () => {
     expect(m.available({ secure: true, channelBindingTypes: [] }, { allowPlainWithoutTls: false })).toBe(true);
     expect(m.available({ secure: false, channelBindingTypes: [] }, { allowPlainWithoutTls: true })).toBe(false);
   });
+
+  it('XEP-0493: an empty token gets the error flow, with the discovery URL and scope when the host has one', async () => {
+    const discovering = oauthBearerMechanism().start({ ...ctx, oauthDiscovery: 'https://idp.example/.well-known/openid-configuration' });
+    const first = await discovering.step(Buffer.from('n,,\u0001auth=Bearer \u0001\u0001', 'utf8'));
+    expect(first.kind).toBe('challenge');
+    expect(JSON.parse((first as { data: Buffer }).data.toString('utf8'))).toEqual({
+      status: 'invalid_token',
+      scope: 'xmpp:client:normal',
+      'openid-configuration': 'https://idp.example/.well-known/openid-configuration',
+    });
+    expect(await discovering.step(Buffer.from([1]))).toMatchObject({ kind: 'failure', condition: 'not-authorized' });
+    // Without a provider the JSON stays RFC 7628's minimum.
+    const plain = await step('n,,\u0001auth=Bearer \u0001\u0001');
+    expect(JSON.parse((plain as { data: Buffer }).data.toString('utf8'))).toEqual({ status: 'invalid_token' });
+  });
 });

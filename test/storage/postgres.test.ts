@@ -14,6 +14,7 @@ import { alertsContract } from './alerts-contract.js';
 import { pollsContract } from './polls-contract.js';
 import { mucContract } from './muc-contract.js';
 import { tokensContract } from './tokens-contract.js';
+import { ssoContract } from './sso-contract.js';
 
 let server: PostgresServer;
 
@@ -49,6 +50,7 @@ uploadContract('postgres', () => openPostgres({ url: server.url }));
 alertsContract('postgres', () => openPostgres({ url: server.url }));
 pollsContract('postgres', () => openPostgres({ url: server.url }));
 mucContract('postgres', () => openPostgres({ url: server.url }));
+ssoContract('postgres', () => openPostgres({ url: server.url }));
 tokensContract('postgres', () => openPostgres({ url: server.url }), () =>
   admin(new URL(server.url).pathname.slice(1), async (c) => JSON.stringify((await c.query('SELECT * FROM xmpp_tokens')).rows)),
 );

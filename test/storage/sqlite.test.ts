@@ -17,6 +17,7 @@ import { alertsContract } from './alerts-contract.js';
 import { pollsContract } from './polls-contract.js';
 import { mucContract } from './muc-contract.js';
 import { tokensContract } from './tokens-contract.js';
+import { ssoContract } from './sso-contract.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dirs: string[] = [];
@@ -38,6 +39,7 @@ alertsContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'alerts
 pollsContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'polls.db') }));
 mucContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'muc.db') }));
 const tokensDb = join(tempDir(), 'tokens.db');
+ssoContract('sqlite (file)', () => openSqlite({ path: join(tempDir(), 'sso.db') }));
 tokensContract('sqlite (file)', () => openSqlite({ path: tokensDb }), async () => {
   const db = new Database(tokensDb, { readonly: true });
   try {

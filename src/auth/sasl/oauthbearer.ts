@@ -7,6 +7,9 @@
 // §3.2.2 error: the server sends a challenge holding {"status":"invalid_token"}, the client
 //   answers with a single %x01, and only then does the server fail (<not-authorized/>).
 // An authzid naming anyone but the token's user fails with invalid-authzid (no proxy login).
+// XEP-0493: when the host accepts its OpenID provider's access tokens, the error JSON carries the
+// provider's discovery URL (`openid-configuration`) and the scope to ask for, and a client that
+// sends "auth=Bearer " with no token (to discover them) gets that error flow, not a malformed-request.
 import { decodeSaslname } from './scram.js';
 import { authzidAllowed } from './plain.js';
 import type { SaslContext, SaslFailureCondition, SaslMechanism, SaslServerSession, SaslStep } from './types.js';
@@ -18,9 +21,12 @@ const KVSEP = '\u0001';
 const KEY_RE = /^[A-Za-z]+$/;
 const VALUE_RE = /^[\x21-\x7e \t\r\n]*$/;
 // RFC 6750 §2.1: "Bearer" 1*SP b64token (the scheme is case-insensitive, RFC 7235 §2.1).
-const AUTH_RE = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+const AUTH_RE = /^bearer +([A-Za-z0-9\-._~+/]+=*)?$/i;
 /** §3.2.2 error response; the `status` values come from RFC 6750 §3.1. */
 const INVALID_TOKEN = Buffer.from(JSON.stringify({ status: 'invalid_token' }), 'utf8');
+
+/** XEP-0493 §"Scopes": the scope of a client with normal access to the account. */
+export const XMPP_SCOPE = 'xmpp:client:normal';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -66,7 +72,7 @@ export function parseClientResponse(msg: string): ClientResponse | string {
     if (token !== undefined) return 'auth given twice';
     const m = AUTH_RE.exec(value);
     if (!m) return 'auth is not a Bearer token';
-    token = m[1] as string;
+    token = m[1] ?? '';
   }
   if (token === undefined) return 'no auth';
   return authzid === undefined ? { token } : { authzid, token };
@@ -105,19 +111,26 @@ class OauthBearerServerSession implements SaslServerSession {
     const verify = this.ctx.verifyToken;
     if (!verify) return fail('temporary-auth-failure', 'tokens are not available');
     let username: string | null;
+    let credential: string | undefined;
     try {
-      username = await verify(parsed.token);
+      const login = parsed.token === '' ? null : await verify(parsed.token);
+      username = typeof login === 'string' || login === null ? login : login.username;
+      credential = typeof login === 'object' && login ? login.credential : undefined;
     } catch {
       return fail('temporary-auth-failure', 'token lookup failed');
     }
     if (username === null) {
       this.state = 'error-sent';
-      return { kind: 'challenge', data: INVALID_TOKEN };
+      const discovery = this.ctx.oauthDiscovery;
+      return {
+        kind: 'challenge',
+        data: discovery ? Buffer.from(JSON.stringify({ status: 'invalid_token', scope: XMPP_SCOPE, 'openid-configuration': discovery }), 'utf8') : INVALID_TOKEN,
+      };
     }
     if (parsed.authzid !== undefined && !authzidAllowed(parsed.authzid, username, this.ctx.host)) {
       return fail('invalid-authzid', 'authzid is not the token\'s user', username);
     }
-    return { kind: 'success', username };
+    return credential === undefined ? { kind: 'success', username } : { kind: 'success', username, credential };
   }
 }
 

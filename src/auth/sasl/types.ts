@@ -28,12 +28,20 @@ export interface SaslContext {
    * OAUTHBEARER (RFC 7628): the username (local part on this host) an XMPP token logs in, or null
    * when it is unknown, expired, revoked or for another host. Absent when tokens are not available.
    */
-  verifyToken?(token: string): Promise<string | null>;
+  verifyToken?(token: string): Promise<string | TokenLogin | null>;
+  /** XEP-0493: the OpenID discovery URL of the provider whose access tokens this host accepts. */
+  oauthDiscovery?: string;
+}
+
+/** A token login: the user, and an id of the credential (sessions logged in with it end when it is revoked by a sign-out). */
+export interface TokenLogin {
+  username: string;
+  credential?: string;
 }
 
 export type SaslStep =
   | { kind: 'challenge'; data: Buffer }
-  | { kind: 'success'; username: string; data?: Buffer }
+  | { kind: 'success'; username: string; data?: Buffer; credential?: string }
   | { kind: 'failure'; condition: SaslFailureCondition; text?: string; username?: string };
 
 export interface SaslServerSession {
