@@ -1,5 +1,6 @@
 // Issue 6: a real BOSH client library (StanzaJS) logs in over /http-bind and talks with an
-// @xmpp/client user on TCP: chat both ways, and presence between a second BOSH client and the TCP one.
+// @xmpp/client user on TCP: chat both ways, and presence between a second BOSH client and the TCP one;
+// a token login (OAUTHBEARER) works over BOSH as over the other transports.
 import { createClient, type Agent } from 'stanza';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, xml, type TestClient } from '../helpers/client.js';
@@ -49,6 +50,21 @@ describe('BOSH with StanzaJS', () => {
     expect(agent.transport?.constructor.name).toBe('BOSH');
     return agent;
   }
+
+  it('logs in over BOSH with an XMPP token (SASL OAUTHBEARER, issue 9)', async () => {
+    const user = uniqueUser('tok');
+    await srv.addUser(user);
+    const { token } = await srv.server.auth.tokens!.issue(`${user}@localhost`, 'localhost');
+    const agent = createClient({ jid: `${user}@localhost`, credentials: { token, authzid: `${user}@localhost` }, transports: { websocket: false, bosh: url } });
+    // StanzaJS prefers SCRAM and PLAIN when offered; this client only has a token.
+    for (const m of ['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-1', 'PLAIN']) agent.sasl.disable(m);
+    agents.push(agent);
+    const started = waitEvent<unknown>(agent, 'session:started');
+    agent.connect();
+    await started;
+    expect(agent.transport?.constructor.name).toBe('BOSH');
+    expect(agent.jid).toMatch(new RegExp(`^${user}@localhost/`));
+  });
 
   it('logs in over BOSH and chats both ways with a TCP user', async () => {
     const alice = uniqueUser('alice');

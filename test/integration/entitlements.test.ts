@@ -1,5 +1,5 @@
 // Service entitlements (issue 9) in a real server with real clients: services/conferences.acl,
-// services/filetransfer.acl and services/chat.acl with groups from `acl.groups`. A refused user
+// services/filetransfer.acl, services/chat.acl and services/federation.acl with groups from `acl.groups`. A refused user
 // gets `forbidden` and does not see the service in disco#items; the refusal is logged at info with
 // the deciding rule; granting it in the file takes effect after a reload.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -34,6 +34,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'services', 'filetransfer.acl'), 'allow @staff\n');
   writeFileSync(join(dir, 'services', 'chat.acl'), `deny ${bare(quiet)}\nallow *\n`);
   writeFileSync(join(dir, 'services', 'polls.acl'), 'allow @staff\n');
+  writeFileSync(join(dir, 'services', 'federation.acl'), 'allow @staff\n');
   const sink = new Writable({ write: (chunk, _enc, cb) => (logLines.push(String(chunk)), cb()) });
   srv = await startTestServer(
     { acl: { directory: dir, watch: false, groups: { staff: [bare(staff), bare(quiet)] } }, modules: { upload: { baseUrl: 'https://127.0.0.1:1' } } },
@@ -75,6 +76,15 @@ describe('service entitlements', () => {
     const joined = await joinRoom(bob, `${room}/bob`);
     expect(joined.attrs.type).toBeUndefined();
     expect(await hostItems(bob)).toContain(SERVICE);
+  });
+
+  it('federation: a user without it may not address other domains (forbidden); one with it reaches the remote path', async () => {
+    // No server-to-server link exists yet, so an allowed stanza ends as remote-server-not-found:
+    // what matters is that the refused one never gets that far.
+    const ping = () => xml('iq', { type: 'get', to: 'remote.example.net' }, xml('ping', { xmlns: 'urn:xmpp:ping' }));
+    expect(await iqError(bob, ping())).toEqual({ condition: 'forbidden', type: 'auth' });
+    expect((await iqError(alice, ping())).condition).toBe('remote-server-not-found');
+    expect(logLines.some((l) => l.includes('"service":"federation"') && l.includes(`"user":"${bare(outsider)}"`) && l.includes('remote.example.net'))).toBe(true);
   });
 
   it('filetransfer: upload slot and proxy requests without the entitlement are forbidden', async () => {
