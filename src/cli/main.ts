@@ -385,7 +385,22 @@ policy
     if (!jid?.local) throw new ConfigError([`"${rawJid}" is not a user JID (expected user@domain)`]);
     const cfg = config();
     const host = cfg.hosts.find((h) => h.domain === jid.domain);
-    const acl = new FileAccessControl({ directory: cfg.acl.directory, groups: cfg.acl.groups, isLocal: (d) => cfg.hosts.some((h) => h.domain === d) });
+    // Groups from identity providers (issue 9) are in the database with the person's binding.
+    let idpGroups: string[] = [];
+    if (cfg.sso.providers.some((p) => p.host === jid.domain)) {
+      const storage = await openConfiguredStorage(cfg);
+      try {
+        idpGroups = [...new Set((await storage.ssoIdentities.byUser(jid.bare)).flatMap((r) => r.groups))];
+      } finally {
+        await storage.close();
+      }
+    }
+    const acl = new FileAccessControl({
+      directory: cfg.acl.directory,
+      groups: cfg.acl.groups,
+      isLocal: (d) => cfg.hosts.some((h) => h.domain === d),
+      groupResolver: idpGroups.length ? (who) => (who.bare === jid.bare ? idpGroups : undefined) : undefined,
+    });
     const report = await acl.reload('policy-explain');
     // A malformed file is not in force for this answer either (the server keeps its previous rules).
     for (const e of report.errors) process.stderr.write(`warning: ${e} (file ignored for this answer)\n`);

@@ -83,7 +83,7 @@ describe('service entitlements', () => {
     const first = await acl.start();
     expect(first.warnings).toContain('services/teleport.acl: unknown service, ignored (expected one of chat.acl, conferences.acl, news.acl, polls.acl, filetransfer.acl, federation.acl, gateways.acl)');
     expect(acl.entitled('conferences', J('erin@example.com'))).toBe(true);
-    expect(acl.explain('conferences', J('erin@example.com')).via).toBe('erin is in directory group engineering');
+    expect(acl.explain('conferences', J('erin@example.com')).via).toBe('erin is in group engineering (directory or identity provider)');
     expect(acl.entitled('conferences', J('bob@example.com'))).toBe(false);
 
     writeFileSync(join(dir, 'services/conferences.acl'), 'allow @engineering\nallow bob@example.com\nallow bob@example.com/x\n');

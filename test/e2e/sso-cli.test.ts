@@ -1,7 +1,7 @@
 // `parley sso` (issue 9): the administrator's view of single sign-on in the database: identities
 // bound to an account (and unbinding one, e.g. after the IdP re-created a person with a new
 // subject), browser sessions, and ending them all with their XMPP tokens revoked.
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TokenService } from '../../src/auth/tokens.js';
@@ -9,7 +9,11 @@ import { openSqlite } from '../../src/storage/sqlite.js';
 import { runCli, tempConfig } from '../helpers/process.js';
 
 describe('parley sso', () => {
-  const { dir, config } = tempConfig('mux:\n  count: 0\n');
+  const sso = 'sso:\n  baseUrl: https://chat.example\n  providers:\n    - { type: oidc, name: corp, host: localhost, issuer: "http://127.0.0.1:9/", clientId: parley, allowHttp: true }\n';
+  const { dir, config } = tempConfig(`mux:\n  count: 0\n${sso}`);
+  // Conferences for the IdP group "staff" only.
+  mkdirSync(join(dir, 'acl', 'services'), { recursive: true });
+  writeFileSync(join(dir, 'acl', 'services', 'conferences.acl'), 'allow @staff\n');
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const cli = (...args: string[]) => runCli(['--config', config, ...args]);
 
@@ -33,12 +37,19 @@ describe('parley sso', () => {
     const sessions = await cli('sso', 'sessions', 'bob@localhost');
     expect(sessions.stdout).toMatch(/^ws-1 {2}corp {2}since .* tokens 1$/m);
 
+    // `policy explain` sees the groups of the last sign-in, as the running server does.
+    const explain = await cli('policy', 'explain', 'bob@localhost', 'conferences');
+    expect(explain.code).toBe(0);
+    expect(explain.stdout).toContain('bob@localhost: conferences ALLOWED by services/conferences.acl:1 (allow @staff; bob is in group staff (directory or identity provider))');
+    expect((await cli('policy', 'explain', 'alice@localhost', 'conferences')).code).toBe(1);
+
     const wrong = await cli('sso', 'unbind', 'bob@localhost', '--issuer', 'https://other.example');
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr).toMatch(/not bound to an identity of https:\/\/other\.example/);
     const unbind = await cli('sso', 'unbind', 'bob@localhost', '--issuer', 'https://idp.example');
     expect(unbind.stdout).toContain('unbound bob@localhost from https://idp.example (subject sub-bob)');
     expect((await cli('sso', 'identities', 'bob@localhost')).stdout).toBe('');
+    expect((await cli('policy', 'explain', 'bob@localhost', 'conferences')).code).toBe(1);
 
     const out = await cli('sso', 'logout', 'bob@localhost');
     expect(out.stdout).toContain('ended 1 browser session of bob@localhost, revoked 1 token');

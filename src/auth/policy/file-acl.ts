@@ -465,7 +465,7 @@ export class FileAccessControl implements AccessControl {
     const external = file.groups.size && this.groupResolver ? this.groupResolver(who.toBare()) : undefined;
     if (external) for (const g of external) {
       const rule = file.groups.get(g.toLowerCase());
-      if (rule) byGroup = combine(byGroup, { ...rule, via: `${name} is in directory group ${g.toLowerCase()}` });
+      if (rule) byGroup = combine(byGroup, { ...rule, via: `${name} is in group ${g.toLowerCase()} (directory or identity provider)` });
     }
     if (byGroup) return byGroup;
     // Wildcards name users: a server or component JID (no localpart) is nobody's "everyone".
