@@ -103,8 +103,9 @@ export class SsoService {
 
   async start(): Promise<void> {
     await this.groups.load();
+    // Not awaited: an identity provider that is down or slow must not hold up the XMPP server.
     for (const p of this.providers.values()) {
-      await p.start?.().catch((err: unknown) => this.log.warn({ provider: p.name, err: (err as Error).message }, 'identity provider not ready; retried at the next sign-in'));
+      void p.start?.().catch((err: unknown) => this.log.warn({ provider: p.name, err: (err as Error).message }, 'identity provider not ready; retried at the next sign-in'));
     }
     // Expired flow state, replay ids and sessions are useless; drop them every ten minutes.
     this.timer = setInterval(() => void this.purge().catch((err: unknown) => this.log.warn({ err }, 'sso purge failed')), 600_000);
