@@ -20,7 +20,7 @@ import { startHostMeta, startWebSocket, type WebSocketService } from '../transpo
 import { MuxSupervisor } from './muxes.js';
 import { fileSecret, muxSecret } from './secrets.js';
 import { startAccessFiles, ACL_STATUS_FILE, type FileAccessControl } from '../auth/index.js';
-import { SsoService } from '../auth/sso/index.js';
+import type { SsoService } from '../auth/sso/index.js';
 import type { Jid } from '../xmpp/jid.js';
 
 export interface RunningParley {
@@ -90,6 +90,8 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
   try {
     // Single sign-on (issue 9): browser sign-in, then XMPP tokens; IdP groups count in the policy.
     if (config.sso.providers.length) {
+      // Loaded only when configured: the SAML and OpenID libraries are large.
+      const { SsoService } = await import('../auth/sso/index.js');
       sso = new SsoService({
         config,
         storage,
