@@ -108,13 +108,11 @@ export default defineModule({
       if (ended.size > ENDED_CAP) ended.delete(ended.keys().next().value as string);
     };
 
-    const sweep = setInterval(() => {
+    ctx.every(30_000, 'adhoc: session sweep', async () => {
       const now = Date.now();
       for (const s of sessions.values()) if (s.expires <= now) end(s);
       for (const [id, at] of ended) if (at < now - opts.sessionTimeoutSeconds * 1000) ended.delete(id);
-    }, 30_000);
-    sweep.unref();
-    ctx.onUnload(() => clearInterval(sweep));
+    });
 
     // ---- discovery (§2) ------------------------------------------------------------------------
 

@@ -158,41 +158,28 @@ export default defineModule({
     });
 
     // Alerts stored by another process (`parley alert send`): deliver to whoever is online now.
-    let lastSeq = 0;
+    // ctx.every keeps runs from overlapping and logs a failure ('alert poll failed').
+    let lastSeq = await ctx.storage.alerts.maxSeq();
     let lastPurge = 0;
-    let polling = false;
     const poll = async () => {
-      if (polling) return;
-      polling = true;
-      try {
-        for (;;) {
-          const rows = await ctx.storage.alerts.pendingSince(lastSeq, 500);
-          if (!rows.length) break;
-          const cache = new Map<string, AlertRecord | null>();
-          for (const r of rows) {
-            lastSeq = Math.max(lastSeq, r.seq);
-            if (!ctx.sessions.available(r.user).length) continue;
-            if (!cache.has(r.alertId)) cache.set(r.alertId, await ctx.storage.alerts.get(r.alertId));
-            const a = cache.get(r.alertId);
-            if (a) await deliverNow(a, r.user);
-          }
+      for (;;) {
+        const rows = await ctx.storage.alerts.pendingSince(lastSeq, 500);
+        if (!rows.length) break;
+        const cache = new Map<string, AlertRecord | null>();
+        for (const r of rows) {
+          lastSeq = Math.max(lastSeq, r.seq);
+          if (!ctx.sessions.available(r.user).length) continue;
+          if (!cache.has(r.alertId)) cache.set(r.alertId, await ctx.storage.alerts.get(r.alertId));
+          const a = cache.get(r.alertId);
+          if (a) await deliverNow(a, r.user);
         }
-        if (opts.retentionDays > 0 && Date.now() - lastPurge > 3_600_000) {
-          lastPurge = Date.now();
-          await ctx.storage.alerts.purge(Date.now() - opts.retentionDays * 86_400_000);
-        }
-      } catch (err) {
-        ctx.log.error({ err }, 'alert poll failed');
-      } finally {
-        polling = false;
+      }
+      if (opts.retentionDays > 0 && Date.now() - lastPurge > 3_600_000) {
+        lastPurge = Date.now();
+        await ctx.storage.alerts.purge(Date.now() - opts.retentionDays * 86_400_000);
       }
     };
-    lastSeq = await ctx.storage.alerts.maxSeq();
-    if (opts.pollSeconds > 0) {
-      const timer = setInterval(() => void poll(), opts.pollSeconds * 1000);
-      timer.unref();
-      ctx.onUnload(() => clearInterval(timer));
-    }
+    if (opts.pollSeconds > 0) ctx.every(opts.pollSeconds * 1000, 'alert poll', poll);
 
     ctx.fold('adhoc.commands', (ev) => {
       if (!ctx.isLocalHost(ev.host)) return ev;

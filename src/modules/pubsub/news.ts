@@ -1037,22 +1037,11 @@ export default defineModule({
     }
 
     // pubsub#item_expire in the background, for channels nobody reads.
-    let sweeping = false;
-    const sweep = setInterval(() => {
-      if (sweeping) return;
-      sweeping = true;
-      void (async () => {
-        for (const service of services.keys()) {
-          for (const ch of await all(service)) if (ch.config.itemExpire > 0) await purgeExpired(service, ch.name);
-        }
-      })()
-        .catch((err: unknown) => ctx.log.warn({ err }, 'news item expiry sweep failed'))
-        .finally(() => {
-          sweeping = false;
-        });
-    }, opts.expirySweepSeconds * 1000);
-    sweep.unref();
-    ctx.onUnload(() => clearInterval(sweep));
+    ctx.every(opts.expirySweepSeconds * 1000, 'news item expiry sweep', async () => {
+      for (const service of services.keys()) {
+        for (const ch of await all(service)) if (ch.config.itemExpire > 0) await purgeExpired(service, ch.name);
+      }
+    });
 
     // Account removal (see the banner): drop the account from every channel of its host's service.
     ctx.hook('account.removed', async ({ jid }) => {
