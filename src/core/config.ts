@@ -144,6 +144,10 @@ const identityMapSchema = z
       .describe('Claim (OIDC) or attribute (SAML; `nameID` for the NameID) whose value becomes the user part of the JID (XEP-0106 escaped; a trailing @<host> is dropped)'),
     displayName: z.string().optional().describe('Claim or attribute holding the display name'),
     groups: z.string().optional().describe('Claim or attribute listing the groups (policy @groups)'),
+    linkBoundAccounts: z
+      .boolean()
+      .default(false)
+      .describe("Let a first sign-in through this provider take an account already bound to another provider's identity (the same people at two IdPs you trust equally)"),
   })
   .strict()
   .prefault({});
@@ -186,6 +190,10 @@ const samlProviderSchema = z
     spEntityId: z.string().optional().describe('Our entity ID (default: the metadata URL); the audience assertions must name'),
     spKey: z.string().optional().describe('PEM private key (or path) to sign requests and for metadata (default: none, requests unsigned)'),
     spCert: z.string().optional().describe('PEM certificate (or path) matching spKey'),
+    allowMutableNameId: z
+      .boolean()
+      .default(false)
+      .describe('Accept NameIDs that are not persistent (e-mail, unspecified): only for an IdP that never gives a NameID to somebody else'),
     clockSkewSeconds: z.number().int().min(0).max(600).default(60).describe('Tolerated clock difference with the IdP'),
     requestTtlSeconds: z.number().int().min(30).max(3600).default(600).describe('How long a sign-in request may wait for its response (InResponseTo)'),
     maxBodyBytes: z.number().int().min(4096).max(4194304).default(262144).describe('Largest POST the assertion consumer accepts'),
@@ -482,6 +490,19 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
     if (!h) problems.push(`sso.providers.${i}.host: ${p.host} is not one of the hosts`);
     else if (h.login === 'password') problems.push(`sso.providers.${i}.host: ${p.host} has login: password (no single sign-on)`);
     else if (p.jit && h.accounts === 'ldap') problems.push(`sso.providers.${i}.jit: ${p.host} keeps its accounts in LDAP; accounts cannot be created at sign-in`);
+  }
+  const audiences = new Map<string, string>();
+  for (const [i, p] of cfg.sso.providers.entries()) {
+    if (p.type !== 'oidc' || !p.bearer) continue;
+    const key = `${p.issuer} ${p.bearer.audience}`;
+    const other = audiences.get(key);
+    if (other && other !== p.host) problems.push(`sso.providers.${i}.bearer.audience: ${p.bearer.audience} is already the audience of ${other}'s tokens from this issuer (one token would log in on both hosts)`);
+    audiences.set(key, p.host);
+  }
+  for (const [i, h] of cfg.hosts.entries()) {
+    if (h.registration.enabled && cfg.sso.providers.some((p) => p.host === h.domain)) {
+      problems.push(`hosts.${i}.registration: in-band registration is off on hosts with identity providers (anyone could register a colleague's name before their first sign-in)`);
+    }
   }
   if (cfg.sso.providers.length && !cfg.sso.baseUrl && !cfg.http.publicUrl?.startsWith('https://')) {
     problems.push('sso.baseUrl: required (an https:// URL) when identity providers are configured and http.publicUrl is not an https:// URL');

@@ -79,8 +79,8 @@ export function postgresWebSessions(pool: pg.Pool): WebSessionStore {
       return rows.map(rowToWebSession);
     },
     async purge(now, idleBefore) {
-      const res = await pool.query('DELETE FROM web_sessions WHERE expires_at <= $1 OR last_seen_at < $2', [now, idleBefore]);
-      return res.rowCount ?? 0;
+      const { rows } = await pool.query<WebSessionRow>(`DELETE FROM web_sessions WHERE expires_at <= $1 OR last_seen_at < $2 RETURNING ${WEB_SESSION_COLUMNS}`, [now, idleBefore]);
+      return rows.map(rowToWebSession);
     },
   };
 }

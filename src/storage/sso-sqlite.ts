@@ -110,7 +110,7 @@ export function sqliteWebSessions(db: Database.Database): WebSessionStore {
     bySubjectIndex: db.prepare(`DELETE FROM web_sessions WHERE provider = ? AND subject = ? AND session_index = ? RETURNING ${WEB_SESSION_COLUMNS}`),
     list: db.prepare(`SELECT ${WEB_SESSION_COLUMNS} FROM web_sessions WHERE user_jid = ? ORDER BY created_at DESC, id`),
     byUser: db.prepare(`DELETE FROM web_sessions WHERE user_jid = ? RETURNING ${WEB_SESSION_COLUMNS}`),
-    purge: db.prepare('DELETE FROM web_sessions WHERE expires_at <= ? OR last_seen_at < ?'),
+    purge: db.prepare(`DELETE FROM web_sessions WHERE expires_at <= ? OR last_seen_at < ? RETURNING ${WEB_SESSION_COLUMNS}`),
   };
   const addToken = db.transaction((hash: string, id: string) => {
     const r = s.tokens.get(hash) as { tokens: string } | undefined;
@@ -148,7 +148,7 @@ export function sqliteWebSessions(db: Database.Database): WebSessionStore {
       return (s.byUser.all(user) as WebSessionRow[]).map(rowToWebSession);
     },
     async purge(now, idleBefore) {
-      return s.purge.run(now, idleBefore).changes;
+      return (s.purge.all(now, idleBefore) as WebSessionRow[]).map(rowToWebSession);
     },
   };
 }

@@ -516,8 +516,8 @@ export interface WebSessionStore {
   list(user: string): Promise<WebSessionRecord[]>;
   /** Deletes every session of a user; resolves them. */
   removeByUser(user: string): Promise<WebSessionRecord[]>;
-  /** Deletes sessions past `expiresAt`, or unused since `idleBefore`; resolves how many. */
-  purge(now: number, idleBefore: number): Promise<number>;
+  /** Deletes sessions past `expiresAt`, or unused since `idleBefore`; resolves them (their tokens are revoked next). */
+  purge(now: number, idleBefore: number): Promise<WebSessionRecord[]>;
 }
 
 /** Which account an IdP identity (issuer + subject) is bound to on a host (issue 9). */

@@ -421,9 +421,11 @@ describe('SAML 2.0 single sign-on (issue 9)', () => {
     await expectRefused(forge(again.id, { responseIssuer: null, issuer: 'https://evil-idp.example/' }), /assertion Issuer is not the configured IdP/);
   });
 
-  it('refuses a transient NameID (it cannot be bound to an account)', async () => {
+  it('refuses a transient NameID (it cannot be bound to an account), and an e-mail NameID (it may be reassigned)', async () => {
     const login = await startLogin();
     await expectRefused(forge(login.id, { nameIDFormat: NAMEID_TRANSIENT }), /transient NameID/);
+    const email = await startLogin();
+    await expectRefused(forge(email.id, { nameIDFormat: 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress', nameID: 'alice@example.com' }), /NameID is not persistent/);
   });
 
   it('refuses an unsolicited (IdP-initiated) response and one answering a request never made', async () => {
@@ -499,6 +501,12 @@ describe('SAML 2.0 single sign-on (issue 9)', () => {
       expect(refusalsSince(mark).join('\n')).toMatch(key ? /SAMLRequest on the single logout endpoint rejected: Invalid query signature/ : /unsigned SAMLRequest/);
       expect(await whoIs(cookie)).toMatchObject({ authenticated: true });
     }
+    // Signed by the IdP but issued 11 minutes ago (past the request lifetime): a stale capture.
+    const staleMark = logLines.length;
+    const stale = await fetch(logoutRequestUrl({ sloUrl, issuer: idp.entityId, nameID: alice.nameID, sessionIndex, key: idp.signing, issueInstant: new Date(Date.now() - 11 * 60_000) }), { redirect: 'manual' });
+    expect(stale.status).toBe(403);
+    expect(refusalsSince(staleMark).join('\n')).toMatch(/LogoutRequest IssueInstant is missing or outside the accepted window/);
+    expect(await whoIs(cookie)).toMatchObject({ authenticated: true });
     // Signed by the IdP: this one ends the session and answers the IdP.
     const r = await fetch(logoutRequestUrl({ sloUrl, issuer: idp.entityId, nameID: alice.nameID, sessionIndex, key: idp.signing }), { redirect: 'manual' });
     expect(r.status).toBe(303);

@@ -147,6 +147,17 @@ describe('SSO browser sessions and XMPP tokens', () => {
     expect(await bystander!.waitFor(/id=['"]still['"]/)).toMatch(/type=['"]result['"]/);
   });
 
+  it('a browser session gets tokens at a bounded rate', async () => {
+    const user = `${uniqueUser('many')}@localhost`;
+    await srv.server.auth.create(user, 'pw-not-used');
+    const { cookie, rec } = await signedIn(user);
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) statuses.push((await post('/sso/token', cookie, { 'X-CSRF-Token': rec.csrf })).status);
+    expect(statuses.slice(0, 10)).toEqual(Array(10).fill(200));
+    expect(statuses.slice(10)).toEqual([429, 429]);
+    expect((await srv.storage.webSessions.list(user))[0]?.tokens).toHaveLength(10);
+  });
+
   it('an expired or idle session is over, and its tokens are revoked', async () => {
     const user = `${uniqueUser('old')}@localhost`;
     await srv.server.auth.create(user, 'pw-not-used');

@@ -262,9 +262,9 @@ export function requestIdFromRedirect(location: string): string {
 }
 
 /** A LogoutRequest from the IdP (unsigned XML). */
-export function buildLogoutRequest(o: { sloUrl: string; issuer: string; nameID: string; sessionIndex?: string; id?: string }): string {
+export function buildLogoutRequest(o: { sloUrl: string; issuer: string; nameID: string; sessionIndex?: string; id?: string; issueInstant?: Date }): string {
   return (
-    `<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${esc(o.id ?? newId())}" Version="2.0" IssueInstant="${new Date().toISOString()}" Destination="${esc(o.sloUrl)}">` +
+    `<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${esc(o.id ?? newId())}" Version="2.0" IssueInstant="${(o.issueInstant ?? new Date()).toISOString()}" Destination="${esc(o.sloUrl)}">` +
     `<saml:Issuer>${esc(o.issuer)}</saml:Issuer><saml:NameID Format="${NAMEID_PERSISTENT}">${esc(o.nameID)}</saml:NameID>` +
     (o.sessionIndex ? `<samlp:SessionIndex>${esc(o.sessionIndex)}</samlp:SessionIndex>` : '') +
     `</samlp:LogoutRequest>`
@@ -275,7 +275,7 @@ export function buildLogoutRequest(o: { sloUrl: string; issuer: string; nameID: 
  * A LogoutRequest over the HTTP-Redirect binding, as an IdP would send for IdP-initiated logout,
  * signed over the query string with `key` (Bindings §3.4.4.1), or unsigned when `key` is null.
  */
-export function logoutRequestUrl(o: { sloUrl: string; issuer: string; nameID: string; sessionIndex?: string; key: KeyPair | null; id?: string }): string {
+export function logoutRequestUrl(o: { sloUrl: string; issuer: string; nameID: string; sessionIndex?: string; key: KeyPair | null; id?: string; issueInstant?: Date }): string {
   let query = `SAMLRequest=${encodeURIComponent(deflateRawSync(Buffer.from(buildLogoutRequest(o))).toString('base64'))}`;
   if (o.key) {
     query += `&SigAlg=${encodeURIComponent(RSA_SHA256)}`;

@@ -80,11 +80,35 @@ export class IdentityMapper {
   /** Maps, checks and binds; throws AdmissionError when the identity cannot sign in. */
   async admit(identity: SsoIdentity, provider: SsoProviderConfig): Promise<Admitted> {
     const host = provider.host;
+    const hostCfg = this.hosts.get(host);
     const bound = await this.bindings.get(host, identity.issuer, identity.subject);
+    // OpenID Connect: an e-mail address names a person only once the provider verified it.
+    if (provider.type === 'oidc' && provider.identity.localpart === 'email' && identity.claims.email_verified !== 'true') {
+      throw new AdmissionError('Your e-mail address is not verified at your identity provider.', 'the email claim maps the account but email_verified is not true');
+    }
     const jid = bound ? Jid.parse(bound.user) : mapToJid(identity, provider);
+    if (bound && hostCfg?.accounts === 'ldap') {
+      // A directory account is its directory entry: if the IdP now names another entry (the user
+      // was renamed and the old name given to somebody else), the binding points at a stranger.
+      const now = mapToJid(identity, provider);
+      if (now.bare !== jid.bare) {
+        throw new AdmissionError(
+          'Your account needs attention from an administrator.',
+          `${identity.subject} is bound to ${jid.bare} but the identity provider now names ${now.bare}; run \`parley sso unbind ${jid.bare} --issuer ${identity.issuer}\` once checked`,
+        );
+      }
+    }
+    if (!bound && !provider.identity.linkBoundAccounts) {
+      const elsewhere = (await this.bindings.byUser(jid.bare)).find((b) => b.issuer !== identity.issuer);
+      if (elsewhere) {
+        throw new AdmissionError(
+          `The account ${jid.bare} is already linked to another identity provider.`,
+          `${jid.bare} is bound to ${elsewhere.issuer}; refusing a first sign-in from ${identity.issuer} (identity.linkBoundAccounts is off)`,
+        );
+      }
+    }
     let created = false;
     if (!(await this.accounts.exists(jid.bare))) {
-      const hostCfg = this.hosts.get(host);
       if (!provider.jit || hostCfg?.accounts !== 'internal') {
         throw new AdmissionError(`There is no account ${jid.bare} on this server.`, `no account ${jid.bare}${provider.jit ? '' : ' (jit is off)'}`);
       }
@@ -92,8 +116,11 @@ export class IdentityMapper {
       created = await this.storage.accounts.create({ jid: jid.bare, username: jid.local as string, host, scram: {}, createdAt: Date.now() });
       if (created) this.onAccountCreated(jid.bare);
     }
-    const displayName = claimValue(identity.claims, provider.identity.displayName) ?? null;
-    const groups = claimList(identity.claims, provider.identity.groups);
+    // A claim the provider did not send this time (an access token often carries neither) leaves
+    // what the last sign-in said; a claim sent empty clears it.
+    const has = (name: string | undefined) => !!name && identity.claims[name] !== undefined;
+    const displayName = has(provider.identity.displayName) ? (claimValue(identity.claims, provider.identity.displayName) ?? null) : (bound?.displayName ?? null);
+    const groups = has(provider.identity.groups) ? claimList(identity.claims, provider.identity.groups) : (bound?.groups ?? []);
     const now = Date.now();
     const ok = await this.bindings.bind({
       host,

@@ -45,9 +45,18 @@ export interface SsoDeps {
   tokensRevoked?(ids: readonly string[]): void;
 }
 
-/** Sign-ins started per client address: a burst, then this many per minute. */
+/** Sign-ins started per client address (IPv6: per /64): a burst, then this many per minute. */
 const LOGIN_BURST = 20;
 const LOGINS_PER_MINUTE = 20;
+/** Sign-ins started by everyone together: each leaves flow state in the database for a while. */
+const ALL_LOGINS_BURST = 600;
+const ALL_LOGINS_PER_MINUTE = 600;
+/** Addresses whose buckets are kept (least recently used ones go first). */
+const MAX_BUCKETS = 10_000;
+/** XMPP tokens one browser session may hold (each reconnect of the page asks for one). */
+const TOKENS_PER_SESSION = 200;
+const TOKEN_BURST = 10;
+const TOKENS_PER_MINUTE = 6;
 
 export class SsoService {
   readonly router: Router = express.Router();
@@ -61,6 +70,8 @@ export class SsoService {
   private readonly returnUrls: Set<string>;
   private readonly log: Logger;
   private readonly buckets = new Map<string, TokenBucket>();
+  private readonly allLogins = new TokenBucket(ALL_LOGINS_PER_MINUTE / 60, ALL_LOGINS_BURST);
+  private readonly tokenBuckets = new Map<string, TokenBucket>();
   private timer: NodeJS.Timeout | null = null;
 
   constructor(private readonly deps: SsoDeps) {
@@ -120,7 +131,8 @@ export class SsoService {
 
   async purge(now = Date.now()): Promise<void> {
     await this.deps.storage.ssoCache.purge(now);
-    await this.deps.storage.webSessions.purge(now, now - this.deps.config.sso.idleMinutes * 60_000);
+    const ended = await this.deps.storage.webSessions.purge(now, now - this.deps.config.sso.idleMinutes * 60_000);
+    for (const s of ended) await this.revokeTokens(s);
   }
 
   /** Maps a verified identity to its account (for browser sign-ins and XEP-0493 bearer tokens). */
@@ -249,13 +261,10 @@ export class SsoService {
 
   private allowStart(req: Request): boolean {
     const addr = this.deps.remoteAddress(req);
-    let b = this.buckets.get(addr);
-    if (!b) {
-      if (this.buckets.size > 10_000) this.buckets.clear();
-      b = new TokenBucket(LOGINS_PER_MINUTE / 60, LOGIN_BURST);
-      this.buckets.set(addr, b);
-    }
-    return b.take(1) === 0;
+    // One IPv6 client usually holds a whole /64: count it as one address.
+    const key = addr.includes(':') ? addr.split(':').slice(0, 4).join(':') : addr;
+    if (!take(this.buckets, key, () => new TokenBucket(LOGINS_PER_MINUTE / 60, LOGIN_BURST))) return false;
+    return takeOne(this.allLogins);
   }
 
   // ---- routes ----------------------------------------------------------------------------
@@ -337,6 +346,12 @@ export class SsoService {
           res.status(503).json({ error: 'tokens are not available' });
           return;
         }
+        if (s.rec.tokens.length >= TOKENS_PER_SESSION || !take(this.tokenBuckets, s.rec.id, () => new TokenBucket(TOKENS_PER_MINUTE / 60, TOKEN_BURST))) {
+          this.log.info({ session: s.rec.id, tokens: s.rec.tokens.length }, 'token request refused: too many for this browser session');
+          res.setHeader('Retry-After', '10');
+          res.status(429).json({ error: 'too many token requests for this session' });
+          return;
+        }
         const issued = await tokens.issue(s.rec.user, s.rec.host, { issuer: `sso:${s.rec.provider}`, label: `browser session ${s.rec.id}` });
         await this.deps.storage.webSessions.addToken(s.hash, issued.id);
         this.log.info({ user: s.rec.user, session: s.rec.id, token: issued.id }, 'XMPP token issued to a browser session');
@@ -377,6 +392,25 @@ export class SsoService {
       }),
     );
   }
+}
+
+/** Takes one from the bucket under `key` (created on first use; the least recently used go past MAX_BUCKETS). */
+function take(buckets: Map<string, TokenBucket>, key: string, make: () => TokenBucket): boolean {
+  let b = buckets.get(key);
+  if (b) buckets.delete(key);
+  else {
+    b = make();
+    if (buckets.size >= MAX_BUCKETS) buckets.delete(buckets.keys().next().value as string);
+  }
+  buckets.set(key, b); // most recently used last
+  return takeOne(b);
+}
+
+/** One token if there is one; a refusal costs nothing (a client that keeps trying is not banned for longer). */
+function takeOne(b: TokenBucket): boolean {
+  if (b.take(1) === 0) return true;
+  b.take(-1);
+  return false;
 }
 
 function escapeHtml(s: string): string {

@@ -39,7 +39,8 @@
  *     our sessions are ended by ctx.endSessions(). LogoutRequests and LogoutResponses must be
  *     signed (node-saml would accept an unsigned Redirect-binding message).
  * Encrypted assertions are not supported (no decryption key is configured); the IdP must send them
- * signed in the clear over TLS. Transient NameIDs are refused: a sign-in binds issuer + NameID to
+ * signed in the clear over TLS. Only persistent NameIDs are accepted (allowMutableNameId lets an
+ * e-mail or unspecified one through, for an IdP that never reassigns them). Transient NameIDs are refused: a sign-in binds issuer + NameID to
  * one account, which a NameID that changes at every sign-in cannot do.
  */
 import { randomBytes } from 'node:crypto';
@@ -65,6 +66,7 @@ const BINDING_REDIRECT = 'urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect';
 const STATUS_SUCCESS = 'urn:oasis:names:tc:SAML:2.0:status:Success';
 const CM_BEARER = 'urn:oasis:names:tc:SAML:2.0:cm:bearer';
 const NAMEID_TRANSIENT = 'urn:oasis:names:tc:SAML:2.0:nameid-format:transient';
+const NAMEID_PERSISTENT = 'urn:oasis:names:tc:SAML:2.0:nameid-format:persistent';
 const NAMEID_UNSPECIFIED = 'urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified';
 /** SAML Bindings §3.4.3/§3.5.3: RelayState MUST NOT exceed 80 bytes. */
 const RELAY_STATE_MAX = 80;
@@ -362,7 +364,14 @@ export const createSamlProvider: ProviderFactory = (anyConfig, ctx): SsoProvider
     if (!nameIdEl || !nameID) throw new Refusal(403, 'SAML assertion has no NameID');
     const nameIDFormat = nameIdEl.attrs.Format ?? NAMEID_UNSPECIFIED;
     if (nameIDFormat === NAMEID_TRANSIENT) {
-      throw new Refusal(403, 'SAML assertion has a transient NameID, which cannot be bound to an account: configure the IdP to send a persistent (or unspecified/email) NameID');
+      throw new Refusal(403, 'SAML assertion has a transient NameID, which cannot be bound to an account: configure the IdP to send a persistent NameID');
+    }
+    // The NameID is what an account is bound to: an e-mail address or a user name can be given to
+    // somebody else later (a leaver's address reissued to a new hire), who would then sign in to the
+    // leaver's account. Only a persistent NameID is accepted, unless the administrator vouches that
+    // this IdP never reassigns its NameIDs (allowMutableNameId).
+    if (nameIDFormat !== NAMEID_PERSISTENT && !config.allowMutableNameId) {
+      throw new Refusal(403, 'SAML assertion NameID is not persistent: configure the IdP to send a persistent NameID, or set allowMutableNameId if its NameIDs are never reassigned', { nameIDFormat });
     }
     if (profile.nameID?.trim() !== nameID) throw new Refusal(403, 'SAML NameID differs between the strategy and the signed bytes');
     // SAML Profiles §4.1.4.2: a bearer confirmation for our ACS, answering our request, unexpired.
@@ -441,8 +450,14 @@ export const createSamlProvider: ProviderFactory = (anyConfig, ctx): SsoProvider
     if (destination !== undefined && destination !== sloUrl) throw new Refusal(403, 'LogoutRequest Destination is not our single logout URL', { destination });
     const nameID = signed.getChildText('NameID', NS_A)?.trim();
     if (!nameID) throw new Refusal(400, 'LogoutRequest has no NameID (encrypted NameIDs are not supported)');
+    // A captured request must not end sessions again once its replay-cache entry has aged out.
+    const issued = parseInstant(signed.attrs.IssueInstant);
+    // (The replay entry below outlives this window: ttl + 2 × skew.)
+    if (issued === null || issued < Date.now() - ttlMs || issued > Date.now() + skewMs) {
+      throw new Refusal(403, 'LogoutRequest IssueInstant is missing or outside the accepted window', { issueInstant: signed.attrs.IssueInstant ?? null });
+    }
     const sessionIndex = signed.getChildText('SessionIndex', NS_P)?.trim() || undefined;
-    if (!(await ctx.cache.add(keys.logoutSeen(id), '1', ttlMs))) throw new Refusal(403, 'LogoutRequest was already processed (replay)', { id });
+    if (!(await ctx.cache.add(keys.logoutSeen(id), '1', ttlMs + 2 * skewMs))) throw new Refusal(403, 'LogoutRequest was already processed (replay)', { id });
     const ended = await ctx.endSessions({ provider: name, subject: nameID, ...(sessionIndex ? { sessionIndex } : {}) });
     log.info({ ended, sessionIndex: sessionIndex ?? null }, 'saml single logout requested by the IdP');
     res.set('Cache-Control', 'no-store');

@@ -89,7 +89,9 @@
         state.mechanisms = Array.from(el.getElementsByTagNameNS(SASL, 'mechanism')).map((m) => m.textContent);
         if (!state.mechanisms.includes('OAUTHBEARER')) return fail('OAUTHBEARER not offered: ' + state.mechanisms.join(','));
         // RFC 7628 §3.1: gs2 header with the authorization identity, then the bearer token.
-        const msg = 'n,a=' + jid + ',\u0001auth=Bearer ' + token + '\u0001\u0001';
+        // RFC 5801 saslname: "=" and "," are escaped.
+        const saslname = jid.replace(/=/g, '=3D').replace(/,/g, '=2C');
+        const msg = 'n,a=' + saslname + ',\u0001auth=Bearer ' + token + '\u0001\u0001';
         ws.send("<auth xmlns='" + SASL + "' mechanism='OAUTHBEARER'>" + btoa(unescape(encodeURIComponent(msg))) + '</auth>');
         return;
       }
