@@ -101,6 +101,11 @@ export class TokenService {
     return this.store.list(user);
   }
 
+  /** Which of these token ids have been revoked (by any process: the CLI, another node). */
+  revokedAmong(ids: readonly string[]): Promise<string[]> {
+    return ids.length ? this.store.revokedAmong(ids) : Promise.resolve([]);
+  }
+
   /** Deletes expired tokens (revoked or not); resolves how many. */
   purge(now = this.now()): Promise<number> {
     return this.store.purge(now);

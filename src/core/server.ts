@@ -144,6 +144,22 @@ export class Server implements ModuleHost {
       const t = setInterval(purge, 3_600_000);
       t.unref();
       this.directoryTimers.push(t);
+      // A token revoked elsewhere (the CLI, another node) ends the sessions that logged in with it
+      // here too, within recheckSeconds; this process's own revocations end them at once.
+      let checking = false;
+      const recheck = setInterval(() => {
+        if (checking) return;
+        const ids = [...new Set([...this.allConnections, ...this.hibernating].map((s) => s.credential).filter((c): c is string => c !== undefined))];
+        if (!ids.length) return;
+        checking = true;
+        void tokens
+          .revokedAmong(ids)
+          .then((revoked) => this.endSessionsWithCredentials(revoked, 'token revoked'))
+          .catch((err: unknown) => this.log.warn({ err }, 'token revocation check failed'))
+          .finally(() => (checking = false));
+      }, this.config.auth.tokens.recheckSeconds * 1000);
+      recheck.unref();
+      this.directoryTimers.push(recheck);
     }
   }
 

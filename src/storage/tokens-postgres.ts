@@ -41,5 +41,10 @@ export function postgresTokens(pool: pg.Pool): TokenStore {
       const res = await pool.query('DELETE FROM xmpp_tokens WHERE expires_at <= $1', [now]);
       return res.rowCount ?? 0;
     },
+    async revokedAmong(ids) {
+      if (!ids.length) return [];
+      const { rows } = await pool.query<{ id: string }>('SELECT id FROM xmpp_tokens WHERE revoked_at IS NOT NULL AND id = ANY($1::text[])', [ids]);
+      return rows.map((r) => r.id);
+    },
   };
 }

@@ -59,5 +59,14 @@ export function sqliteTokens(db: Database.Database): TokenStore {
     async purge(now) {
       return s.purge.run(now).changes;
     },
+    async revokedAmong(ids) {
+      const out: string[] = [];
+      for (let i = 0; i < ids.length; i += 500) {
+        const batch = ids.slice(i, i + 500);
+        const rows = db.prepare(`SELECT id FROM xmpp_tokens WHERE revoked_at IS NOT NULL AND id IN (${batch.map(() => '?').join(',')})`).all(...batch) as { id: string }[];
+        for (const r of rows) out.push(r.id);
+      }
+      return out;
+    },
   };
 }

@@ -461,6 +461,8 @@ export interface TokenStore {
   list(user: string): Promise<TokenRecord[]>;
   /** Deletes tokens that expired at or before `now` (revoked or not); resolves how many went. */
   purge(now: number): Promise<number>;
+  /** Which of these token ids are revoked (sessions that logged in with them must end). */
+  revokedAmong(ids: readonly string[]): Promise<string[]>;
 }
 
 /**

@@ -70,6 +70,18 @@ export function tokensContract(name: string, open: () => Promise<Storage>, dump:
       expect(await tokens.verify(other.token, 'example.com')).not.toBeNull();
     });
 
+    it('tells which of a set of token ids are revoked', async () => {
+      const u = user();
+      const [a, b, c] = [await tokens.issue(u, 'example.com'), await tokens.issue(u, 'example.com'), await tokens.issue(u, 'example.com')];
+      expect(await tokens.revokedAmong([a.id, b.id, c.id, 'tok-unknown'])).toEqual([]);
+      await tokens.revoke(b.id);
+      expect(await tokens.revokedAmong([a.id, b.id, c.id, 'tok-unknown'])).toEqual([b.id]);
+      expect(await tokens.revokedAmong([])).toEqual([]);
+      // Many ids at once (the server asks for every token-authenticated session).
+      const many = Array.from({ length: 1200 }, (_, i) => `tok-none-${i}`);
+      expect(await tokens.revokedAmong([...many, b.id])).toEqual([b.id]);
+    });
+
     it('lists a user\'s tokens newest first, without secrets', async () => {
       const u = user();
       const old = await tokens.issue(u, 'example.com', { label: 'first', issuer: 'cli' });

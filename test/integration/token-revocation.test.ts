@@ -1,0 +1,58 @@
+// Issue 9: a session that logged in with an XMPP token ends when the token is revoked by another
+// process — `parley token revoke` or `parley sso logout` writing to the database, or another node —
+// within auth.tokens.recheckSeconds. Here the revocation goes through a second, independent
+// connection to the server's SQLite database, as the CLI's does; the server is not told.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TokenService } from '../../src/auth/tokens.js';
+import { openSqlite } from '../../src/storage/sqlite.js';
+import type { Storage } from '../../src/storage/types.js';
+import { NS_SASL, RawClient } from '../helpers/raw.js';
+import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
+
+const bearer = (token: string) => Buffer.from(`n,,\u0001auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
+
+describe('tokens revoked by another process', () => {
+  let srv: TestServer;
+  let other: Storage;
+  const clients: RawClient[] = [];
+
+  beforeAll(async () => {
+    srv = await startTestServer({ auth: { tokens: { recheckSeconds: 0.5 } } });
+    other = await openSqlite({ path: srv.config.storage.type === 'sqlite' ? (srv.config.storage.path as string) : '' });
+  });
+  afterAll(async () => {
+    for (const c of clients) c.destroy();
+    await other?.close();
+    await srv?.close();
+  });
+
+  async function tokenSession(user: string, token: string, resource: string): Promise<RawClient> {
+    const c = await RawClient.connect(srv.ports.c2s as number);
+    clients.push(c);
+    await c.openStream();
+    await c.startTls();
+    await c.openStream();
+    const since = c.mark();
+    await c.send(`<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${bearer(token)}</auth>`);
+    expect((await c.waitFor(/<(success|challenge|failure)\b/, 10_000, since))[1]).toBe('success');
+    await c.openStream();
+    expect(await c.bind(resource)).toContain(`${user}/${resource}`);
+    return c;
+  }
+
+  it('ends the sessions of a token revoked elsewhere, and only those', async () => {
+    const user = `${uniqueUser('rv')}@localhost`;
+    await srv.server.auth.create(user, 'secret-password');
+    const [revoked, kept] = [await srv.server.auth.tokens!.issue(user, 'localhost'), await srv.server.auth.tokens!.issue(user, 'localhost')];
+    const a = await tokenSession(user, revoked.token, 'a');
+    const b = await tokenSession(user, kept.token, 'b');
+    const password = await RawClient.login(srv.ports.c2s as number, user.split('@')[0] as string, 'secret-password', { resource: 'c' });
+    clients.push(password);
+
+    // The CLI's way: its own connection to the database, nothing sent to the server.
+    expect(await new TokenService(other.tokens, srv.config.auth.tokens).revoke(revoked.id)).toBe(true);
+    expect(await a.waitStreamError(10_000)).toBe('not-authorized');
+    expect(await b.ping()).toBeGreaterThanOrEqual(0);
+    expect(await password.ping()).toBeGreaterThanOrEqual(0);
+  });
+});
