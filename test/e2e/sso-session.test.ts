@@ -186,6 +186,18 @@ describe('SSO browser sessions and XMPP tokens', () => {
     expect(await wsLogin(token)).toBe('refused');
   });
 
+  it('sign-ins started in two tabs share the browser\'s flow cookie (both can complete); a forged one is replaced', async () => {
+    const flow = (r: Response) => r.headers.getSetCookie().find((c) => c.startsWith('__Host-parley-flow='))?.split(';')[0] as string;
+    const opts = (cookie?: string) => ({ redirect: 'manual' as const, headers: cookie ? { cookie } : {} });
+    const first = flow(await fetch(`${base}/sso/login?provider=corp`, opts()));
+    expect(first).toMatch(/^__Host-parley-flow=[A-Za-z0-9_-]{43}\./);
+    expect(flow(await fetch(`${base}/sso/login?provider=corp`, opts(first)))).toBe(first);
+    const forged = `__Host-parley-flow=${randomBytes(32).toString('base64url')}.${randomBytes(32).toString('base64url')}`;
+    const fresh = flow(await fetch(`${base}/sso/login?provider=corp`, opts(forged)));
+    expect(fresh).not.toBe(forged);
+    expect(fresh).not.toBe(first);
+  });
+
   it('sign-in requests: unknown provider 404, a return URL off the allow-list 400, then a per-address rate limit', async () => {
     expect((await get('/sso/login?provider=nope')).status).toBe(404);
     expect((await get(`/sso/login?provider=corp&return=${encodeURIComponent('https://evil.example/')}`)).status).toBe(400);

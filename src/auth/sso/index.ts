@@ -212,7 +212,7 @@ export class SsoService {
     };
     await this.deps.storage.webSessions.insert(rec, hash);
     setCookie(res, SESSION_COOKIE, cookie, lifetimeMs / 1000);
-    clearCookie(res, FLOW_COOKIE);
+    // The flow cookie stays until it expires: another tab's sign-in may still be on its way back.
     this.log.info({ user: rec.user, provider: rec.provider, session: rec.id, address: this.deps.remoteAddress(req) }, 'signed in');
     res.setHeader('Cache-Control', 'no-store');
     res.redirect(303, target);
@@ -297,7 +297,11 @@ export class SsoService {
           res.setHeader('Retry-After', '60');
           return this.fail(req, res, 429, 'too many sign-ins from this address', {}, 'Too many sign-in attempts. Please wait a minute.');
         }
-        const { cookie, hash } = this.signer.mint();
+        // A browser keeps its flow cookie across sign-ins started in several tabs (each flow stays
+        // bound to it); the first sign-in gets a new one.
+        const existing = readCookies(req).get(FLOW_COOKIE);
+        const kept = this.signer.verify(existing);
+        const { cookie, hash } = kept && existing ? { cookie: existing, hash: kept } : this.signer.mint();
         setCookie(res, FLOW_COOKIE, cookie, this.deps.config.sso.flowMinutes * 60);
         res.setHeader('Cache-Control', 'no-store');
         await provider.begin(req, res, { binding: hash, returnTo: ret });
