@@ -180,6 +180,20 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
     expect(srv.server.sessions.count(jid)).toBe(1);
   });
 
+  it('shows a display name from the IdP as text on the sign-in page (no markup, no script)', async () => {
+    const local = uniqueUser('xss');
+    await srv.addUser(local);
+    const evil = '<img src=x onerror="window.__xss=1">Eve <b>&amp;</b>';
+    const who = person(local, { name: evil });
+    const page = await freshPage();
+    expect(await signIn(page, who.sub)).toBe(`${base}/`);
+    await page.goto(`${base}/signin/`);
+    await page.waitForFunction(() => ['bound', 'error'].includes((window as unknown as { parleySso: { state: string } }).parleySso.state), undefined, { timeout: 15_000 });
+    expect(await page.locator('#name').textContent()).toBe(evil);
+    expect(await page.locator('#who img, #who b').count()).toBe(0);
+    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+  });
+
   it('RP-initiated logout ends the Parley session and sends the browser to the IdP\'s end_session endpoint', async () => {
     const local = uniqueUser('out');
     const jid = await srv.addUser(local);
