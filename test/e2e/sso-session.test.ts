@@ -188,7 +188,7 @@ describe('SSO browser sessions and XMPP tokens', () => {
 
   it('sign-ins started in two tabs share the browser\'s flow cookie (both can complete); a forged one is replaced', async () => {
     const flow = (r: Response) => r.headers.getSetCookie().find((c) => c.startsWith('__Host-parley-flow='))?.split(';')[0] as string;
-    const opts = (cookie?: string) => ({ redirect: 'manual' as const, headers: cookie ? { cookie } : {} });
+    const opts = (cookie?: string) => ({ redirect: 'manual' as const, headers: (cookie ? { cookie } : {}) as Record<string, string> });
     const first = flow(await fetch(`${base}/sso/login?provider=corp`, opts()));
     expect(first).toMatch(/^__Host-parley-flow=[A-Za-z0-9_-]{43}\./);
     expect(flow(await fetch(`${base}/sso/login?provider=corp`, opts(first)))).toBe(first);
