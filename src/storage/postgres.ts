@@ -5,7 +5,7 @@
 // bigint/count(*) columns arrive as strings from pg and are converted with Number().
 import pg from 'pg';
 import { pendingMigrations, SCHEMA_MIGRATIONS_DDL } from './migrations.js';
-import { postgresPubsub, PUBSUB_USER_DELETE_CTES } from './pubsub-postgres.js';
+import { postgresPubsub, postgresPubsubUserCleanup, PUBSUB_USER_DELETE_CTES } from './pubsub-postgres.js';
 import { postgresArchive } from './archive-postgres.js';
 import { postgresUploads } from './upload-postgres.js';
 import { ALERT_USER_DELETE_CTES, postgresAlerts } from './alerts-postgres.js';
@@ -165,26 +165,30 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
       return res.rowCount === 1;
     },
     async remove(jid) {
-      // One statement, hence one transaction: all of the user's rows go, or none do.
-      const res = await q(
-        `WITH r AS (DELETE FROM roster_items WHERE user_jid = $1),
-              v AS (DELETE FROM roster_versions WHERE user_jid = $1),
-              p AS (DELETE FROM roster_pending WHERE user_jid = $1),
-              o AS (DELETE FROM offline WHERE user_jid = $1),
-              k AS (DELETE FROM keyval WHERE user_jid = $1),
-              ${PUBSUB_USER_DELETE_CTES}
-              ${ALERT_USER_DELETE_CTES}
-              ${POLL_USER_DELETE_CTES}
-              ${TOKEN_USER_DELETE_CTES}
-              ${SSO_USER_DELETE_CTES}
-              b AS (DELETE FROM blocks WHERE user_jid = $1),
-              ar AS (DELETE FROM archive WHERE user_jid = $1),
-              au AS (DELETE FROM archive_users WHERE user_jid = $1),
-              ap AS (DELETE FROM archive_prefs WHERE user_jid = $1)
-         DELETE FROM accounts WHERE jid = $1`,
-        [jid],
-      );
-      return res.rowCount === 1;
+      // One transaction: all of the user's data goes, or none does. The rows keyed by the user go
+      // in one statement; the subscriptions and affiliations kept inside channel records first.
+      return withTransaction(pool, async (c) => {
+        await postgresPubsubUserCleanup(c, jid);
+        const res = await c.query(
+          `WITH r AS (DELETE FROM roster_items WHERE user_jid = $1),
+                v AS (DELETE FROM roster_versions WHERE user_jid = $1),
+                p AS (DELETE FROM roster_pending WHERE user_jid = $1),
+                o AS (DELETE FROM offline WHERE user_jid = $1),
+                k AS (DELETE FROM keyval WHERE user_jid = $1),
+                ${PUBSUB_USER_DELETE_CTES}
+                ${ALERT_USER_DELETE_CTES}
+                ${POLL_USER_DELETE_CTES}
+                ${TOKEN_USER_DELETE_CTES}
+                ${SSO_USER_DELETE_CTES}
+                b AS (DELETE FROM blocks WHERE user_jid = $1),
+                ar AS (DELETE FROM archive WHERE user_jid = $1),
+                au AS (DELETE FROM archive_users WHERE user_jid = $1),
+                ap AS (DELETE FROM archive_prefs WHERE user_jid = $1)
+           DELETE FROM accounts WHERE jid = $1`,
+          [jid],
+        );
+        return res.rowCount === 1;
+      });
     },
     async list(host) {
       // COLLATE "C": byte order, the same as SQLite's, whatever the database's locale.

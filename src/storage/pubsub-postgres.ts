@@ -2,6 +2,7 @@
 // (replace + trim) runs in one transaction under a per-node advisory lock so that concurrent
 // publishers on several Parley nodes cannot leave more than max_items behind.
 import type pg from 'pg';
+import { channelConfigWithout, channelMention } from './pubsub-channels.js';
 import type { PubsubItem, PubsubNode, PubsubStore } from './types.js';
 
 // Two-int advisory lock class, distinct from postgres.ts's ('Parl', 'Parm').
@@ -10,6 +11,31 @@ const LOCK_CLASS_PUBSUB = 0x50617270; // 'Parp'
 /** A CTE fragment for accounts.remove(): the account's PEP service goes with it ($1 = bare JID). */
 export const PUBSUB_USER_DELETE_CTES = `pi AS (DELETE FROM pubsub_items WHERE service = $1),
               pn AS (DELETE FROM pubsub_nodes WHERE service = $1),`;
+
+/**
+ * For accounts.remove(), on its transaction's client: takes the account's subscriptions and
+ * affiliations out of the channel records of every service (read-modify-write under row locks, so
+ * that two removals cannot undo each other; see pubsub-channels.ts). Its own PEP service goes with
+ * PUBSUB_USER_DELETE_CTES.
+ */
+export async function postgresPubsubUserCleanup(c: pg.PoolClient, bare: string): Promise<void> {
+  // strpos: a literal substring test (LIKE would need its wildcards escaped).
+  const { rows } = await c.query<{ service: string; node: string; owner: string; config: string }>(
+    `SELECT service, node, owner, config FROM pubsub_nodes
+     WHERE service <> $1 AND (strpos(config, $2) > 0 OR owner = $1) FOR UPDATE`,
+    [bare, channelMention(bare)],
+  );
+  for (const r of rows) {
+    let config: PubsubNode['config'];
+    try {
+      config = JSON.parse(r.config) as PubsubNode['config'];
+    } catch {
+      continue; // a damaged record is unreadable anyway; it must not block the removal
+    }
+    const next = channelConfigWithout({ owner: r.owner, config }, bare);
+    if (next) await c.query('UPDATE pubsub_nodes SET config = $3 WHERE service = $1 AND node = $2', [r.service, r.node, JSON.stringify(next)]);
+  }
+}
 
 interface NodeRow {
   service: string;

@@ -1,6 +1,7 @@
 // PubsubStore on SQLite (XEP-0060 nodes and items; see src/storage/types.ts). Same conventions as
 // sqlite.ts: statements prepared once, read-then-write paths in IMMEDIATE transactions.
 import type Database from 'better-sqlite3';
+import { channelConfigWithout, channelMention } from './pubsub-channels.js';
 import type { PubsubItem, PubsubNode, PubsubStore } from './types.js';
 
 interface NodeRow {
@@ -40,6 +41,29 @@ export const PUBSUB_USER_DELETES = [
   'DELETE FROM pubsub_items WHERE service = ?',
   'DELETE FROM pubsub_nodes WHERE service = ?',
 ];
+
+/**
+ * For accounts.remove(), called inside its transaction: takes the account's subscriptions and
+ * affiliations out of the channel records of every service (read-modify-write; see
+ * pubsub-channels.ts). Its own PEP service is deleted by PUBSUB_USER_DELETES.
+ */
+export function sqlitePubsubUserCleanup(db: Database.Database): (bare: string) => void {
+  // instr: a literal substring test (LIKE would need its wildcards escaped).
+  const candidates = db.prepare('SELECT service, node, owner, config FROM pubsub_nodes WHERE service <> ? AND (instr(config, ?) > 0 OR owner = ?)');
+  const update = db.prepare('UPDATE pubsub_nodes SET config = ? WHERE service = ? AND node = ?');
+  return (bare) => {
+    for (const r of candidates.all(bare, channelMention(bare), bare) as Omit<NodeRow, 'created_at'>[]) {
+      let config: PubsubNode['config'];
+      try {
+        config = JSON.parse(r.config) as PubsubNode['config'];
+      } catch {
+        continue; // a damaged record is unreadable anyway; it must not block the removal
+      }
+      const next = channelConfigWithout({ owner: r.owner, config }, bare);
+      if (next) update.run(JSON.stringify(next), r.service, r.node);
+    }
+  };
+}
 
 export function sqlitePubsub(db: Database.Database): PubsubStore {
   const s = {

@@ -5,7 +5,7 @@
 // another connection committed fails with SQLITE_BUSY_SNAPSHOT, which busy_timeout cannot cure.
 import Database from 'better-sqlite3';
 import { pendingMigrations, SCHEMA_MIGRATIONS_DDL } from './migrations.js';
-import { PUBSUB_USER_DELETES, sqlitePubsub } from './pubsub-sqlite.js';
+import { PUBSUB_USER_DELETES, sqlitePubsub, sqlitePubsubUserCleanup } from './pubsub-sqlite.js';
 import { sqliteArchive } from './archive-sqlite.js';
 import { sqliteUploads } from './upload-sqlite.js';
 import { ALERT_USER_DELETES, sqliteAlerts } from './alerts-sqlite.js';
@@ -181,8 +181,11 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     ping: db.prepare('SELECT 1').pluck(),
   };
 
+  const removeFromChannels = sqlitePubsubUserCleanup(db);
   const removeAccount = db.transaction((jid: string): boolean => {
     for (const st of s.userDeletes) st.run(jid);
+    // Not a DELETE: the account's subscriptions and affiliations live inside other services' node records.
+    removeFromChannels(jid);
     return s.accountDelete.run(jid).changes > 0;
   });
 

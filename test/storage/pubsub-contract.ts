@@ -1,7 +1,10 @@
 // PubsubStore contract (XEP-0060 nodes and items), run against every backend from
 // sqlite.test.ts and postgres.test.ts: node lifecycle, item order and re-publish, max_items
-// trimming, retrieval by ids / newest N, retract, purge, per-service isolation and account removal.
+// trimming, retrieval by ids / newest N, retract, purge, per-service isolation and account removal
+// (the account's PEP service, and its subscriptions and affiliations in news channel records, read
+// and written with the news module's own record format).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Affiliation, type Channel, defaultChannelConfig, fromStoredChannel, type Subscription, toStoredChannel } from '../../src/modules/pubsub/channel.js';
 import type { PubsubItem, Storage } from '../../src/storage/types.js';
 
 let seq = 0;
@@ -103,6 +106,85 @@ export function pubsubContract(name: string, open: () => Promise<Storage>): void
       expect(await s.pubsub.getNode(jid, 'n')).toBeNull();
       expect(await s.pubsub.countItems(jid, 'n')).toBe(0);
       expect(await s.pubsub.getNode(other, 'n')).not.toBeNull();
+    });
+
+    it("account removal removes the user's pubsub subscriptions/affiliations from channel records of every service", async () => {
+      const svc = `news.${uniq('svc').split('@')[0]}.example`;
+      const otherSvc = `news2.${uniq('svc').split('@')[0]}.example`;
+      // A backslash is allowed in a localpart (RFC 7622) and is escaped twice in the stored record.
+      const accounts = [uniq('gone'), `back\\slash-${uniq('gone')}`];
+      const owner = uniq('owner');
+      const member = uniq('member');
+      for (const jid of [...accounts, owner, member]) {
+        const [username, host] = jid.split('@') as [string, string];
+        await s.accounts.create({ jid, username, host, scram: {}, createdAt: 1 });
+      }
+      const sub = (jid: string, state: Subscription['state'] = 'subscribed'): Subscription => ({ jid, subid: `s-${++seq}`, state, deliver: true, includeBody: false });
+      const channel = (name: string, affs: Record<string, Affiliation>, subs: Subscription[]): Channel => ({
+        name,
+        createdAt: 5,
+        config: defaultChannelConfig(10),
+        affiliations: new Map(Object.entries(affs)),
+        subscriptions: subs,
+      });
+      const read = async (service: string, name: string) => {
+        const n = await s.pubsub.getNode(service, name);
+        if (!n) throw new Error(`${service} ${name} is gone`);
+        return fromStoredChannel(n, 100, 10);
+      };
+
+      for (const gone of accounts) {
+        // Another user's JID that starts with the removed one's (a longer domain) is not the removed user's.
+        const lookalike = `${gone}.example/res`;
+        const tag = `${++seq}`;
+        const shared = channel(`shared-${tag}`, { [owner]: 'owner', [gone]: 'publisher', [member]: 'member' }, [
+          sub(gone),
+          sub(`${gone}/phone`, 'pending'),
+          sub(member),
+          sub(lookalike),
+        ]);
+        const outcast = channel(`outcast-${tag}`, { [owner]: 'owner', [gone]: 'outcast' }, []);
+        const own = channel(`own-${tag}`, { [gone]: 'owner' }, [sub(member)]);
+        const elsewhere = channel(`elsewhere-${tag}`, { [owner]: 'owner' }, [sub(`${gone}/laptop`)]);
+        const unrelated = channel(`unrelated-${tag}`, { [owner]: 'owner' }, [sub(member)]);
+        for (const [service, ch, creator] of [
+          [svc, shared, owner],
+          [svc, outcast, owner],
+          [svc, own, gone],
+          [otherSvc, elsewhere, owner],
+          [svc, unrelated, owner],
+        ] as const) {
+          expect(await s.pubsub.createNode({ service, node: ch.name, owner: creator, config: toStoredChannel(ch), createdAt: 5 })).toBe(true);
+        }
+        await s.pubsub.publish(svc, shared.name, { ...item('by-gone', 7), publisher: gone }, 10);
+        // A record without the affiliations key makes its creator the owner: removing the creator leaves it ownerless.
+        const { 'parley#affiliations': _affs, ...legacy } = toStoredChannel(channel(`legacy-${tag}`, {}, [sub(gone), sub(member)]));
+        await s.pubsub.createNode({ service: svc, node: `legacy-${tag}`, owner: gone, config: legacy, createdAt: 5 });
+        expect((await read(svc, `legacy-${tag}`)).affiliations).toEqual(new Map([[gone, 'owner']]));
+        // Not a channel record (a PEP node of someone else that happens to name the account): untouched.
+        const pep = { service: member, node: `pep-${tag}`, owner: member, config: { 'pubsub#title': gone }, createdAt: 5 };
+        await s.pubsub.createNode(pep);
+        const unrelatedBefore = await s.pubsub.getNode(svc, unrelated.name);
+
+        expect(await s.accounts.remove(gone)).toBe(true);
+
+        const afterShared = await read(svc, shared.name);
+        expect(afterShared.affiliations).toEqual(new Map([[owner, 'owner'], [member, 'member']]));
+        expect(afterShared.subscriptions).toEqual([shared.subscriptions[2], shared.subscriptions[3]]);
+        expect(afterShared.config).toEqual(shared.config);
+        expect((await s.pubsub.getItems(svc, shared.name)).map((i) => i.id)).toEqual(['by-gone']); // items stay
+        expect((await read(svc, outcast.name)).affiliations).toEqual(new Map([[owner, 'owner']]));
+        // The removed user's channel stays, ownerless, with its subscribers.
+        const afterOwn = await read(svc, own.name);
+        expect(afterOwn.affiliations.size).toBe(0);
+        expect(afterOwn.subscriptions).toEqual(own.subscriptions);
+        expect((await read(otherSvc, elsewhere.name)).subscriptions).toEqual([]);
+        const afterLegacy = await read(svc, `legacy-${tag}`);
+        expect(afterLegacy.affiliations.size).toBe(0);
+        expect(afterLegacy.subscriptions.map((x) => x.jid)).toEqual([member]);
+        expect(await s.pubsub.getNode(svc, unrelated.name)).toEqual(unrelatedBefore);
+        expect(await s.pubsub.getNode(member, pep.node)).toEqual(pep);
+      }
     });
   });
 }

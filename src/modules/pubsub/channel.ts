@@ -12,6 +12,7 @@
 // they survive a restart.
 import { Element } from 'ltx';
 import { stanzaError } from '../../xmpp/errors.js';
+import { CHANNEL_AFFILIATIONS_KEY, CHANNEL_SUBSCRIPTIONS_KEY } from '../../storage/pubsub-channels.js';
 import type { PubsubNode } from '../../storage/types.js';
 import { applyCommonField, MAX_TITLE, NS_DATA, NS_NODE_CONFIG, parseBool, pubsubError, SEND_LAST, type SendLast } from './config.js';
 
@@ -68,8 +69,9 @@ export interface Channel {
   subscriptions: Subscription[];
 }
 
-const AFF_KEY = 'parley#affiliations';
-const SUBS_KEY = 'parley#subscriptions';
+// The keys are storage's: accounts.remove() takes a removed account out of these records.
+const AFF_KEY = CHANNEL_AFFILIATIONS_KEY;
+const SUBS_KEY = CHANNEL_SUBSCRIPTIONS_KEY;
 const MAX_DESCRIPTION = 4096;
 
 export function defaultChannelConfig(maxItems: number): ChannelConfig {

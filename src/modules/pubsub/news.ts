@@ -16,10 +16,11 @@
 // (expired items are hidden on read and removed by a periodic sweep, without retract notifications:
 // nobody retracted them). Not implemented: collections, digests.
 //
-// Account removal: the account's subscriptions and affiliations leave every channel of its host's
-// service. Its channels stay (Prosody and ejabberd delete a removed user's nodes only for PEP); a
-// channel left without an owner is managed by accounts with the `admin` right, who may name a new
-// owner through §8.9. Nobody else gains rights, and the creator's JID never becomes owner again.
+// Account removal: the account's subscriptions and affiliations leave every channel (done by
+// storage.accounts.remove(), so also by `parley user remove`). Its channels stay (Prosody and
+// ejabberd delete a removed user's nodes only for PEP); a channel left without an owner is managed
+// by accounts with the `admin` right, who may name a new owner through §8.9. Nobody else gains
+// rights, and the creator's JID never becomes owner again.
 //
 // Rights: creating a channel needs the service-wide right `channel.create` (access control files),
 // publishing to any channel the right `channel.publish` (publish.acl: refused even to the channel's
@@ -1043,7 +1044,10 @@ export default defineModule({
       }
     });
 
-    // Account removal (see the banner): drop the account from every channel of its host's service.
+    // Account removal (see the banner): storage.accounts.remove() has already dropped the account
+    // from the channel records (so `parley user remove`, run without modules, does too). This pass,
+    // serialized with the channel writes, catches a write that read a channel before the removal and
+    // saved it after.
     ctx.hook('account.removed', async ({ jid }) => {
       const j = Jid.tryParse(jid);
       const service = j ? `${opts.subdomain}.${j.domain}` : '';
