@@ -384,16 +384,16 @@ export const configSchema = z
         maxFailuresPerAddress: z.number().int().min(1).default(10),
         maxFailuresPerAccount: z.number().int().min(1).default(5),
         banSeconds: z.number().int().min(1).default(300),
+        recheckSeconds: z
+          .number()
+          .min(0.5)
+          .max(3600)
+          .default(30)
+          .describe('How often the server asks the database whether the accounts and tokens its sessions logged in with are still there (removed or revoked by `parley user remove`, `parley token revoke`, another node): those sessions end'),
         tokens: z
           .object({
             lifetimeSeconds: z.number().int().min(1).max(86400).default(300).describe('Lifetime of an XMPP token (SASL OAUTHBEARER) when its issuer does not ask for one'),
             maxLifetimeSeconds: z.number().int().min(1).max(86400).default(86400).describe('Longest lifetime an issuer may give an XMPP token (at most one day)'),
-            recheckSeconds: z
-              .number()
-              .min(0.5)
-              .max(3600)
-              .default(30)
-              .describe('How often sessions that logged in with a token look for its revocation by another process (`parley token revoke`, another node)'),
           })
           .strict()
           .refine((t) => t.lifetimeSeconds <= t.maxLifetimeSeconds, { message: 'lifetimeSeconds must not exceed maxLifetimeSeconds', path: ['lifetimeSeconds'] })

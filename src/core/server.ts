@@ -136,6 +136,7 @@ export class Server implements ModuleHost {
       this.sweepTimer.unref();
     }
     this.watchDirectoryUsers();
+    this.watchRemovals();
     // Expired XMPP tokens are useless; drop their rows hourly (verification ignores them anyway).
     // The timer is stopped with the directory timers.
     const tokens = this.auth.tokens;
@@ -144,22 +145,7 @@ export class Server implements ModuleHost {
       const t = setInterval(purge, 3_600_000);
       t.unref();
       this.directoryTimers.push(t);
-      // A token revoked elsewhere (the CLI, another node) ends the sessions that logged in with it
-      // here too, within recheckSeconds; this process's own revocations end them at once.
-      let checking = false;
-      const recheck = setInterval(() => {
-        if (checking) return;
-        const ids = [...new Set([...this.allConnections, ...this.hibernating].map((s) => s.credential).filter((c): c is string => c !== undefined))];
-        if (!ids.length) return;
-        checking = true;
-        void tokens
-          .revokedAmong(ids)
-          .then((revoked) => this.endSessionsWithCredentials(revoked, 'token revoked'))
-          .catch((err: unknown) => this.log.warn({ err }, 'token revocation check failed'))
-          .finally(() => (checking = false));
-      }, this.config.auth.tokens.recheckSeconds * 1000);
-      recheck.unref();
-      this.directoryTimers.push(recheck);
+
     }
   }
 
@@ -187,6 +173,42 @@ export class Server implements ModuleHost {
   }
 
   private readonly directoryTimers: NodeJS.Timeout[] = [];
+
+  /**
+   * Accounts removed and tokens revoked by another process (`parley user remove`, `parley token
+   * revoke`, `parley sso logout`, another node) end the sessions that depend on them here too,
+   * within auth.recheckSeconds; this process's own removals and revocations end them at once.
+   * Directory hosts are checked against their directory instead (watchDirectoryUsers).
+   */
+  private watchRemovals(): void {
+    let checking = false;
+    const t = setInterval(() => {
+      if (checking) return;
+      checking = true;
+      void this.checkRemovals()
+        .catch((err: unknown) => this.log.warn({ err }, 'account and token check failed'))
+        .finally(() => (checking = false));
+    }, this.config.auth.recheckSeconds * 1000);
+    t.unref();
+    this.directoryTimers.push(t);
+  }
+
+  private async checkRemovals(): Promise<void> {
+    const live = [...new Set([...this.allConnections, ...this.hibernating])].filter((s) => s.state !== 'closed' && s.jid?.local);
+    const users = [...new Set(live.filter((s) => !this.auth.directory(s.host)).map((s) => (s.jid as Jid).bare))];
+    if (users.length) {
+      const gone = new Set(await this.storage.accounts.missingAmong(users));
+      for (const s of live) {
+        const bare = (s.jid as Jid).bare;
+        if (!gone.has(bare)) continue;
+        this.invalidateAccount(bare);
+        this.log.info({ user: bare }, 'account removed elsewhere: session closed');
+        s.fail(new StreamError('not-authorized', 'account removed'));
+      }
+    }
+    const ids = [...new Set(live.map((s) => s.credential).filter((c): c is string => c !== undefined))];
+    if (ids.length && this.auth.tokens) this.endSessionsWithCredentials(await this.auth.tokens.revokedAmong(ids), 'token revoked');
+  }
 
   /**
    * Issue 8: "accounts disabled in the directory cannot keep sessions after the cache expires".

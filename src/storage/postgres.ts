@@ -202,6 +202,12 @@ export async function openPostgres(opts: PostgresOptions): Promise<Storage> {
       const { rows } = await q<{ n: string }>('SELECT count(*) AS n FROM accounts WHERE host = $1', [host]);
       return Number(rows[0]!.n);
     },
+    async missingAmong(jids) {
+      if (!jids.length) return [];
+      const { rows } = await q<{ jid: string }>('SELECT jid FROM accounts WHERE jid = ANY($1::text[])', [jids]);
+      const found = new Set(rows.map((r) => r.jid));
+      return jids.filter((j) => !found.has(j));
+    },
   };
 
   const roster: RosterStore = {

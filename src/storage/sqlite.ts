@@ -255,6 +255,14 @@ export async function openSqlite(opts: SqliteOptions): Promise<Storage> {
     async count(host) {
       return s.accountCount.get(host) as number;
     },
+    async missingAmong(jids) {
+      const found = new Set<string>();
+      for (let i = 0; i < jids.length; i += 500) {
+        const batch = jids.slice(i, i + 500);
+        for (const j of db.prepare(`SELECT jid FROM accounts WHERE jid IN (${batch.map(() => '?').join(',')})`).pluck().all(...batch) as string[]) found.add(j);
+      }
+      return jids.filter((j) => !found.has(j));
+    },
   };
 
   const roster: RosterStore = {

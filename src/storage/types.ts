@@ -32,6 +32,8 @@ export interface AccountStore {
   /** Usernames' bare JIDs on one host, sorted. */
   list(host: string): Promise<string[]>;
   count(host: string): Promise<number>;
+  /** Which of these bare JIDs have no account (removed by another process, say). */
+  missingAmong(jids: readonly string[]): Promise<string[]>;
 }
 
 export type Subscription = 'none' | 'to' | 'from' | 'both';

@@ -1,6 +1,6 @@
 // Issue 9: a session that logged in with an XMPP token ends when the token is revoked by another
 // process — `parley token revoke` or `parley sso logout` writing to the database, or another node —
-// within auth.tokens.recheckSeconds. Here the revocation goes through a second, independent
+// within auth.recheckSeconds; likewise a session whose account `parley user remove` deleted. Here the revocation goes through a second, independent
 // connection to the server's SQLite database, as the CLI's does; the server is not told.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TokenService } from '../../src/auth/tokens.js';
@@ -17,7 +17,7 @@ describe('tokens revoked by another process', () => {
   const clients: RawClient[] = [];
 
   beforeAll(async () => {
-    srv = await startTestServer({ auth: { tokens: { recheckSeconds: 0.5 } } });
+    srv = await startTestServer({ auth: { recheckSeconds: 0.5 } });
     other = await openSqlite({ path: srv.config.storage.type === 'sqlite' ? (srv.config.storage.path as string) : '' });
   });
   afterAll(async () => {
@@ -54,5 +54,22 @@ describe('tokens revoked by another process', () => {
     expect(await a.waitStreamError(10_000)).toBe('not-authorized');
     expect(await b.ping()).toBeGreaterThanOrEqual(0);
     expect(await password.ping()).toBeGreaterThanOrEqual(0);
+  });
+
+  it('ends the sessions of an account removed elsewhere (parley user remove), and only those', async () => {
+    const local = uniqueUser('gone');
+    const user = `${local}@localhost`;
+    const stay = uniqueUser('stay');
+    await srv.server.auth.create(user, 'secret-password');
+    await srv.server.auth.create(`${stay}@localhost`, 'secret-password');
+    const a = await RawClient.login(srv.ports.c2s as number, local, 'secret-password', { resource: 'a' });
+    const b = await RawClient.login(srv.ports.c2s as number, stay, 'secret-password', { resource: 'b' });
+    clients.push(a, b);
+    // The CLI's way: its own connection to the database.
+    expect(await other.accounts.remove(user)).toBe(true);
+    expect(await a.waitStreamError(10_000)).toBe('not-authorized');
+    expect(await b.ping()).toBeGreaterThanOrEqual(0);
+    // And the removed account cannot log in again.
+    await expect(RawClient.login(srv.ports.c2s as number, local, 'secret-password')).rejects.toThrow();
   });
 });

@@ -91,6 +91,18 @@ export function storageContract(name: string, open: () => Promise<Storage>, clea
         expect(await s.accounts.count(uniqHost())).toBe(0);
       });
 
+      it('missingAmong names the JIDs without an account, in the order given, for any number of them', async () => {
+        const [a, b] = [uniq('ma'), uniq('mb')];
+        await s.accounts.create(account(a));
+        await s.accounts.create(account(b));
+        const ghosts = Array.from({ length: 1100 }, (_, i) => `ghost${i}-${run}@example.com`);
+        expect(await s.accounts.missingAmong([a, ghosts[0] as string, b])).toEqual([ghosts[0]]);
+        expect(await s.accounts.missingAmong([...ghosts, a, b])).toEqual(ghosts);
+        expect(await s.accounts.missingAmong([])).toEqual([]);
+        await s.accounts.remove(a);
+        expect(await s.accounts.missingAmong([a, b])).toEqual([a]);
+      });
+
       it('remove deletes the account and cascades to all of its data, nobody else’s', async () => {
         const jid = uniq('victim');
         const bystander = uniq('bystander');
