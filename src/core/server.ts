@@ -11,6 +11,7 @@ import type { UserDirectory } from './directory.js';
 import { withDirectoryRosters } from '../auth/ldap/roster-store.js';
 import { AccountService, directoriesFor, type LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism, TokenService } from '../auth/index.js';
 import type { ResolvedConfig } from './config.js';
+import { every } from './every.js';
 import { HookBus } from './hooks.js';
 import type { Logger } from './logger.js';
 import { IqDispatcher } from './iq.js';
@@ -135,23 +136,20 @@ export class Server implements ModuleHost {
       this.sweepTimer = setInterval(() => this.sweep(), every);
       this.sweepTimer.unref();
     }
-    this.watchDirectoryUsers();
-    this.watchRemovals();
-    // Expired XMPP tokens are useless; drop their rows hourly (verification ignores them anyway).
-    // The timer is stopped with the directory timers.
-    const tokens = this.auth.tokens;
-    if (tokens) {
-      const purge = () => void tokens.purge().catch((err: unknown) => this.log.warn({ err }, 'token purge failed'));
-      const t = setInterval(purge, 3_600_000);
-      t.unref();
-      this.directoryTimers.push(t);
-
+    // Issue 8: "accounts disabled in the directory cannot keep sessions after the cache expires".
+    for (const h of this.config.hosts) {
+      const dir = this.auth.directory(h.domain);
+      if (dir && h.ldap) this.timers.push(every(Math.max(1000, h.ldap.cache.ttlSeconds * 1000), 'directory session check', () => this.checkDirectoryUsers(h.domain, dir), this.log));
     }
+    this.timers.push(every(this.config.auth.recheckSeconds * 1000, 'account and token check', () => this.checkRemovals(), this.log));
+    // Expired XMPP tokens are useless; drop their rows hourly (verification ignores them anyway).
+    const tokens = this.auth.tokens;
+    if (tokens) this.timers.push(every(3_600_000, 'token purge', async () => void (await tokens.purge()), this.log));
   }
 
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    for (const t of this.directoryTimers) clearInterval(t);
+    for (const stop of this.timers) stop();
     // Bounded: a module that hangs here must not keep the server from stopping.
     await Promise.race([this.hooks.fire('server.stopping', { reason: 'server shutting down' }), new Promise((r) => setTimeout(r, 2000).unref())]).catch(
       (err: unknown) => this.log.error({ err }, 'server.stopping handler failed'),
@@ -172,89 +170,71 @@ export class Server implements ModuleHost {
     await this.auth.close();
   }
 
-  private readonly directoryTimers: NodeJS.Timeout[] = [];
+  /** Stops the core's periodic tasks (see every()). */
+  private readonly timers: (() => void)[] = [];
 
-  /**
-   * Accounts removed and tokens revoked by another process (`parley user remove`, `parley token
-   * revoke`, `parley sso logout`, another node) end the sessions that depend on them here too,
-   * within auth.recheckSeconds; this process's own removals and revocations end them at once.
-   * Directory hosts are checked against their directory instead (watchDirectoryUsers).
-   */
-  private watchRemovals(): void {
-    let checking = false;
-    const t = setInterval(() => {
-      if (checking) return;
-      checking = true;
-      void this.checkRemovals()
-        .catch((err: unknown) => this.log.warn({ err }, 'account and token check failed'))
-        .finally(() => (checking = false));
-    }, this.config.auth.recheckSeconds * 1000);
-    t.unref();
-    this.directoryTimers.push(t);
-  }
-
-  private async checkRemovals(): Promise<void> {
-    const live = [...new Set([...this.allConnections, ...this.hibernating])].filter((s) => s.state !== 'closed' && s.jid?.local);
-    const users = [...new Set(live.filter((s) => !this.auth.directory(s.host)).map((s) => (s.jid as Jid).bare))];
-    if (users.length) {
-      const gone = new Set(await this.storage.accounts.missingAmong(users));
-      for (const s of live) {
-        const bare = (s.jid as Jid).bare;
-        if (!gone.has(bare)) continue;
-        this.invalidateAccount(bare);
-        this.log.info({ user: bare }, 'account removed elsewhere: session closed');
-        s.fail(new StreamError('not-authorized', 'account removed'));
-      }
-    }
-    const ids = [...new Set(live.map((s) => s.credential).filter((c): c is string => c !== undefined))];
-    if (ids.length && this.auth.tokens) this.endSessionsWithCredentials(await this.auth.tokens.revokedAmong(ids), 'token revoked');
+  /** Bound sessions, connected or hibernating (XEP-0198), that are not closed. */
+  private liveSessions(): C2SSession[] {
+    return [...new Set([...this.allConnections, ...this.hibernating])].filter((s) => s.state !== 'closed' && !!s.jid?.local);
   }
 
   /**
-   * Issue 8: "accounts disabled in the directory cannot keep sessions after the cache expires".
-   * Every cache ttl (at least 1 s), the bound users of each LDAP host are looked up again (through
-   * the cache); one the directory no longer has, or the user filter now excludes, loses its
-   * sessions with not-authorized (RFC 6120 §4.9.3.12). An unreachable directory ends nothing.
+   * Ends sessions whose account or credential is gone (RFC 6120 §4.9.3.12 not-authorized): one
+   * place for directory checks, removals elsewhere and revoked tokens. Resolves how many ended.
    */
-  private watchDirectoryUsers(): void {
-    for (const h of this.config.hosts) {
-      const dir = this.auth.directory(h.domain);
-      if (!dir || !h.ldap) continue;
-      let running = false;
-      const t = setInterval(() => {
-        if (running) return;
-        running = true;
-        void this.checkDirectoryUsers(h.domain, dir)
-          .catch((err: unknown) => this.log.error({ err }, 'directory session check failed'))
-          .finally(() => (running = false));
-      }, Math.max(1000, h.ldap.cache.ttlSeconds * 1000));
-      t.unref();
-      this.directoryTimers.push(t);
-    }
-  }
-
-  /**
-   * Issue 9: a sign-out (or the IdP's single logout) revoked these XMPP tokens; the sessions that
-   * logged in with them end too (RFC 6120 §4.9.3.12 not-authorized). Resolves how many ended.
-   */
-  endSessionsWithCredentials(ids: readonly string[], reason = 'signed out'): number {
-    if (!ids.length) return 0;
-    const wanted = new Set(ids);
+  private endSessions(sessions: Iterable<C2SSession>, reason: string, why: string): number {
     let n = 0;
-    for (const s of new Set([...this.allConnections, ...this.hibernating])) {
-      if (s.credential === undefined || !wanted.has(s.credential) || s.state === 'closed') continue;
-      this.log.info({ user: s.jid?.bare, reason }, 'session ended: its token was revoked');
+    for (const s of sessions) {
+      this.log.info({ user: s.jid?.bare, reason }, why);
       s.fail(new StreamError('not-authorized', reason));
       n++;
     }
     return n;
   }
 
+  /**
+   * Accounts removed and tokens revoked by another process (`parley user remove`, `parley token
+   * revoke`, `parley sso logout`, another node) end the sessions that depend on them here too,
+   * every auth.recheckSeconds; this process's own removals and revocations end them at once.
+   * Directory hosts are checked against their directory instead (checkDirectoryUsers).
+   */
+  private async checkRemovals(): Promise<void> {
+    const live = this.liveSessions();
+    const users = [...new Set(live.filter((s) => !this.auth.directory(s.host)).map((s) => (s.jid as Jid).bare))];
+    if (users.length) {
+      const gone = new Set(await this.storage.accounts.missingAmong(users));
+      for (const bare of gone) this.invalidateAccount(bare);
+      this.endSessions(live.filter((s) => gone.has((s.jid as Jid).bare)), 'account removed', 'account removed elsewhere: session closed');
+    }
+    const ids = [...new Set(live.map((s) => s.credential).filter((c): c is string => c !== undefined))];
+    if (ids.length && this.auth.tokens) this.endSessionsWithCredentials(await this.auth.tokens.revokedAmong(ids), 'token revoked');
+  }
+
+  /**
+   * Issue 9: a sign-out (or the IdP's single logout) revoked these XMPP tokens; the sessions that
+   * logged in with them end too. Resolves how many ended.
+   */
+  endSessionsWithCredentials(ids: readonly string[], reason = 'signed out'): number {
+    if (!ids.length) return 0;
+    const wanted = new Set(ids);
+    return this.endSessions(
+      this.liveSessions().filter((s) => s.credential !== undefined && wanted.has(s.credential)),
+      reason,
+      'session ended: its token was revoked',
+    );
+  }
+
+  /**
+   * Every cache ttl (at least 1 s), the bound users of each LDAP host are looked up again (through
+   * the cache); one the directory no longer has, or the user filter now excludes, loses its
+   * sessions. An unreachable directory ends nothing.
+   */
   private async checkDirectoryUsers(host: string, dir: LdapDirectory): Promise<void> {
     const byUser = new Map<string, C2SSession[]>();
-    for (const s of new Set([...this.sessions.all(), ...this.hibernating])) {
-      if (s.host !== host || !s.jid?.local || s.state === 'closed') continue;
-      byUser.set(s.jid.local, [...(byUser.get(s.jid.local) ?? []), s]);
+    for (const s of this.liveSessions()) {
+      if (s.host !== host) continue;
+      const local = s.jid?.local as string;
+      byUser.set(local, [...(byUser.get(local) ?? []), s]);
     }
     for (const [local, list] of byUser) {
       try {
@@ -263,8 +243,7 @@ export class Server implements ModuleHost {
         this.log.warn({ host, err: (err as Error).message }, 'directory unreachable: sessions kept');
         return;
       }
-      this.log.info({ user: `${local}@${host}` }, 'account gone from the directory or disabled: sessions closed');
-      for (const s of list) s.fail(new StreamError('not-authorized', 'account disabled in the directory'));
+      this.endSessions(list, 'account disabled in the directory', 'account gone from the directory or disabled: session closed');
     }
   }
 
@@ -314,24 +293,7 @@ export class Server implements ModuleHost {
       hook: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
       fold: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
       onUnload: (fn) => undo(fn),
-      every: (intervalMs, what, task, o = {}) => {
-        let running = false;
-        const run = () => {
-          if (running) return; // a slow run is not stacked up behind itself
-          running = true;
-          task()
-            .catch((err: unknown) => log.error({ err }, `${what} failed`))
-            .finally(() => (running = false));
-        };
-        const first = o.atStart ? setTimeout(run, 0) : undefined;
-        first?.unref();
-        const timer = setInterval(run, intervalMs);
-        timer.unref();
-        undo(() => {
-          clearTimeout(first);
-          clearInterval(timer);
-        });
-      },
+      every: (intervalMs, what, task, o = {}) => undo(every(intervalMs, what, task, log, o)),
       discoRegistry: () => this.disco,
       iqNamespaces: (target) => this.iqs.namespaces(target),
       fire: (hook, ev) => this.hooks.fire(hook, ev),

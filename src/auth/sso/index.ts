@@ -21,6 +21,7 @@ import type { Logger } from '../../core/logger.js';
 import type { Storage, WebSessionRecord } from '../../storage/types.js';
 import type { AccountService } from '../index.js';
 import { TokenBucket } from '../../core/bucket.js';
+import { every } from '../../core/every.js';
 import { CookieSigner, FLOW_COOKIE, SESSION_COOKIE, clearCookie, readCookies, safeEqual, setCookie } from './cookies.js';
 import { AdmissionError, IdentityMapper, SsoGroups, type Admitted } from './identity.js';
 import { createOidcProvider } from './oidc.js';
@@ -72,7 +73,7 @@ export class SsoService {
   private readonly buckets = new Map<string, TokenBucket>();
   private readonly allLogins = new TokenBucket(ALL_LOGINS_PER_MINUTE / 60, ALL_LOGINS_BURST);
   private readonly tokenBuckets = new Map<string, TokenBucket>();
-  private timer: NodeJS.Timeout | null = null;
+  private stopPurge: (() => void) | null = null;
 
   constructor(private readonly deps: SsoDeps) {
     const { config } = deps;
@@ -119,12 +120,11 @@ export class SsoService {
       void p.start?.().catch((err: unknown) => this.log.warn({ provider: p.name, err: (err as Error).message }, 'identity provider not ready; retried at the next sign-in'));
     }
     // Expired flow state, replay ids and sessions are useless; drop them every ten minutes.
-    this.timer = setInterval(() => void this.purge().catch((err: unknown) => this.log.warn({ err }, 'sso purge failed')), 600_000);
-    this.timer.unref();
+    this.stopPurge = every(600_000, 'sso purge', () => this.purge(), this.log);
   }
 
   async close(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    this.stopPurge?.();
     this.deps.accounts.setBearerTokens(null);
     for (const p of this.providers.values()) await p.close?.();
   }
