@@ -6,7 +6,7 @@ import { deriveScramAsync, verifyPasswordAgainstScramAsync } from './scram-secre
 import { LdapDirectory } from './ldap/directory.js';
 import type { ResolvedConfig } from '../core/config.js';
 import type { Logger } from '../core/logger.js';
-import type { TokenService } from './tokens.js';
+import { isXmppToken, type TokenService } from './tokens.js';
 import type { TokenLogin } from './sasl/types.js';
 
 export { LdapDirectory, DirectoryUnavailableError } from './ldap/directory.js';
@@ -143,7 +143,7 @@ export class AccountService {
   async verifyToken(token: string, host: string): Promise<TokenLogin | null> {
     // XEP-0493: not one of our tokens (those are 43 base64url characters) but perhaps the access
     // token of the host's OpenID provider, mapped to its account by the SSO layer.
-    if (this.bearer && !/^[A-Za-z0-9_-]{43}$/.test(token)) {
+    if (this.bearer && !isXmppToken(token)) {
       const username = await this.bearer.verify(token, host);
       return username === null ? null : { username };
     }

@@ -39,6 +39,11 @@ const TOKEN_BYTES = 32;
 /** base64url of 32 bytes, no padding. Anything else cannot be one of ours: no lookup needed. */
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 
+/** Whether a string has the shape of a Parley XMPP token (anything else is not ours). */
+export function isXmppToken(s: string): boolean {
+  return TOKEN_RE.test(s);
+}
+
 /** Hex SHA-256 of a token: the storage key. */
 export function tokenHash(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');

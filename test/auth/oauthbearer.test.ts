@@ -12,7 +12,7 @@ const ctx: SaslContext = {
   getScram: async () => null,
   verifyPassword: async () => false,
   serverSecret: Buffer.alloc(32),
-  verifyToken: async (t) => (t === GOOD ? 'juliet' : null),
+  verifyToken: async (t) => (t === GOOD ? { username: 'juliet' } : null),
 };
 const step = (s: string) => oauthBearerMechanism().start(ctx).step(Buffer.from(s, 'utf8'));
 

@@ -114,8 +114,8 @@ class OauthBearerServerSession implements SaslServerSession {
     let credential: string | undefined;
     try {
       const login = parsed.token === '' ? null : await verify(parsed.token);
-      username = typeof login === 'string' || login === null ? login : login.username;
-      credential = typeof login === 'object' && login ? login.credential : undefined;
+      username = login?.username ?? null;
+      credential = login?.credential;
     } catch {
       return fail('temporary-auth-failure', 'token lookup failed');
     }

@@ -28,7 +28,7 @@ export interface SaslContext {
    * OAUTHBEARER (RFC 7628): the username (local part on this host) an XMPP token logs in, or null
    * when it is unknown, expired, revoked or for another host. Absent when tokens are not available.
    */
-  verifyToken?(token: string): Promise<string | TokenLogin | null>;
+  verifyToken?(token: string): Promise<TokenLogin | null>;
   /** XEP-0493: the OpenID discovery URL of the provider whose access tokens this host accepts. */
   oauthDiscovery?: string;
 }
