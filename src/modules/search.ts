@@ -27,10 +27,10 @@ import { z } from 'zod';
 import { defineModule } from '../core/module.js';
 import { escapeFilterValue, type DirectoryEntry } from '../core/directory.js';
 import { dataForm, findForm, formValues, type FieldSpec } from '../xmpp/dataforms.js';
-import { StanzaError, stanzaError } from '../xmpp/errors.js';
+import { stanzaError } from '../xmpp/errors.js';
 import { escapeLocalpart, Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
-import { errorReply, iqPayload, iqResult } from '../xmpp/stanza.js';
+import { answerServiceIq } from '../xmpp/service-iq.js';
 
 export const NS_SEARCH = 'jabber:iq:search';
 /** The legacy (§2) fields, in the order of the schema. */
@@ -220,37 +220,18 @@ export default defineModule({
       return q;
     }
 
-    async function answer(stanza: Element, to: Jid, from: Jid | null, host: string): Promise<void> {
-      const type = stanza.attrs.type;
-      if (stanza.name === 'presence' || type === 'error' || type === 'result') return;
-      let reply: Element;
-      try {
-        if (!from) throw stanzaError('bad-request');
-        if (stanza.name !== 'iq' || to.local || to.resource) throw stanzaError('service-unavailable');
-        const payload = iqPayload(stanza);
-        if (payload === null || payload === 'many') throw stanzaError('bad-request');
-        const ns = payload.attrs.xmlns;
-        let result: Element;
-        if (type === 'get' && payload.name === 'query' && ns === NS.DISCO_INFO && payload.attrs.node === undefined) result = discoInfo();
-        else if (type === 'get' && payload.name === 'query' && ns === NS.DISCO_ITEMS && payload.attrs.node === undefined) result = new Element('query', { xmlns: NS.DISCO_ITEMS });
-        else if (payload.name === 'query' && ns === NS_SEARCH) {
-          // The directory is for the host's own people: not other hosts' users, not remote ones.
-          if (!from.local || from.domain !== host) throw stanzaError('forbidden', `only users of ${host} may search it`);
-          if (type === 'get') result = searchForm(host);
-          else {
-            const { wanted, form } = criteria(payload, host);
-            const hits = ctx.directory(host) ? await searchDirectory(host, wanted) : await searchAccounts(host, wanted);
-            result = results(host, hits, form);
-          }
-        } else throw stanzaError(payload.attrs.node !== undefined ? 'item-not-found' : 'service-unavailable');
-        reply = iqResult(stanza, result);
-      } catch (err) {
-        if (!(err instanceof StanzaError)) ctx.log.error({ err }, 'search request failed');
-        reply = errorReply(stanza, err instanceof StanzaError ? err : stanzaError('internal-server-error'));
-      }
-      if (reply.attrs.to) await ctx.route(reply);
+    async function handle(payload: Element, type: 'get' | 'set', from: Jid, host: string): Promise<Element | undefined> {
+      if (payload.name !== 'query' || payload.attrs.xmlns !== NS_SEARCH) return undefined;
+      // The directory is for the host's own people: not other hosts' users, not remote ones.
+      if (!from.local || from.domain !== host) throw stanzaError('forbidden', `only users of ${host} may search it`);
+      if (type === 'get') return searchForm(host);
+      const { wanted, form } = criteria(payload, host);
+      const hits = ctx.directory(host) ? await searchDirectory(host, wanted) : await searchAccounts(host, wanted);
+      return results(host, hits, form);
     }
 
-    ctx.service(opts.subdomain, 'User Search', ({ stanza, to, from, host }) => answer(stanza, to, from, host));
+    ctx.service(opts.subdomain, 'User Search', ({ stanza, to, from, host }) =>
+      answerServiceIq({ stanza, to, from, route: ctx.route, log: ctx.log, what: 'search', discoInfo, handle: (p, type, f) => handle(p, type, f, host) }),
+    );
   },
 });

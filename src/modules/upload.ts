@@ -33,7 +33,7 @@ import type { UploadRecord } from '../storage/types.js';
 import { StanzaError, stanzaError } from '../xmpp/errors.js';
 import type { Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
-import { errorReply, iqPayload, iqResult } from '../xmpp/stanza.js';
+import { answerServiceIq } from '../xmpp/service-iq.js';
 
 export const NS_UPLOAD = 'urn:xmpp:http:upload:0';
 const NS_PURPOSE = 'urn:xmpp:http:upload:purpose:0';
@@ -302,30 +302,22 @@ export default defineModule({
      */
     const ephemeralTtl = new Map<string, number>();
 
-    async function answer(stanza: Element, to: Jid, from: Jid | null, host: string): Promise<void> {
-      const type = stanza.attrs.type;
-      if (stanza.name === 'presence' || type === 'error' || type === 'result') return;
-      let reply: Element;
-      try {
-        if (!from) throw stanzaError('bad-request');
-        if (stanza.name !== 'iq' || to.local || to.resource) throw stanzaError('service-unavailable');
-        const payload = iqPayload(stanza);
-        if (payload === null || payload === 'many') throw stanzaError('bad-request');
-        const ns = payload.attrs.xmlns;
-        let result: Element;
-        if (type === 'get' && payload.name === 'query' && ns === NS.DISCO_INFO && payload.attrs.node === undefined) result = discoInfo();
-        else if (type === 'get' && payload.name === 'query' && ns === NS.DISCO_ITEMS && payload.attrs.node === undefined) result = new Element('query', { xmlns: NS.DISCO_ITEMS });
-        else if (type === 'get' && payload.name === 'request' && ns === NS_UPLOAD) result = await requestSlot(payload, from, host);
-        else throw stanzaError(payload.attrs.node !== undefined ? 'item-not-found' : 'service-unavailable');
-        reply = iqResult(stanza, result);
-      } catch (err) {
-        if (!(err instanceof StanzaError)) ctx.log.error({ err }, 'upload request failed');
-        reply = errorReply(stanza, err instanceof StanzaError ? err : stanzaError('internal-server-error'));
-      }
-      if (reply.attrs.to) await ctx.route(reply);
-    }
-
-    ctx.service(opts.subdomain, 'HTTP File Upload', ({ stanza, to, from, host }) => answer(stanza, to, from, host), { entitlement: 'filetransfer' });
+    ctx.service(
+      opts.subdomain,
+      'HTTP File Upload',
+      ({ stanza, to, from, host }) =>
+        answerServiceIq({
+          stanza,
+          to,
+          from,
+          route: ctx.route,
+          log: ctx.log,
+          what: 'upload',
+          discoInfo,
+          handle: async (payload, type, f) => (type === 'get' && payload.name === 'request' && payload.attrs.xmlns === NS_UPLOAD ? requestSlot(payload, f, host) : undefined),
+        }),
+      { entitlement: 'filetransfer' },
+    );
 
     // ---- HTTP side ----------------------------------------------------------------------------
 
