@@ -38,6 +38,22 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  * instead of going back to whoever registers that JID again. Damaged values are left as they are,
  * as the reader ignores them.
  */
+/**
+ * channelConfigWithout() on a node row as stored (config as JSON text): the new config text, or
+ * null when there is nothing to change or the record is damaged (unreadable anyway; it must not
+ * block the removal).
+ */
+export function storedChannelWithout(row: { owner: string; config: string }, bare: string): string | null {
+  let config: PubsubNode['config'];
+  try {
+    config = JSON.parse(row.config) as PubsubNode['config'];
+  } catch {
+    return null;
+  }
+  const next = channelConfigWithout({ owner: row.owner, config }, bare);
+  return next ? JSON.stringify(next) : null;
+}
+
 export function channelConfigWithout(node: Pick<PubsubNode, 'owner' | 'config'>, bare: string): PubsubNode['config'] | null {
   const config = node.config;
   const hasAffs = CHANNEL_AFFILIATIONS_KEY in config;

@@ -2,7 +2,7 @@
 // (replace + trim) runs in one transaction under a per-node advisory lock so that concurrent
 // publishers on several Parley nodes cannot leave more than max_items behind.
 import type pg from 'pg';
-import { channelConfigWithout, channelMention } from './pubsub-channels.js';
+import { channelMention, storedChannelWithout } from './pubsub-channels.js';
 import type { PubsubItem, PubsubNode, PubsubStore } from './types.js';
 
 // Two-int advisory lock class, distinct from postgres.ts's ('Parl', 'Parm').
@@ -26,14 +26,8 @@ export async function postgresPubsubUserCleanup(c: pg.PoolClient, bare: string):
     [bare, channelMention(bare)],
   );
   for (const r of rows) {
-    let config: PubsubNode['config'];
-    try {
-      config = JSON.parse(r.config) as PubsubNode['config'];
-    } catch {
-      continue; // a damaged record is unreadable anyway; it must not block the removal
-    }
-    const next = channelConfigWithout({ owner: r.owner, config }, bare);
-    if (next) await c.query('UPDATE pubsub_nodes SET config = $3 WHERE service = $1 AND node = $2', [r.service, r.node, JSON.stringify(next)]);
+    const next = storedChannelWithout(r, bare);
+    if (next) await c.query('UPDATE pubsub_nodes SET config = $3 WHERE service = $1 AND node = $2', [r.service, r.node, next]);
   }
 }
 

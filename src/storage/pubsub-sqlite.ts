@@ -1,7 +1,7 @@
 // PubsubStore on SQLite (XEP-0060 nodes and items; see src/storage/types.ts). Same conventions as
 // sqlite.ts: statements prepared once, read-then-write paths in IMMEDIATE transactions.
 import type Database from 'better-sqlite3';
-import { channelConfigWithout, channelMention } from './pubsub-channels.js';
+import { channelMention, storedChannelWithout } from './pubsub-channels.js';
 import type { PubsubItem, PubsubNode, PubsubStore } from './types.js';
 
 interface NodeRow {
@@ -53,14 +53,8 @@ export function sqlitePubsubUserCleanup(db: Database.Database): (bare: string) =
   const update = db.prepare('UPDATE pubsub_nodes SET config = ? WHERE service = ? AND node = ?');
   return (bare) => {
     for (const r of candidates.all(bare, channelMention(bare), bare) as Omit<NodeRow, 'created_at'>[]) {
-      let config: PubsubNode['config'];
-      try {
-        config = JSON.parse(r.config) as PubsubNode['config'];
-      } catch {
-        continue; // a damaged record is unreadable anyway; it must not block the removal
-      }
-      const next = channelConfigWithout({ owner: r.owner, config }, bare);
-      if (next) update.run(JSON.stringify(next), r.service, r.node);
+      const next = storedChannelWithout(r, bare);
+      if (next) update.run(next, r.service, r.node);
     }
   };
 }
