@@ -2,6 +2,7 @@
 // #extended before-id, after-id, ids), XEP-0059 RSM <set/> (max, after, before; index is not
 // supported) and <flip-page/>; plus the form that `iq get` discovers (§4.1.1). Shared by the user
 // archives (modules/mam) and the room archives (modules/muc, §6 / §5.1.2).
+import { randomBytes } from 'node:crypto';
 import { Element } from 'ltx';
 import { StanzaError, stanzaError } from './errors.js';
 import { Jid } from './jid.js';
@@ -175,4 +176,43 @@ export function queryForm(): Element {
   const query = new Element('query', { xmlns: NS_MAM });
   query.cnode(x);
   return query;
+}
+
+const NS_FORWARD = 'urn:xmpp:forward:0';
+const NS_DELAY = 'urn:xmpp:delay';
+const stampOf = (ms: number) => new Date(ms).toISOString();
+
+/** §4.2 one result of a query: the archived stanza forwarded (XEP-0297) with its time (XEP-0203). */
+export function resultMessage(o: { from: string; to: string; queryid?: string; id: string; stamp: number; stanza: Element }): Element {
+  const msg = new Element('message', { from: o.from, to: o.to, id: randomBytes(8).toString('hex') });
+  const attrs: Record<string, string> = { xmlns: NS_MAM, id: o.id };
+  if (o.queryid !== undefined) attrs.queryid = o.queryid;
+  const fwd = msg.c('result', attrs).c('forwarded', { xmlns: NS_FORWARD });
+  fwd.c('delay', { xmlns: NS_DELAY, stamp: stampOf(o.stamp) });
+  fwd.cnode(o.stanza);
+  return msg;
+}
+
+/** §4.1.2 the <fin/> closing a page, with its XEP-0059 set (first@index, last, count). */
+export function finElement(page: { items: readonly { id: string }[]; index: number; count: number; complete: boolean }): Element {
+  const fin = new Element('fin', page.complete ? { xmlns: NS_MAM, complete: 'true' } : { xmlns: NS_MAM });
+  const set = fin.c('set', { xmlns: NS_RSM });
+  const first = page.items[0];
+  const last = page.items[page.items.length - 1];
+  if (first && last) {
+    set.c('first', { index: String(page.index) }).t(first.id);
+    set.c('last').t(last.id);
+  }
+  set.c('count').t(String(page.count));
+  return fin;
+}
+
+/** §6 archive metadata: the first and last entries, or an empty element for an empty archive. */
+export function metadataElement(bounds: { first: { id: string; stamp: number }; last: { id: string; stamp: number } } | null): Element {
+  const el = new Element('metadata', { xmlns: NS_MAM });
+  if (bounds) {
+    el.c('start', { id: bounds.first.id, timestamp: stampOf(bounds.first.stamp) });
+    el.c('end', { id: bounds.last.id, timestamp: stampOf(bounds.last.stamp) });
+  }
+  return el;
 }

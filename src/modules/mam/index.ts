@@ -26,12 +26,10 @@ import { Jid } from '../../xmpp/jid.js';
 import { standalone } from '../../xmpp/stanza.js';
 import type { ArchiveDefault, ArchivePrefs } from '../../storage/types.js';
 import { mamOptions } from './options.js';
-import { NS_MAM, NS_RSM, parseQuery, queryForm } from '../../xmpp/mam.js';
+import { NS_MAM, finElement, metadataElement, parseQuery, queryForm, resultMessage } from '../../xmpp/mam.js';
 
 export const NS_MAM_EXTENDED = 'urn:xmpp:mam:2#extended';
 const NS_SID = 'urn:xmpp:sid:0';
-const NS_FORWARD = 'urn:xmpp:forward:0';
-const NS_DELAY = 'urn:xmpp:delay';
 const NS_HINTS = 'urn:xmpp:hints';
 const NS_CLIENT = 'jabber:client';
 /** End-to-end encrypted payloads (OMEMO legacy and 2, OX, legacy OpenPGP): conversation without a body. */
@@ -61,7 +59,6 @@ function bodyText(stanza: Element): string | null {
 }
 
 /** XEP-0082 DateTime with milliseconds. */
-const stampOf = (ms: number) => new Date(ms).toISOString();
 
 export default defineModule({
   name: 'mam',
@@ -287,26 +284,12 @@ export default defineModule({
             continue;
           }
           inner.attrs.xmlns = NS_CLIENT;
-          const msg = new Element('message', { to: req.from.full, from: user, id: randomBytes(8).toString('hex') });
-          const resultAttrs: Record<string, string> = { xmlns: NS_MAM, id: item.id };
-          if (queryid !== undefined) resultAttrs.queryid = queryid;
-          const fwd = msg.c('result', resultAttrs).c('forwarded', { xmlns: NS_FORWARD });
-          fwd.c('delay', { xmlns: NS_DELAY, stamp: stampOf(item.stamp) });
-          fwd.cnode(inner);
+          const msg = resultMessage({ from: user, to: req.from.full, queryid, id: item.id, stamp: item.stamp, stanza: inner });
           if (req.session) req.session.send(msg);
           else await ctx.route(msg);
         }
 
-        const fin = new Element('fin', page.complete ? { xmlns: NS_MAM, complete: 'true' } : { xmlns: NS_MAM });
-        const set = fin.c('set', { xmlns: NS_RSM });
-        const first = page.items[0];
-        const last = page.items[page.items.length - 1];
-        if (first && last) {
-          set.c('first', { index: String(page.index) }).t(first.id);
-          set.c('last').t(last.id);
-        }
-        set.c('count').t(String(page.count));
-        return fin;
+        return finElement(page);
       },
       'account',
     );
@@ -325,12 +308,7 @@ export default defineModule({
           ctx.log.error({ err, user: req.to.bare }, 'mam: metadata failed');
           throw stanzaError('internal-server-error');
         }
-        const el = new Element('metadata', { xmlns: NS_MAM });
-        if (bounds) {
-          el.c('start', { id: bounds.first.id, timestamp: stampOf(bounds.first.stamp) });
-          el.c('end', { id: bounds.last.id, timestamp: stampOf(bounds.last.stamp) });
-        }
-        return el;
+        return metadataElement(bounds);
       },
       'account',
     );

@@ -19,13 +19,12 @@ import { z } from 'zod';
 import type { ModuleContext } from '../../core/module.js';
 import { StanzaError, stanzaError } from '../../xmpp/errors.js';
 import type { Jid } from '../../xmpp/jid.js';
-import { NS_MAM, NS_RSM, parseQuery, queryForm } from '../../xmpp/mam.js';
+import { NS_MAM, finElement, metadataElement, parseQuery, queryForm, resultMessage } from '../../xmpp/mam.js';
 import { NS } from '../../xmpp/ns.js';
 import { AFF_RANK, type Affiliation, type Room } from './room.js';
 
 const NS_MAM_EXTENDED = 'urn:xmpp:mam:2#extended';
 const NS_MUC_USER = 'http://jabber.org/protocol/muc#user';
-const NS_FORWARD = 'urn:xmpp:forward:0';
 const NS_HINTS = 'urn:xmpp:hints';
 const NS_CLIENT = 'jabber:client';
 
@@ -52,7 +51,6 @@ export interface RoomArchiveHost {
 }
 
 /** XEP-0082 DateTime with milliseconds. */
-const stampOf = (ms: number) => new Date(ms).toISOString();
 
 function bodyText(m: Element): string | null {
   const bodies = m.getChildElements().filter((c) => c.name === 'body' && (c.attrs.xmlns === undefined || c.attrs.xmlns === NS_CLIENT));
@@ -187,13 +185,7 @@ export function roomArchive(ctx: Pick<ModuleContext, 'storage' | 'route' | 'log'
       if (!mayRead(room, from)) throw new StanzaError('auth', 'forbidden', 'you may not read this room’s archive');
       if (payload.name === 'query' && type === 'get') return queryForm();
       if (payload.name === 'metadata' && type === 'get') {
-        const bounds = await store.bounds(room.jid);
-        const el = new Element('metadata', { xmlns: NS_MAM });
-        if (bounds) {
-          el.c('start', { id: bounds.first.id, timestamp: stampOf(bounds.first.stamp) });
-          el.c('end', { id: bounds.last.id, timestamp: stampOf(bounds.last.stamp) });
-        }
-        return el;
+        return metadataElement(await store.bounds(room.jid));
       }
       if (payload.name !== 'query' || type !== 'set') throw stanzaError('service-unavailable');
       const { query, queryid, flip } = parseQuery(payload, limits);
@@ -220,22 +212,9 @@ export function roomArchive(ctx: Pick<ModuleContext, 'storage' | 'route' | 'log'
         if (jids && real) inner.c('x', { xmlns: NS_MUC_USER }).c('item', { jid: real });
         inner.attrs.xmlns = NS_CLIENT;
         delete inner.attrs.to;
-        const msg = new Element('message', { from: room.jid, to: from.full, id: randomBytes(8).toString('hex') });
-        const fwd = msg.c('result', { xmlns: NS_MAM, queryid, id: item.id }).c('forwarded', { xmlns: NS_FORWARD });
-        fwd.c('delay', { xmlns: NS.DELAY, stamp: stampOf(item.stamp) });
-        fwd.cnode(inner);
-        await ctx.route(msg);
+        await ctx.route(resultMessage({ from: room.jid, to: from.full, queryid, id: item.id, stamp: item.stamp, stanza: inner }));
       }
-      const fin = new Element('fin', page.complete ? { xmlns: NS_MAM, complete: 'true' } : { xmlns: NS_MAM });
-      const set = fin.c('set', { xmlns: NS_RSM });
-      const first = page.items[0];
-      const last = page.items[page.items.length - 1];
-      if (first && last) {
-        set.c('first', { index: String(page.index) }).t(first.id);
-        set.c('last').t(last.id);
-      }
-      set.c('count').t(String(page.count));
-      return fin;
+      return finElement(page);
     },
 
     /** Retention (§3.2 archives_deletion: only the oldest go): each room's own archive, on an unref'd timer. */
