@@ -123,28 +123,22 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       groupResolver: directoryGroups || sso ? (who) => groupsOf(who) : undefined,
     });
     server.acl = acl;
-    if (directoryGroups) {
-      server.hooks.on(
-        'session.bound',
-        async ({ session }) => {
-          const dir = session.jid?.local ? server.auth.directory(session.jid.domain) : undefined;
-          // The ACL engine is synchronous: have the user's groups ready before their first request.
-          if (dir?.groups) await dir.groupsOf(session.jid?.local as string).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'directory groups not resolved at login'));
-        },
-        0,
-        'directory-groups',
-      );
-    }
-    if (sso) {
+    // The ACL engine is synchronous: have the user's groups (directory, IdP) ready before their first request.
+    if (directoryGroups || sso) {
       const s = sso;
       server.hooks.on(
         'session.bound',
         async ({ session }) => {
           const jid = session.jid;
-          if (jid?.local && s.hasProviders(jid.domain)) await s.groups.refresh(jid.bare).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'IdP groups not refreshed at login'));
+          if (!jid?.local) return;
+          const dir = directoryGroups ? server.auth.directory(jid.domain) : undefined;
+          await Promise.all([
+            dir?.groups ? dir.groupsOf(jid.local).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'directory groups not resolved at login')) : undefined,
+            s?.hasProviders(jid.domain) ? s.groups.refresh(jid.bare).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'IdP groups not refreshed at login')) : undefined,
+          ]);
         },
         0,
-        'sso-groups',
+        'login-groups',
       );
     }
     await server.start();
