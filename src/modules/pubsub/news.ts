@@ -681,17 +681,35 @@ export default defineModule({
       return undefined;
     }
 
+    /**
+     * After an owner's change (§8.8, §8.9): removed subscribers are told (§8.8.4), approved ones are
+     * told and get the last item, once the reply has gone.
+     */
+    function announceSubscriptions(req: Req, ch: Channel, removed: readonly Subscription[], approved: readonly Subscription[]): void {
+      for (const s of removed) req.after.push(() => subscriptionNotice(req.service, ch, s, 'none'));
+      for (const s of approved) {
+        req.after.push(async () => {
+          await subscriptionNotice(req.service, ch, s, 'subscribed');
+          await sendLast(req.service, ch, s.jid, 1);
+        });
+      }
+    }
+
+    /** The owner's list of a channel's subscriptions or affiliations (§8.8.1, §8.9.1). */
+    async function ownerList(req: Req, name: string, what: 'subscriptions' | 'affiliations'): Promise<Element> {
+      const ch = await requireChannel(req.service, name);
+      requireOwner(ch, req.from);
+      const res = new Element('pubsub', { xmlns: NS_PUBSUB_OWNER });
+      const list = res.c(what, { node: name });
+      if (what === 'subscriptions') for (const s of ch.subscriptions) list.c('subscription', { jid: s.jid, subid: s.subid, subscription: s.state });
+      else for (const [jid, affiliation] of ch.affiliations) list.c('affiliation', { jid, affiliation });
+      return res;
+    }
+
     /** §8.8: list or modify a channel's subscriptions. */
     async function manageSubscriptions(req: Req, type: 'get' | 'set', el: Element): Promise<Element | undefined> {
       const name = nodeName(el);
-      if (type === 'get') {
-        const ch = await requireChannel(req.service, name);
-        requireOwner(ch, req.from);
-        const res = new Element('pubsub', { xmlns: NS_PUBSUB_OWNER });
-        const list = res.c('subscriptions', { node: name });
-        for (const s of ch.subscriptions) list.c('subscription', { jid: s.jid, subid: s.subid, subscription: s.state });
-        return res;
-      }
+      if (type === 'get') return ownerList(req, name, 'subscriptions');
       const changes = el.getChildren('subscription').map((e) => {
         const j = Jid.tryParse(e.attrs.jid);
         const state = e.attrs.subscription as string | undefined;
@@ -724,27 +742,14 @@ export default defineModule({
         await save(req.service, ch);
         return { ch, approved, removed };
       });
-      for (const s of removed) req.after.push(() => subscriptionNotice(req.service, ch, s, 'none'));
-      for (const s of approved) {
-        req.after.push(async () => {
-          await subscriptionNotice(req.service, ch, s, 'subscribed');
-          await sendLast(req.service, ch, s.jid, 1);
-        });
-      }
+      announceSubscriptions(req, ch, removed, approved);
       return undefined;
     }
 
     /** §8.9: list or modify a channel's affiliations. */
     async function manageAffiliations(req: Req, type: 'get' | 'set', el: Element): Promise<Element | undefined> {
       const name = nodeName(el);
-      if (type === 'get') {
-        const ch = await requireChannel(req.service, name);
-        requireOwner(ch, req.from);
-        const res = new Element('pubsub', { xmlns: NS_PUBSUB_OWNER });
-        const list = res.c('affiliations', { node: name });
-        for (const [jid, affiliation] of ch.affiliations) list.c('affiliation', { jid, affiliation });
-        return res;
-      }
+      if (type === 'get') return ownerList(req, name, 'affiliations');
       const changes = el.getChildren('affiliation').map((e) => {
         const j = Jid.tryParse(e.attrs.jid);
         const a = e.attrs.affiliation as Affiliation | undefined;
@@ -775,13 +780,7 @@ export default defineModule({
         return { ch, removed, approved, changed };
       });
       for (const c of changed) req.after.push(() => affiliationNotice(req.service, ch, c.bare, c.affiliation));
-      for (const s of removed) req.after.push(() => subscriptionNotice(req.service, ch, s, 'none'));
-      for (const s of approved) {
-        req.after.push(async () => {
-          await subscriptionNotice(req.service, ch, s, 'subscribed');
-          await sendLast(req.service, ch, s.jid, 1);
-        });
-      }
+      announceSubscriptions(req, ch, removed, approved);
       return undefined;
     }
 
