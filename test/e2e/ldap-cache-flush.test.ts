@@ -9,41 +9,21 @@ import { Attribute, Change, Client } from 'ldapts';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, xml, type TestClient } from '../helpers/client.js';
 import { runCli, startServerProcess, waitExit } from '../helpers/process.js';
-import { startSlapd, type SlapdServer } from '../helpers/slapd.js';
+import { LDAP_GROUPS, LDAP_PEOPLE, LDAP_SERVICE_DN, LDAP_SERVICE_PASSWORD, ldapPerson, ldapSkeleton, startSlapd, type SlapdServer } from '../helpers/slapd.js';
 
 // The server's certificate is generated at its first start (self-signed).
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
 
-const BASE = 'dc=example,dc=com';
-const SERVICE_DN = `cn=parley,ou=services,${BASE}`;
-const person = (uid: string) => `dn: uid=${uid},ou=people,${BASE}\nobjectClass: inetOrgPerson\nuid: ${uid}\ncn: ${uid}\nsn: ${uid}\nuserPassword: ${uid}-pw\n`;
 const LDIF = `
-dn: ou=people,${BASE}
-objectClass: organizationalUnit
-ou: people
-
-dn: ou=groups,${BASE}
-objectClass: organizationalUnit
-ou: groups
-
-dn: ou=services,${BASE}
-objectClass: organizationalUnit
-ou: services
-
-dn: ${SERVICE_DN}
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: parley
-userPassword: service-secret
-
-${person('alice')}
-${person('bob')}
-${person('gina')}
-dn: cn=engineering,ou=groups,${BASE}
+${ldapSkeleton({ groups: true })}
+${ldapPerson({ uid: 'alice' })}
+${ldapPerson({ uid: 'bob' })}
+${ldapPerson({ uid: 'gina' })}
+dn: cn=engineering,${LDAP_GROUPS}
 objectClass: groupOfNames
 cn: engineering
-member: uid=alice,ou=people,${BASE}
-member: uid=bob,ou=people,${BASE}
+member: uid=alice,${LDAP_PEOPLE}
+member: uid=bob,${LDAP_PEOPLE}
 `;
 
 async function contacts(c: TestClient): Promise<string[]> {
@@ -61,7 +41,7 @@ describe('parley cache flush', () => {
   });
 
   it('makes a member added in the directory appear at once in a running server', async () => {
-    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN });
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: LDAP_SERVICE_DN });
     dir = mkdtempSync(join(tmpdir(), 'parley-e2e-'));
     const config = join(dir, 'parley.yaml');
     writeFileSync(
@@ -71,11 +51,11 @@ describe('parley cache flush', () => {
     accounts: ldap
     ldap:
       urls: ['${slapd.url}']
-      bindDn: '${SERVICE_DN}'
-      bindPassword: service-secret
-      base: 'ou=people,${BASE}'
+      bindDn: '${LDAP_SERVICE_DN}'
+      bindPassword: ${LDAP_SERVICE_PASSWORD}
+      base: '${LDAP_PEOPLE}'
       groups:
-        base: 'ou=groups,${BASE}'
+        base: '${LDAP_GROUPS}'
         shared: '*'
 dataDir: ${join(dir, 'data')}
 listen:
@@ -102,7 +82,7 @@ log:
       expect(await contacts(alice)).toEqual(['bob@localhost']);
       const admin = new Client({ url: slapd.url });
       await admin.bind(slapd.rootDn, slapd.rootPassword);
-      await admin.modify(`cn=engineering,ou=groups,${BASE}`, new Change({ operation: 'add', modification: new Attribute({ type: 'member', values: [`uid=gina,ou=people,${BASE}`] }) }));
+      await admin.modify(`cn=engineering,${LDAP_GROUPS}`, new Change({ operation: 'add', modification: new Attribute({ type: 'member', values: [`uid=gina,${LDAP_PEOPLE}`] }) }));
       await admin.unbind();
       expect(await contacts(alice)).toEqual(['bob@localhost']); // the cached answer (ttl 300 s)
 

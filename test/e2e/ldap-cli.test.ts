@@ -8,32 +8,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/process.js';
-import { startSlapd, type SlapdServer } from '../helpers/slapd.js';
-
-const BASE = 'dc=example,dc=com';
-const SERVICE_DN = `cn=parley,ou=services,${BASE}`;
-
-const person = (uid: string, extra = '') => `dn: uid=${uid},ou=people,${BASE}\nobjectClass: inetOrgPerson\nuid: ${uid}\ncn: ${uid}\nsn: ${uid}\nuserPassword: ${uid}-pw\n${extra}`;
+import { LDAP_BASE, LDAP_SERVICE_DN, LDAP_TIMEOUTS, ldapHostConfig, ldapPerson, ldapSkeleton, startSlapd, type SlapdServer } from '../helpers/slapd.js';
 
 const LDIF = `
-dn: ou=people,${BASE}
-objectClass: organizationalUnit
-ou: people
-
-dn: ou=services,${BASE}
-objectClass: organizationalUnit
-ou: services
-
-dn: ${SERVICE_DN}
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: parley
-userPassword: service-secret
-
-${person('alice')}
-${person('bob')}
-${person('carol')}
-${person('dave', 'employeeType: disabled\n')}
+${ldapSkeleton()}
+${ldapPerson({ uid: 'alice' })}
+${ldapPerson({ uid: 'bob' })}
+${ldapPerson({ uid: 'carol' })}
+${ldapPerson({ uid: 'dave', extra: 'employeeType: disabled\n' })}
 `;
 
 describe('parley ldap test', () => {
@@ -42,25 +24,16 @@ describe('parley ldap test', () => {
   let config: string;
 
   beforeAll(async () => {
-    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN, schemas: [resolve(import.meta.dirname, '../../docs/ldap/parley.schema')] });
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: LDAP_SERVICE_DN, schemas: [resolve(import.meta.dirname, '../../docs/ldap/parley.schema')] });
     dir = mkdtempSync(join(tmpdir(), 'parley-ldap-cli-'));
     config = join(dir, 'parley.yaml');
-    const ldap = (o: Record<string, unknown>) =>
-      JSON.stringify({
-        urls: [slapd.url],
-        bindDn: SERVICE_DN,
-        bindPassword: 'service-secret',
-        base: `ou=people,${BASE}`,
-        userFilter: '(&(objectClass=inetOrgPerson)(!(employeeType=disabled)))',
-        timeouts: { connectMs: 1000, bindMs: 2000, searchMs: 2000 },
-        ...o,
-      });
+    const ldap = (o: Record<string, unknown>) => JSON.stringify(ldapHostConfig(slapd, { timeouts: LDAP_TIMEOUTS, ...o }));
     // A closed port: bound and released at once would race; port 1 is privileged and never ours.
     const hosts = [
       { domain: 'good.example', ldap: ldap({ roster: 'directory', startTls: true, tls: { ca: slapd.ca } }) },
       { domain: 'port.example', ldap: ldap({ urls: ['ldap://127.0.0.1:1'] }) },
       { domain: 'password.example', ldap: ldap({ bindPassword: 'not-the-secret' }) },
-      { domain: 'base.example', ldap: ldap({ base: `ou=staff,${BASE}` }) },
+      { domain: 'base.example', ldap: ldap({ base: `ou=staff,${LDAP_BASE}` }) },
       { domain: 'filter.example', ldap: ldap({ userFilter: '(objectClass)' }) },
       { domain: 'cert.example', ldap: ldap({ urls: [slapd.ldapsUrl] }) },
     ];
@@ -80,9 +53,9 @@ describe('parley ldap test', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toContain('host good.example: all checks passed');
     expect(r.stdout).toContain('StartTLS');
-    expect(r.stdout).toContain(`service bind as ${SERVICE_DN}`);
+    expect(r.stdout).toContain(`service bind as ${LDAP_SERVICE_DN}`);
     expect(r.stdout).toContain('userFilter finds 3 users'); // dave is excluded by the filter
-    expect(r.stdout).toContain(`user alice: found, uid=alice,ou=people,${BASE}`);
+    expect(r.stdout).toContain(`user alice: found, uid=alice,ou=people,${LDAP_BASE}`);
     expect(r.stdout).toContain('knows parleyRosterItem');
     expect(r.code).toBe(0);
   });

@@ -11,17 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoginThrottle } from '../../src/auth/backoff.js';
 import { createLogger } from '../../src/core/logger.js';
 import { startIdp, type TestIdp } from '../helpers/oidc-idp.js';
-import { NS_SASL, RawClient } from '../helpers/raw.js';
+import { NS_SASL, oauthBearerPayload, RawClient } from '../helpers/raw.js';
 import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
 
 const AUDIENCE = 'xmpp:localhost';
 const SASL_END = /<success\b[^>]*(?:\/>|>[\s\S]*?<\/success>)|<failure\b[^>]*>[\s\S]*?<\/failure>|<challenge\b[^>]*>[\s\S]*?<\/challenge>/;
 
-/** RFC 7628 §3.1 client response. */
-function bearer(token: string, authzid?: string): string {
-  const gs2 = `n,${authzid === undefined ? '' : `a=${authzid}`},`;
-  return Buffer.from(`${gs2}\u0001host=localhost\u0001port=5222\u0001auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
-}
+/** RFC 7628 §3.1 client response, with host and port pairs. */
+const bearer = (token: string, authzid?: string) => oauthBearerPayload(token, authzid, { host: 'localhost', port: 5222 });
 
 describe('XEP-0493: OpenID provider access tokens in SASL OAUTHBEARER', () => {
   let idp: TestIdp;

@@ -13,12 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CookieSigner, SESSION_COOKIE } from '../../src/auth/sso/cookies.js';
 import type { WebSessionRecord } from '../../src/storage/types.js';
 import { freePort } from '../helpers/browser.js';
+import { oauthBearerPayload } from '../helpers/raw.js';
 import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
 import { NS_SASL, openFrame, WsClient } from '../helpers/ws.js';
-
-function bearer(token: string): string {
-  return Buffer.from(`n,,\u0001auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
-}
 
 describe('SSO browser sessions and XMPP tokens', () => {
   let srv: TestServer;
@@ -82,7 +79,7 @@ describe('SSO browser sessions and XMPP tokens', () => {
     ws.send(openFrame(domain));
     await ws.waitFor(/^<open\b/);
     await ws.waitFor(/^<stream:features\b/);
-    ws.send(`<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${bearer(token)}</auth>`);
+    ws.send(`<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${oauthBearerPayload(token)}</auth>`);
     const r = await ws.waitFor(/^<(success|failure|challenge)\b/);
     if (!r.startsWith('<success')) return 'refused';
     ws.send(openFrame(domain));

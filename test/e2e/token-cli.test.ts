@@ -3,13 +3,10 @@
 // with the token over SASL OAUTHBEARER, and refuses it once revoked. Bad input exits 2.
 import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { NS_SASL, RawClient } from '../helpers/raw.js';
+import { RawClient, startTlsOAuthBearer } from '../helpers/raw.js';
 import { runCli, startServerProcess, tempConfig, waitExit, type ServerProcess } from '../helpers/process.js';
 
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
-
-/** RFC 7628 §3.1 initial response with the token and no authzid. */
-const bearer = (token: string) => Buffer.from(`n,,\u0001auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
 
 describe('parley token', () => {
   const { dir, config } = tempConfig('mux:\n  count: 0\n');
@@ -29,12 +26,7 @@ describe('parley token', () => {
   async function login(token: string): Promise<string> {
     const c = await RawClient.connect(server!.c2sPort);
     clients.push(c);
-    await c.openStream();
-    await c.startTls();
-    await c.openStream();
-    const since = c.mark();
-    await c.send(`<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${bearer(token)}</auth>`);
-    return (await c.waitFor(/<(success|challenge|failure)\b/, 10_000, since))[1] as string;
+    return startTlsOAuthBearer(c, token);
   }
 
   // A dozen CLI processes (about 1.5 s each on tsx) and a server: more than the default timeout.

@@ -27,6 +27,17 @@ export function plainAuth(user: string, password: string, authzid = ''): string 
   return `<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${plainPayload(user, password, authzid)}</auth>`;
 }
 
+/**
+ * base64 of an RFC 7628 §3.1 OAUTHBEARER initial client response: the gs2-header (`a=authzid` only
+ * when one is given, written as is: no =2C/=3D escaping), then optional host and port pairs and the
+ * auth pair, each followed by %x01, and the final %x01.
+ */
+export function oauthBearerPayload(token: string, authzid?: string, pairs: { host?: string; port?: number } = {}): string {
+  const gs2 = `n,${authzid === undefined ? '' : `a=${authzid}`},`;
+  const kv = `${pairs.host === undefined ? '' : `host=${pairs.host}\u0001`}${pairs.port === undefined ? '' : `port=${pairs.port}\u0001`}`;
+  return Buffer.from(`${gs2}\u0001${kv}auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
+}
+
 export function pingIq(id: string, to = 'localhost'): string {
   return `<iq type='get' to='${to}' id='${id}'><ping xmlns='urn:xmpp:ping'/></iq>`;
 }
@@ -414,6 +425,19 @@ export class RawClient {
 }
 
 /** Matches the complete <iq/> with the given id (result or error), whatever the attribute order. */
+/**
+ * On a fresh connection: STARTTLS, then SASL OAUTHBEARER with `token` (no authzid); resolves the
+ * name of the server's first SASL answer: 'success', 'challenge' or 'failure'.
+ */
+export async function startTlsOAuthBearer(c: RawClient, token: string, timeoutMs = 10_000): Promise<string> {
+  await c.openStream();
+  await c.startTls();
+  await c.openStream();
+  const since = c.mark();
+  await c.send(`<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${oauthBearerPayload(token)}</auth>`);
+  return (await c.waitFor(/<(success|challenge|failure)\b/, timeoutMs, since))[1] as string;
+}
+
 export function iqReplyPattern(id: string): RegExp {
   const q = escapeRe(id);
   return new RegExp(`<iq\\b[^>]*\\bid=(['"])${q}\\1[^>]*(?:/>|>[\\s\\S]*?</iq>)`);

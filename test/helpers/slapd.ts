@@ -228,3 +228,65 @@ ${service}  ${read}
     },
   };
 }
+
+// The directory most LDAP tests load: ou=people (and ou=groups) under dc=example,dc=com, and the
+// service account Parley binds as. Tests add their people with ldapPerson() after ldapSkeleton().
+export const LDAP_BASE = 'dc=example,dc=com';
+export const LDAP_PEOPLE = `ou=people,${LDAP_BASE}`;
+export const LDAP_GROUPS = `ou=groups,${LDAP_BASE}`;
+export const LDAP_SERVICE_DN = `cn=parley,ou=services,${LDAP_BASE}`;
+export const LDAP_SERVICE_PASSWORD = 'service-secret';
+/** inetOrgPerson entries, minus those marked `employeeType: disabled`. */
+export const LDAP_USER_FILTER = '(&(objectClass=inetOrgPerson)(!(employeeType=disabled)))';
+/** Short LDAP timeouts, so that tests with a dead URL or a stopped slapd do not wait long. */
+export const LDAP_TIMEOUTS = { connectMs: 1000, bindMs: 2000, searchMs: 2000 };
+
+/** The organizational units (people, optionally groups, services) and the service entry, as LDIF ending in a newline. */
+export function ldapSkeleton(opts: { groups?: boolean } = {}): string {
+  const ou = (name: string) => `dn: ou=${name},${LDAP_BASE}\nobjectClass: organizationalUnit\nou: ${name}\n\n`;
+  return `${ou('people')}${opts.groups ? ou('groups') : ''}${ou('services')}dn: ${LDAP_SERVICE_DN}
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: parley
+userPassword: ${LDAP_SERVICE_PASSWORD}
+`;
+}
+
+export interface LdapPersonOptions {
+  uid: string;
+  /** Default: the uid. */
+  cn?: string;
+  /** Written (after cn) only when given. */
+  givenName?: string;
+  /** Default: the uid. */
+  sn?: string;
+  /** Written only when given. */
+  mail?: string;
+  /** Default: `${uid}-pw`. */
+  password?: string;
+  /** Further attribute lines, each ending in a newline. */
+  extra?: string;
+}
+
+/** An inetOrgPerson entry below ou=people, as LDIF (no blank line after it unless `extra` ends in one). */
+export function ldapPerson(p: LdapPersonOptions): string {
+  const lines = [
+    `dn: uid=${p.uid},${LDAP_PEOPLE}`,
+    'objectClass: inetOrgPerson',
+    `uid: ${p.uid}`,
+    `cn: ${p.cn ?? p.uid}`,
+    ...(p.givenName === undefined ? [] : [`givenName: ${p.givenName}`]),
+    `sn: ${p.sn ?? p.uid}`,
+    ...(p.mail === undefined ? [] : [`mail: ${p.mail}`]),
+    `userPassword: ${p.password ?? `${p.uid}-pw`}`,
+  ];
+  return `${lines.join('\n')}\n${p.extra ?? ''}`;
+}
+
+/**
+ * A Parley `hosts[].ldap` block for this directory: the service account, people as the base and
+ * LDAP_USER_FILTER; `overrides` replace or add keys (timeouts: pass LDAP_TIMEOUTS where wanted).
+ */
+export function ldapHostConfig(slapd: Pick<SlapdServer, 'url'>, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return { urls: [slapd.url], bindDn: LDAP_SERVICE_DN, bindPassword: LDAP_SERVICE_PASSWORD, base: LDAP_PEOPLE, userFilter: LDAP_USER_FILTER, ...overrides };
+}

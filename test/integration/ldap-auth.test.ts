@@ -10,45 +10,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, xml } from '../helpers/client.js';
 import { RawClient } from '../helpers/raw.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { startSlapd, type SlapdServer } from '../helpers/slapd.js';
+import { LDAP_BASE, LDAP_PEOPLE, LDAP_SERVICE_DN, LDAP_SERVICE_PASSWORD, LDAP_TIMEOUTS, ldapHostConfig, ldapPerson, ldapSkeleton, startSlapd, type SlapdServer } from '../helpers/slapd.js';
 import { LoginThrottle } from '../../src/auth/index.js';
 
-const BASE = 'dc=example,dc=com';
-const SERVICE_DN = `cn=parley,ou=services,${BASE}`;
-
 function person(uid: string, cn: string, password: string, extra = ''): string {
-  return `dn: uid=${uid},ou=people,${BASE}
-objectClass: inetOrgPerson
-uid: ${uid}
-cn: ${cn}
-sn: ${cn.split(' ').pop()}
-mail: ${uid}@example.com
-userPassword: ${password}
-${extra}`;
+  return ldapPerson({ uid, cn, sn: cn.split(' ').pop() as string, mail: `${uid}@example.com`, password, extra });
 }
 
 const LDIF = `
-dn: ou=people,${BASE}
-objectClass: organizationalUnit
-ou: people
-
-dn: ou=services,${BASE}
-objectClass: organizationalUnit
-ou: services
-
-dn: ${SERVICE_DN}
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: parley
-userPassword: service-secret
-
+${ldapSkeleton()}
 ${person('alice', 'Alice Liddell', 'alice-pw')}
 ${person('bob', 'Bob Builder', 'bob-pw')}
 ${person('dave', 'Dave Gone', 'dave-pw', 'employeeType: disabled\n')}
 ${person('x*', 'Star User', 'star-pw')}
 `;
-
-const USER_FILTER = '(&(objectClass=inetOrgPerson)(!(employeeType=disabled)))';
 
 interface Outcome {
   ok: boolean;
@@ -83,13 +58,13 @@ describe('LDAP authentication (issue 8)', () => {
   let port: number;
 
   beforeAll(async () => {
-    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN });
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: LDAP_SERVICE_DN });
     srv = await startTestServer({
       hosts: [
         {
           domain: 'localhost',
           accounts: 'ldap',
-          ldap: { urls: [slapd.url], bindDn: SERVICE_DN, bindPassword: 'service-secret', base: `ou=people,${BASE}`, userFilter: USER_FILTER, timeouts: { connectMs: 1000, bindMs: 2000, searchMs: 2000 } },
+          ldap: ldapHostConfig(slapd, { timeouts: LDAP_TIMEOUTS }),
         },
       ],
     });
@@ -199,7 +174,7 @@ describe('LDAP authentication (issue 8)', () => {
     const { Client } = await import('ldapts');
     const admin = new Client({ url: slapd.url });
     await admin.bind(slapd.rootDn, slapd.rootPassword);
-    await admin.add(`uid=carol,ou=people,${BASE}`, { objectClass: 'inetOrgPerson', uid: 'carol', cn: 'Carol Singer', sn: 'Singer', userPassword: 'carol-pw' });
+    await admin.add(`uid=carol,${LDAP_PEOPLE}`, { objectClass: 'inetOrgPerson', uid: 'carol', cn: 'Carol Singer', sn: 'Singer', userPassword: 'carol-pw' });
     await admin.unbind();
     await a.send(xml('message', { to: 'carol@localhost', type: 'chat', id: 'm1' }, xml('body', {}, 'hello from the directory')));
     await a.send(xml('message', { to: 'nosuchuser@localhost', type: 'chat', id: 'm2' }, xml('body', {}, 'anyone?')));
@@ -217,12 +192,12 @@ describe('LDAP authentication (issue 8)', () => {
     expect(dir).toBeDefined();
     expect(srv.server.directory('elsewhere.example')).toBeUndefined();
     const { escapeFilterValue } = await import('../../src/core/directory.js');
-    await dir!.modify(`uid=bob,ou=people,${BASE}`, [{ operation: 'replace', attribute: 'title', values: ['Builder (*)'] }]);
+    await dir!.modify(`uid=bob,${LDAP_PEOPLE}`, [{ operation: 'replace', attribute: 'title', values: ['Builder (*)'] }]);
     await slapd.settle();
     slapd.resetOps();
     const q = { filter: `(&(objectClass=inetOrgPerson)(title=${escapeFilterValue('Builder (*)')}))`, attributes: ['uid', 'title'], cacheKey: 'test:builders' };
     const [bob] = await dir!.search(q);
-    expect(bob?.dn).toBe(`uid=bob,ou=people,${BASE}`);
+    expect(bob?.dn).toBe(`uid=bob,${LDAP_PEOPLE}`);
     expect(bob?.attributes).toMatchObject({ uid: ['bob'], title: ['Builder (*)'] });
     await dir!.search(q);
     await slapd.settle();
@@ -235,11 +210,11 @@ describe('LDAP authentication (issue 8)', () => {
     const { Client, Change, Attribute } = await import('ldapts');
     const admin = new Client({ url: slapd.url });
     await admin.bind(slapd.rootDn, slapd.rootPassword);
-    await admin.modify(`uid=bob,ou=people,${BASE}`, new Change({ operation: 'replace', modification: new Attribute({ type: 'jpegPhoto', values: [photo] }) }));
+    await admin.modify(`uid=bob,${LDAP_PEOPLE}`, new Change({ operation: 'replace', modification: new Attribute({ type: 'jpegPhoto', values: [photo] }) }));
     await admin.unbind();
     const [withPhoto] = await dir!.search({ filter: '(uid=bob)', attributes: ['uid'], binaryAttributes: ['jpegPhoto'] });
     expect(withPhoto?.binary.jpegPhoto?.[0]?.equals(photo)).toBe(true);
-    await dir!.add(`uid=newbie,ou=people,${BASE}`, { objectClass: ['inetOrgPerson'], uid: ['newbie'], cn: ['New Bie'], sn: ['Bie'] });
+    await dir!.add(`uid=newbie,${LDAP_PEOPLE}`, { objectClass: ['inetOrgPerson'], uid: ['newbie'], cn: ['New Bie'], sn: ['Bie'] });
     expect((await dir!.findUser('newbie'))?.displayName).toBe('New Bie');
   });
 
@@ -253,7 +228,7 @@ describe('LDAP authentication (issue 8)', () => {
 describe('LDAP connections (issue 8)', () => {
   let slapd: SlapdServer;
   beforeAll(async () => {
-    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN });
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: LDAP_SERVICE_DN });
   });
   afterAll(async () => {
     await slapd?.stop();
@@ -261,7 +236,7 @@ describe('LDAP connections (issue 8)', () => {
 
   async function withServer(ldap: Record<string, unknown>, fn: (port: number) => Promise<void>): Promise<void> {
     const srv = await startTestServer({
-      hosts: [{ domain: 'localhost', accounts: 'ldap', ldap: { bindDn: SERVICE_DN, bindPassword: 'service-secret', base: `ou=people,${BASE}`, timeouts: { connectMs: 1000, bindMs: 2000, searchMs: 2000 }, ...ldap } }],
+      hosts: [{ domain: 'localhost', accounts: 'ldap', ldap: { bindDn: LDAP_SERVICE_DN, bindPassword: LDAP_SERVICE_PASSWORD, base: LDAP_PEOPLE, timeouts: LDAP_TIMEOUTS, ...ldap } }],
     });
     lenient(srv);
     try {
@@ -306,7 +281,7 @@ describe('LDAP connections (issue 8)', () => {
   it('refuses a configuration with accounts: ldap but no directory, naming the path', async () => {
     const { validateConfig } = await import('../../src/core/config.js');
     expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap' }] })).toThrow(/hosts\.0\.ldap: required/);
-    expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap', ldap: { urls: ['http://x'], base: BASE } }] })).toThrow(/hosts\.0\.ldap\.urls\.0/);
-    expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap', ldap: { urls: ['ldap://x'], base: BASE, bindDn: 'cn=x' } }] })).toThrow(/bindDn and bindPassword/);
+    expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap', ldap: { urls: ['http://x'], base: LDAP_BASE } }] })).toThrow(/hosts\.0\.ldap\.urls\.0/);
+    expect(() => validateConfig({ hosts: [{ domain: 'example.com', accounts: 'ldap', ldap: { urls: ['ldap://x'], base: LDAP_BASE, bindDn: 'cn=x' } }] })).toThrow(/bindDn and bindPassword/);
   });
 });

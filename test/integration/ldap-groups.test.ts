@@ -12,70 +12,43 @@ import { Client } from 'ldapts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, iqError, xml, type TestClient } from '../helpers/client.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { startSlapd, type SlapdServer } from '../helpers/slapd.js';
+import { LDAP_GROUPS, LDAP_PEOPLE, LDAP_SERVICE_DN, ldapHostConfig, ldapPerson, ldapSkeleton, startSlapd, type SlapdServer } from '../helpers/slapd.js';
 import { LoginThrottle } from '../../src/auth/index.js';
 import { Jid } from '../../src/xmpp/jid.js';
 
-const BASE = 'dc=example,dc=com';
-const PEOPLE = `ou=people,${BASE}`;
-const GROUPS = `ou=groups,${BASE}`;
-const SERVICE_DN = `cn=parley,ou=services,${BASE}`;
 const NS_ROSTER = 'jabber:iq:roster';
 const TTL_SECONDS = 2;
 
-const person = (uid: string, extra = '') => `dn: uid=${uid},${PEOPLE}
-objectClass: inetOrgPerson
-uid: ${uid}
-cn: ${uid[0]?.toUpperCase()}${uid.slice(1)}
-sn: ${uid}
-userPassword: ${uid}-pw
-${extra}`;
+const person = (uid: string, extra = '') => ldapPerson({ uid, cn: `${uid[0]?.toUpperCase()}${uid.slice(1)}`, extra });
 
-const group = (cn: string, members: string[]) => `dn: cn=${cn},${GROUPS}
+const group = (cn: string, members: string[]) => `dn: cn=${cn},${LDAP_GROUPS}
 objectClass: groupOfNames
 cn: ${cn}
 ${members.map((m) => `member: ${m}`).join('\n')}
 `;
-const user = (uid: string) => `uid=${uid},${PEOPLE}`;
-const grp = (cn: string) => `cn=${cn},${GROUPS}`;
+const user = (uid: string) => `uid=${uid},${LDAP_PEOPLE}`;
+const grp = (cn: string) => `cn=${cn},${LDAP_GROUPS}`;
 
 const LDIF = `
-dn: ${PEOPLE}
-objectClass: organizationalUnit
-ou: people
-
-dn: ${GROUPS}
-objectClass: organizationalUnit
-ou: groups
-
-dn: ou=services,${BASE}
-objectClass: organizationalUnit
-ou: services
-
-dn: ${SERVICE_DN}
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: parley
-userPassword: service-secret
-
+${ldapSkeleton({ groups: true })}
 ${['alice', 'bob', 'carol', 'dave', 'erin', 'frank'].map((u) => person(u)).join('\n')}
 ${person('zed', 'employeeType: disabled\n')}
 ${group('engineering', [user('alice'), user('bob')])}
-dn: cn=sales,${GROUPS}
+dn: cn=sales,${LDAP_GROUPS}
 objectClass: groupOfUniqueNames
 cn: sales
 uniqueMember: ${user('carol')}
 
-dn: cn=ops,${GROUPS}
+dn: cn=ops,${LDAP_GROUPS}
 objectClass: posixGroup
 cn: ops
 gidNumber: 5000
 memberUid: dave
 
-dn: cn=everyone-in-people,${GROUPS}
+dn: cn=everyone-in-people,${LDAP_GROUPS}
 objectClass: groupOfURLs
 cn: everyone-in-people
-memberURL: ldap:///${PEOPLE}??one?(objectClass=inetOrgPerson)
+memberURL: ldap:///${LDAP_PEOPLE}??one?(objectClass=inetOrgPerson)
 
 ${group('staff', [grp('engineering'), grp('sales')])}
 ${group('level1', [grp('engineering')])}
@@ -86,7 +59,6 @@ ${group('cycle-a', [grp('cycle-b'), user('erin')])}
 ${group('cycle-b', [grp('cycle-a'), user('frank')])}
 `;
 
-const USER_FILTER = '(&(objectClass=inetOrgPerson)(!(employeeType=disabled)))';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Item {
@@ -145,7 +117,7 @@ describe('LDAP groups and shared rosters (issue 8)', () => {
   const names = async (g: string) => (await dir().members(g)).map((u) => u.username).sort();
 
   beforeAll(async () => {
-    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN });
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: LDAP_SERVICE_DN });
     aclDir = mkdtempSync(join(tmpdir(), 'parley-ldap-acl-'));
     writeFileSync(join(aclDir, 'rooms.acl'), 'allow @engineering\n');
     srv = await startTestServer({
@@ -153,16 +125,11 @@ describe('LDAP groups and shared rosters (issue 8)', () => {
         {
           domain: 'localhost',
           accounts: 'ldap',
-          ldap: {
-            urls: [slapd.url],
-            bindDn: SERVICE_DN,
-            bindPassword: 'service-secret',
-            base: PEOPLE,
-            userFilter: USER_FILTER,
+          ldap: ldapHostConfig(slapd, {
             cache: { ttlSeconds: TTL_SECONDS, negativeTtlSeconds: TTL_SECONDS },
             // nestingDepth left at its default (3).
-            groups: { base: GROUPS, shared: ['engineering', 'sales'] },
-          },
+            groups: { base: LDAP_GROUPS, shared: ['engineering', 'sales'] },
+          }),
         },
       ],
       acl: { directory: aclDir, watch: false },

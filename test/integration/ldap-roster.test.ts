@@ -14,34 +14,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, iqError, type TestClient, xml } from '../helpers/client.js';
 import { iqReplyPattern, RawClient } from '../helpers/raw.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { startSlapd, type SlapdServer } from '../helpers/slapd.js';
+import { LDAP_PEOPLE, LDAP_SERVICE_DN, LDAP_TIMEOUTS, ldapHostConfig, ldapPerson, ldapSkeleton, startSlapd, type SlapdServer } from '../helpers/slapd.js';
 import { LoginThrottle } from '../../src/auth/index.js';
 
-const BASE = 'dc=example,dc=com';
-const PEOPLE = `ou=people,${BASE}`;
-const SERVICE_DN = `cn=parley,ou=services,${BASE}`;
 const NS_ROSTER = 'jabber:iq:roster';
 const NS_REGISTER = 'jabber:iq:register';
 const TTL_SECONDS = 2;
 
-const person = (uid: string, password: string, extra = '') =>
-  `dn: uid=${uid},${PEOPLE}\nobjectClass: inetOrgPerson\nuid: ${uid}\ncn: ${uid}\nsn: ${uid}\nuserPassword: ${password}\n${extra}`;
+const person = (uid: string, password: string, extra = '') => ldapPerson({ uid, password, extra });
 
 const LDIF = `
-dn: ${PEOPLE}
-objectClass: organizationalUnit
-ou: people
-
-dn: ou=services,${BASE}
-objectClass: organizationalUnit
-ou: services
-
-dn: ${SERVICE_DN}
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: parley
-userPassword: service-secret
-
+${ldapSkeleton()}
 ${person('alice', 'alice-pw')}
 ${person('bob', 'bob-pw')}
 ${person('carol', 'carol-pw')}
@@ -63,17 +46,12 @@ describe('the directory as system of record (issue 8)', () => {
           domain: 'localhost',
           accounts: 'ldap',
           registration: { enabled: true, minPasswordLength: 4 },
-          ldap: {
-            urls: [slapd.url],
-            bindDn: SERVICE_DN,
-            bindPassword: 'service-secret',
-            base: PEOPLE,
-            userFilter: '(&(objectClass=inetOrgPerson)(!(employeeType=disabled)))',
+          ldap: ldapHostConfig(slapd, {
             roster: 'directory',
             registration: { objectClasses: ['inetOrgPerson', 'parleyUser'], attributes: { cn: '{username}', sn: 'Self-registered', description: 'registered in-band as {username}' } },
             cache: { ttlSeconds: TTL_SECONDS, negativeTtlSeconds: 1 },
-            timeouts: { connectMs: 1000, bindMs: 2000, searchMs: 2000 },
-          },
+            timeouts: LDAP_TIMEOUTS,
+          }),
         },
       ],
     });
@@ -116,7 +94,7 @@ describe('the directory as system of record (issue 8)', () => {
 
   const rosterGet = (ver?: string) => xml('iq', { type: 'get' }, xml('query', { xmlns: NS_ROSTER, ver }));
   const rosterItems = (r: Element) => (r.getChild('query')?.getChildren('item') ?? []).map((i) => ({ jid: i.attrs.jid, subscription: i.attrs.subscription, name: i.attrs.name }));
-  const stored = async (uid: string) => ((await entry(`uid=${uid},${PEOPLE}`)).parleyRosterItem ?? []).map((v) => JSON.parse(v) as Record<string, unknown>);
+  const stored = async (uid: string) => ((await entry(`uid=${uid},${LDAP_PEOPLE}`)).parleyRosterItem ?? []).map((v) => JSON.parse(v) as Record<string, unknown>);
 
   /** Pre-auth registration over a raw socket (no XMPP library registers before SASL). */
   async function register(username: string, password: string): Promise<Element> {
@@ -135,7 +113,7 @@ describe('the directory as system of record (issue 8)', () => {
   const errorOf = (r: Element) => ({ type: r.attrs.type, errorType: r.getChild('error')?.attrs.type, condition: r.getChild('error')?.getChildElements()[0]?.name });
 
   beforeAll(async () => {
-    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN, schemas: [resolve(import.meta.dirname, '../../docs/ldap/parley.schema')] });
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: LDAP_SERVICE_DN, schemas: [resolve(import.meta.dirname, '../../docs/ldap/parley.schema')] });
     dataDir = mkdtempSync(join(tmpdir(), 'parley-ldap-roster-'));
     srv = await start(dataDir);
   });
@@ -162,7 +140,7 @@ describe('the directory as system of record (issue 8)', () => {
 
     expect(rosterItems(await alice.iq(rosterGet()))).toEqual([{ jid: 'bob@localhost', subscription: 'to', name: 'Bobby' }]);
     // The directory holds it: one JSON value per contact, and the auxiliary class was added.
-    const a = await entry(`uid=alice,${PEOPLE}`);
+    const a = await entry(`uid=alice,${LDAP_PEOPLE}`);
     expect(a.objectClass).toContain('parleyUser');
     expect(await stored('alice')).toEqual([{ jid: 'bob@localhost', name: 'Bobby', subscription: 'to', ask: false, approved: false, groups: ['Team'] }]);
     expect(await stored('bob')).toEqual([{ jid: 'alice@localhost', subscription: 'from', ask: false, approved: false, groups: [] }]);
@@ -179,8 +157,8 @@ describe('the directory as system of record (issue 8)', () => {
     expect(ver).toMatch(/^[0-9a-f]{16}$/);
     expect((await alice.iq(rosterGet(ver))).getChild('query')).toBeUndefined();
     // An administrator's edit in the directory is seen once the cache ages out, as a new version.
-    const raw = (await entry(`uid=alice,${PEOPLE}`)).parleyRosterItem ?? [];
-    await adminModify(`uid=alice,${PEOPLE}`, 'replace', 'parleyRosterItem', [...raw, JSON.stringify({ jid: 'hand@localhost', subscription: 'none', ask: false, approved: false, groups: [] })]);
+    const raw = (await entry(`uid=alice,${LDAP_PEOPLE}`)).parleyRosterItem ?? [];
+    await adminModify(`uid=alice,${LDAP_PEOPLE}`, 'replace', 'parleyRosterItem', [...raw, JSON.stringify({ jid: 'hand@localhost', subscription: 'none', ask: false, approved: false, groups: [] })]);
     await new Promise((r) => setTimeout(r, TTL_SECONDS * 1000 + 200));
     const changed = await alice.iq(rosterGet(ver));
     expect(changed.getChild('query')?.attrs.ver).not.toBe(ver);
@@ -225,7 +203,7 @@ describe('the directory as system of record (issue 8)', () => {
 
   it('registers in-band into the directory: the entry from the template, the password hashed by the directory', async () => {
     expect((await register('newbie', 'newbie-pw')).attrs.type).toBe('result');
-    const e = await entry(`uid=newbie,${PEOPLE}`);
+    const e = await entry(`uid=newbie,${LDAP_PEOPLE}`);
     expect(e.objectClass).toEqual(expect.arrayContaining(['inetOrgPerson', 'parleyUser']));
     expect(e).toMatchObject({ uid: ['newbie'], cn: ['newbie'], sn: ['Self-registered'], description: ['registered in-band as newbie'] });
     // Set through the Password Modify operation, so slapd stored a salted hash, not the text.
@@ -235,7 +213,7 @@ describe('the directory as system of record (issue 8)', () => {
     // The directory is the system of record: no password change or removal through Parley.
     expect(await iqError(c, xml('iq', { type: 'set' }, xml('query', { xmlns: NS_REGISTER }, xml('username', {}, 'newbie'), xml('password', {}, 'other-pw'))))).toMatchObject({ condition: 'not-allowed' });
     expect(await iqError(c, xml('iq', { type: 'set' }, xml('query', { xmlns: NS_REGISTER }, xml('remove'))))).toMatchObject({ condition: 'not-allowed' });
-    expect((await entry(`uid=newbie,${PEOPLE}`)).userPassword).toEqual(e.userPassword);
+    expect((await entry(`uid=newbie,${LDAP_PEOPLE}`)).userPassword).toEqual(e.userPassword);
   });
 
   it('answers conflict for a taken username, also one the user filter hides, and an error while the directory is down', async () => {
@@ -247,7 +225,7 @@ describe('the directory as system of record (issue 8)', () => {
     } finally {
       await slapd.resume();
     }
-    expect(await entry(`uid=ghost,${PEOPLE}`)).toEqual({});
+    expect(await entry(`uid=ghost,${LDAP_PEOPLE}`)).toEqual({});
   });
 
   it('keeps sessions during a directory outage, and ends those of a user disabled in the directory once the cache ages out', async () => {
@@ -265,7 +243,7 @@ describe('the directory as system of record (issue 8)', () => {
       const dir = srv.server.auth.directory('localhost');
       dir?.cache.delete('u:carol');
       expect(await dir?.findUser('carol')).not.toBeNull();
-      await adminModify(`uid=carol,${PEOPLE}`, 'replace', 'employeeType', ['disabled']);
+      await adminModify(`uid=carol,${LDAP_PEOPLE}`, 'replace', 'employeeType', ['disabled']);
       await carol.ping(); // still cached as enabled
       expect(carol.streamError()).toBeUndefined();
       expect(await carol.expectStreamErrorAndClose(4 * TTL_SECONDS * 1000)).toBe('not-authorized');

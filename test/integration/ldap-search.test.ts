@@ -11,43 +11,20 @@ import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, iqError, xml, type TestClient } from '../helpers/client.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { startSlapd, type SlapdServer } from '../helpers/slapd.js';
+import { LDAP_SERVICE_DN, LDAP_TIMEOUTS, ldapHostConfig, ldapPerson, ldapSkeleton, startSlapd, type SlapdServer } from '../helpers/slapd.js';
 import { LoginThrottle } from '../../src/auth/index.js';
 
-const BASE = 'dc=example,dc=com';
-const SERVICE_DN = `cn=parley,ou=services,${BASE}`;
 const NS_SEARCH = 'jabber:iq:search';
 const NS_XDATA = 'jabber:x:data';
 // A JPEG header (SOI, APP0 JFIF) and bytes above 0x7f: the photo must come back byte for byte.
 const PHOTO = Buffer.from('ffd8ffe000104a46494600010100000100010000fffe0003c3a9ff00ff80ffd9', 'hex');
 
 function person(uid: string, given: string, sn: string, extra = ''): string {
-  return `dn: uid=${uid},ou=people,${BASE}
-objectClass: inetOrgPerson
-uid: ${uid}
-cn: ${given} ${sn}
-givenName: ${given}
-sn: ${sn}
-mail: ${uid}@example.com
-userPassword: ${uid}-pw
-${extra}`;
+  return ldapPerson({ uid, cn: `${given} ${sn}`, givenName: given, sn, mail: `${uid}@example.com`, extra });
 }
 
 const LDIF = `
-dn: ou=people,${BASE}
-objectClass: organizationalUnit
-ou: people
-
-dn: ou=services,${BASE}
-objectClass: organizationalUnit
-ou: services
-
-dn: ${SERVICE_DN}
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: parley
-userPassword: service-secret
-
+${ldapSkeleton()}
 ${person('alice', 'Alice', 'Liddell', `telephoneNumber: +1 555 0100\ntitle: Chief Rabbit Officer\no: Example Corp\nou: Research\njpegPhoto:: ${PHOTO.toString('base64')}\n`)}
 ${person('bob', 'Bob', 'Builder', 'title: Builder\n')}
 ${person('ann', 'Ann', 'Smith')}
@@ -57,16 +34,8 @@ ${person('star', 'Twinkle', 'Star*Power')}
 ${person('dave', 'Dave', 'Hidden', 'employeeType: disabled\n')}
 `;
 
-const LDAP = {
-  urls: [] as string[],
-  bindDn: SERVICE_DN,
-  bindPassword: 'service-secret',
-  base: `ou=people,${BASE}`,
-  userFilter: '(&(objectClass=inetOrgPerson)(!(employeeType=disabled)))',
-  timeouts: { connectMs: 1000, bindMs: 2000, searchMs: 2000 },
-  // The defaults plus a field of this site's own.
-  searchFields: { name: 'cn', first: 'givenName', last: 'sn', email: 'mail', dept: 'ou' },
-};
+// The defaults plus a field of this site's own.
+const SEARCH_FIELDS = { name: 'cn', first: 'givenName', last: 'sn', email: 'mail', dept: 'ou' };
 
 /** Many logins from 127.0.0.1: no bans and no response delays (tested in test/auth). */
 function lenient(srv: TestServer): void {
@@ -107,8 +76,8 @@ describe('directory user search and vCards (issue 8, XEP-0055/XEP-0054)', () => 
   const jidsOf = async (fields: Record<string, string>) => formItems(await search(alice, fields)).map((i) => i.jid);
 
   beforeAll(async () => {
-    slapd = await startSlapd({ ldif: LDIF, serviceDn: SERVICE_DN });
-    const ldap = { ...LDAP, urls: [slapd.url] };
+    slapd = await startSlapd({ ldif: LDIF, serviceDn: LDAP_SERVICE_DN });
+    const ldap = ldapHostConfig(slapd, { timeouts: LDAP_TIMEOUTS, searchFields: SEARCH_FIELDS });
     srv = await startTestServer({
       hosts: [
         { domain: 'localhost', accounts: 'ldap', ldap },

@@ -4,14 +4,10 @@
 // offer OAUTHBEARER and refuses a valid token; the default offers both. Real sockets, STARTTLS.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateConfig, ConfigError } from '../../src/core/config.js';
-import { NS_SASL, RawClient, plainAuth } from '../helpers/raw.js';
+import { NS_SASL, RawClient, oauthBearerPayload, plainAuth } from '../helpers/raw.js';
 import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
 
 const SASL_END = /<success\b[^>]*(?:\/>|>[\s\S]*?<\/success>)|<failure\b[^>]*>[\s\S]*?<\/failure>|<challenge\b[^>]*>[\s\S]*?<\/challenge>/;
-
-function bearer(token: string): string {
-  return Buffer.from(`n,,\u0001auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
-}
 
 describe('login modes per host', () => {
   let srv: TestServer;
@@ -51,7 +47,7 @@ describe('login modes per host', () => {
     // A token logs the same user in.
     const { token } = await srv.server.auth.tokens!.issue(user, 'sso.test');
     const { c: c2 } = await secured('sso.test');
-    expect(await send(c2, `<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${bearer(token)}</auth>`)).toMatch(/^<success\b/);
+    expect(await send(c2, `<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${oauthBearerPayload(token)}</auth>`)).toMatch(/^<success\b/);
   });
 
   it('a password host does not offer OAUTHBEARER and refuses a valid token; passwords work', async () => {
@@ -62,7 +58,7 @@ describe('login modes per host', () => {
     expect(mechanisms(features)).not.toContain('OAUTHBEARER');
     expect(mechanisms(features)).toContain('PLAIN');
     const { token } = await srv.server.auth.tokens!.issue(user, 'pw.test');
-    expect(RawClient.saslCondition(await send(c, `<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${bearer(token)}</auth>`))).toBe('invalid-mechanism');
+    expect(RawClient.saslCondition(await send(c, `<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${oauthBearerPayload(token)}</auth>`))).toBe('invalid-mechanism');
     const { c: c2 } = await secured('pw.test');
     expect(await send(c2, plainAuth(local, 'secret-password'))).toMatch(/^<success\b/);
   });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoginThrottle } from '../../src/auth/backoff.js';
 import { tokenHash } from '../../src/auth/tokens.js';
 import { createLogger } from '../../src/core/logger.js';
-import { NS_SASL, RawClient } from '../helpers/raw.js';
+import { NS_SASL, oauthBearerPayload, RawClient } from '../helpers/raw.js';
 import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
 import { openFrame, WsClient } from '../helpers/ws.js';
 
@@ -17,10 +17,7 @@ const issued: string[] = [];
 let logText = '';
 
 /** RFC 7628 §3.1 client response: gs2-header, then host/port/auth pairs separated by %x01. */
-function bearer(token: string, authzid?: string): string {
-  const gs2 = `n,${authzid === undefined ? '' : `a=${authzid}`},`;
-  return Buffer.from(`${gs2}\u0001host=localhost\u0001port=5222\u0001auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
-}
+const bearer = (token: string, authzid?: string) => oauthBearerPayload(token, authzid, { host: 'localhost', port: 5222 });
 
 const SASL_END = /<success\b[^>]*(?:\/>|>[\s\S]*?<\/success>)|<failure\b[^>]*>[\s\S]*?<\/failure>|<challenge\b[^>]*>[\s\S]*?<\/challenge>/;
 

@@ -6,10 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TokenService } from '../../src/auth/tokens.js';
 import { openSqlite } from '../../src/storage/sqlite.js';
 import type { Storage } from '../../src/storage/types.js';
-import { NS_SASL, RawClient } from '../helpers/raw.js';
+import { RawClient, startTlsOAuthBearer } from '../helpers/raw.js';
 import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
-
-const bearer = (token: string) => Buffer.from(`n,,\u0001auth=Bearer ${token}\u0001\u0001`, 'utf8').toString('base64');
 
 describe('tokens revoked by another process', () => {
   let srv: TestServer;
@@ -29,12 +27,7 @@ describe('tokens revoked by another process', () => {
   async function tokenSession(user: string, token: string, resource: string): Promise<RawClient> {
     const c = await RawClient.connect(srv.ports.c2s as number);
     clients.push(c);
-    await c.openStream();
-    await c.startTls();
-    await c.openStream();
-    const since = c.mark();
-    await c.send(`<auth xmlns='${NS_SASL}' mechanism='OAUTHBEARER'>${bearer(token)}</auth>`);
-    expect((await c.waitFor(/<(success|challenge|failure)\b/, 10_000, since))[1]).toBe('success');
+    expect(await startTlsOAuthBearer(c, token)).toBe('success');
     await c.openStream();
     expect(await c.bind(resource)).toContain(`${user}/${resource}`);
     return c;
