@@ -35,6 +35,10 @@ const USAGE = `usage: node --import tsx bench/c2s.ts [options]
   --compare         run no mux / 1 mux / 2 muxes, each plain and TLS, print one table and
                     write it to bench/results/mux-<date>.md (or --out)
   --muxes LIST      mux counts for --compare                         [0,1,2]
+  --link-tls        the muxes' link to the server over TLS (mux.linkTls: on; default: plaintext loopback)
+  --compare-link    run --mux N (default 1) with a plaintext loopback link, then with a TLS link, print
+                    one table and write it to bench/results/mux-link-<date>.md (or --out)
+  --no-archive      modules.mam: false (the per-message archive write otherwise dominates the server)
   --pin             re-exec the generator under taskset -c <last core>; server and muxes get all cores
   --max-load X      --compare waits (up to --wait-load s) until the 1-min load average is <= X [1.5]
   --wait-load N                                                      [240]
@@ -56,6 +60,9 @@ const { values: opt } = parseArgs({
     mux: { type: 'string', default: '1' },
     compare: { type: 'boolean', default: false },
     muxes: { type: 'string', default: '0,1,2' },
+    'link-tls': { type: 'boolean', default: false },
+    'compare-link': { type: 'boolean', default: false },
+    'no-archive': { type: 'boolean', default: false },
     pin: { type: 'boolean', default: false },
     'max-load': { type: 'string', default: '1.5' },
     'wait-load': { type: 'string', default: '240' },
@@ -213,6 +220,8 @@ class RawClient {
 interface Scenario {
   mux: number;
   tls: boolean;
+  /** The muxes' link to the server over TLS (issue 15 §5). */
+  linkTls?: boolean;
 }
 
 interface Result {
@@ -245,7 +254,7 @@ interface Result {
 }
 
 function label(s: Scenario): string {
-  return `${s.mux === 0 ? 'no mux' : `${s.mux} mux${s.mux > 1 ? 'es' : ''}`}, ${s.tls ? 'TLS' : 'plain'}`;
+  return `${s.mux === 0 ? 'no mux' : `${s.mux} mux${s.mux > 1 ? 'es' : ''}`}, ${s.tls ? 'TLS' : 'plain'}${s.mux > 0 && (opt['compare-link'] || s.linkTls) ? (s.linkTls ? ', TLS link' : ', plaintext link') : ''}`;
 }
 
 async function provision(dir: string): Promise<void> {
@@ -268,9 +277,10 @@ async function runScenario(template: string, s: Scenario): Promise<Result> {
     'listen: { address: 127.0.0.1, c2s: 0, c2sDirectTls: null }',
     'http: { port: null, tlsPort: null }',
     s.tls ? 'tls: { required: true }' : 'tls: { required: false }',
-    `auth: { allowPlainWithoutTls: ${!s.tls}, maxFailuresPerAddress: 1000000, maxFailuresPerAccount: 1000000 }`,
-    `mux: { count: ${s.mux} }`,
+    `auth: { allowPlainWithoutTls: ${!s.tls}, maxFailuresPerAddress: 1000000, maxFailuresPerPair: 1000000 }`,
+    `mux: { count: ${s.mux}${s.linkTls ? ', linkTls: on' : ''} }`,
     'log: { level: warn }',
+    ...(opt['no-archive'] ? ['modules: { mam: false }'] : []),
     'limits: { connectionsPerAddress: 100000, preAuthPerAddress: 100000, stanzasPerSecond: 100000, burstStanzas: 100000, bytesPerSecond: 100000000, burstBytes: 100000000, idlePingSeconds: 0 }',
     '',
   ].join('\n');
@@ -619,18 +629,21 @@ function startPerf(dir: string, s: Scenario, pids: number[]): { stop(): Promise<
 async function main() {
   const template = mkdtempSync(join(os.tmpdir(), 'parley-bench-users-'));
   try {
-    const quiet = opt.compare ? await waitQuiet() : `1-min load average ${loadAvg().toFixed(2)} at start`;
+    const comparing = opt.compare || opt['compare-link'];
+    const quiet = comparing ? await waitQuiet() : `1-min load average ${loadAvg().toFixed(2)} at start`;
     await provision(template);
-    const scenarios: Scenario[] = opt.compare
-      ? opt.muxes.split(',').flatMap((m) => [false, true].map((t) => ({ mux: Number(m), tls: t })))
-      : [{ mux: Number(opt.mux), tls: opt.tls }];
+    const scenarios: Scenario[] = opt['compare-link']
+      ? [false, true].map((linkTls) => ({ mux: Math.max(1, Number(opt.mux)), tls: opt.tls, linkTls }))
+      : opt.compare
+        ? opt.muxes.split(',').flatMap((m) => [false, true].map((t) => ({ mux: Number(m), tls: t })))
+        : [{ mux: Number(opt.mux), tls: opt.tls, linkTls: opt['link-tls'] }];
     const results: Result[] = [];
     const tStart = Date.now();
     for (const s of scenarios) {
       console.error(`--- ${label(s)}`);
       let r = await runScenario(template, s);
       // Someone else used more than a tenth of the machine during the window: wait and run again.
-      for (let k = 0; opt.compare && k < RETRIES && r.otherCpu > 0.1 * NCPU * r.elapsed; k++) {
+      for (let k = 0; comparing && k < RETRIES && r.otherCpu > 0.1 * NCPU * r.elapsed; k++) {
         console.error(`    noisy (${f2(r.otherCpu)} s of other CPU); waiting for a quiet machine and running it again`);
         await waitQuiet(60);
         const again = await runScenario(template, s);
@@ -644,9 +657,9 @@ async function main() {
     const endLoad = `1-min load average ${loadAvg().toFixed(2)} at the end; whole run ${((Date.now() - tStart) / 1000).toFixed(0)} s`;
     const md = table(results);
     console.log(md);
-    if (opt.compare || opt.out) {
+    if (comparing || opt.out) {
       const date = new Date().toISOString().slice(0, 10);
-      const file = resolve(opt.out ?? join(ROOT, 'bench/results', `mux-${date}.md`));
+      const file = resolve(opt.out ?? join(ROOT, 'bench/results', `${opt['compare-link'] ? 'mux-link' : 'mux'}-${date}.md`));
       mkdirSync(resolve(file, '..'), { recursive: true });
       const cmd = `node --import tsx bench/c2s.ts ${process.argv.slice(2).join(' ')}`.trim();
       const text = [`# c2s with and without the multiplexor — ${new Date().toISOString()}`, '', machineInfo(), `- ${quiet}; ${endLoad}`, `- command: \`${cmd}\``, '', md, ''].join('\n');

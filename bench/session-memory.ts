@@ -36,7 +36,7 @@ if (!gc) {
 const { startTestServer } = await import('../test/helpers/server.js');
 const srv = await startTestServer({
   tls: { required: false },
-  auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1e6, maxFailuresPerAccount: 1e6 },
+  auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1e6, maxFailuresPerPair: 1e6 },
   limits: { connectionsPerAddress: 1e6, preAuthPerAddress: 1e6, idlePingSeconds: 0 },
 });
 await Promise.all(Array.from({ length: N }, (_, i) => srv.addUser(`u${i}`, 'pw')));

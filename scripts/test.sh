@@ -11,6 +11,14 @@ compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 [ -x /usr/bin/go-sendxmpp ] || need+=(go-sendxmpp)
 [ -x /usr/bin/profanity ] || need+=(profanity)
 [ -x /usr/bin/tmux ] || need+=(tmux)
+# Third-party clients of the interop matrix (test/interop, docs/interop.md): libpurple (finch),
+# loudmouth (mcabber), Net::XMPP (sendxmpp), slixmpp and nbxmpp (Debian's python3, GLib bindings).
+[ -x /usr/bin/finch ] || need+=(finch)
+[ -x /usr/bin/mcabber ] || need+=(mcabber)
+[ -x /usr/bin/sendxmpp ] || need+=(sendxmpp)
+[ -d /usr/lib/python3/dist-packages/slixmpp ] || need+=(python3-slixmpp)
+[ -d /usr/lib/python3/dist-packages/nbxmpp ] || need+=(python3-nbxmpp)
+[ -d /usr/lib/python3/dist-packages/gi ] || need+=(python3-gi)
 # Headless Chromium for the browser tests (driven by playwright-core).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # OpenLDAP's slapd for the directory tests (test/helpers/slapd.ts starts its own on loopback).

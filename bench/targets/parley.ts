@@ -76,7 +76,7 @@ function configYaml(opts: TargetOptions, dataDir: string, mux: number): string {
     'http: { port: null, tlsPort: null }',
     // STARTTLS is always offered (with the generated self-signed EC P-256 certificate), never required.
     'tls: { required: false }',
-    'auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1000000, maxFailuresPerAccount: 1000000 }',
+    'auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1000000, maxFailuresPerPair: 1000000 }',
     `mux: { count: ${mux} }`,
     'log: { level: warn }',
     // MUC limits lifted like the peers' (ejabberd: max_users 10000, no message interval); room

@@ -1,9 +1,23 @@
 // Failed-login throttling (RFC 6120 §13.11 / RFC 4422 §9 ask servers to slow down password
-// guessing). Two independent counters: per remote address (one host guessing many accounts) and
-// per account (many hosts guessing one account). Each counts failures in a fixed window opened
-// by the first failure; reaching maxFailures bans the key for banMs. There are no per-key timers:
-// entries carry timestamps and expire lazily (or in prune()), and the table is capped, evicting
-// the least recently updated key, so a flood of distinct addresses cannot exhaust memory.
+// guessing), shaped so that it neither locks out an office behind one address nor lets a stranger
+// lock out a colleague:
+//
+//  - per (account, address) pair: `perPair.maxFailures` wrong credentials within the window ban
+//    that pair only. The victim logs in from anywhere else; whoever typed wrong waits.
+//  - per address: a ban only at a rate a guessing bot reaches and an office does not (default 100
+//    wrong credentials in 10 minutes; ejabberd's mod_fail2ban bans at 20 an hour, which a large
+//    office behind NAT reaches on typos alone). Addresses in `limits.trustedNetworks` (the office
+//    NAT, the reverse proxy, the tunnel gateway) have their own, larger limit.
+//  - per account: never a ban. Its recent failures (from every address) delay every verdict for
+//    it, success and failure alike, growing with the count: guessing one account from many
+//    addresses slows down, and a quick answer reveals nothing. The owner, with the right
+//    password, still gets in, at most `accountDelay.maxMs` later.
+//
+// Only wrong credentials are recorded (the caller decides): a failed channel-binding negotiation,
+// a malformed message or a directory that is down (`temporary-auth-failure`) is not guessing. A
+// successful login clears its pair's count. There are no per-key timers: entries carry timestamps
+// and expire lazily (or in prune()), and the table is capped, evicting the least recently updated
+// key, so a flood of distinct addresses or names cannot exhaust memory.
 
 export interface ThrottleLimits {
   maxFailures: number;
@@ -11,28 +25,59 @@ export interface ThrottleLimits {
   banMs: number;
 }
 
+export interface DelaySchedule {
+  /** Failures answered without delay. */
+  freeFailures: number;
+  /** Delay after the free ones, doubling per further failure. */
+  baseMs: number;
+  /** Largest delay. */
+  maxMs: number;
+}
+
 export interface LoginThrottleOptions {
   perAddress?: Partial<ThrottleLimits>;
-  perAccount?: Partial<ThrottleLimits>;
-  /** Most keys (addresses + accounts) tracked at once; the least recently updated go first. */
+  /** Limits for addresses for which `isTrusted` is true (office NAT, proxies, tunnel gateways). */
+  trustedPerAddress?: Partial<ThrottleLimits>;
+  perPair?: Partial<ThrottleLimits>;
+  /** Whether an address is in a trusted network. */
+  isTrusted?: (address: string) => boolean;
+  /** Delay of every verdict for an account with recent failures; counted over `perPair.windowMs`. */
+  accountDelay?: Partial<DelaySchedule>;
+  /** Delay of a failure answer for an (untrusted) address with recent failures: slows a serial bot. */
+  addressDelay?: Partial<DelaySchedule>;
+  /** Most keys (addresses + pairs + accounts) tracked at once; the least recently updated go first. */
   maxKeys?: number;
   /** Clock, for tests. */
   now?: () => number;
-  /** Response delay schedule: no delay for the first `freeFailures` failures, then `baseMs` doubling, capped at `maxMs`. */
-  delay?: Partial<{ freeFailures: number; baseMs: number; maxMs: number }>;
 }
 
 export const DEFAULT_ADDRESS_LIMITS: Readonly<ThrottleLimits> = Object.freeze({
+  maxFailures: 100,
+  windowMs: 10 * 60_000,
+  banMs: 10 * 60_000,
+});
+export const DEFAULT_TRUSTED_ADDRESS_LIMITS: Readonly<ThrottleLimits> = Object.freeze({
+  maxFailures: 1000,
+  windowMs: 10 * 60_000,
+  banMs: 10 * 60_000,
+});
+export const DEFAULT_PAIR_LIMITS: Readonly<ThrottleLimits> = Object.freeze({
   maxFailures: 10,
-  windowMs: 5 * 60_000,
-  banMs: 5 * 60_000,
+  windowMs: 15 * 60_000,
+  banMs: 15 * 60_000,
 });
-export const DEFAULT_ACCOUNT_LIMITS: Readonly<ThrottleLimits> = Object.freeze({
-  maxFailures: 5,
-  windowMs: 5 * 60_000,
-  banMs: 5 * 60_000,
-});
+export const DEFAULT_ACCOUNT_DELAY: Readonly<DelaySchedule> = Object.freeze({ freeFailures: 3, baseMs: 250, maxMs: 5000 });
+export const DEFAULT_ADDRESS_DELAY: Readonly<DelaySchedule> = Object.freeze({ freeFailures: 10, baseMs: 250, maxMs: 4000 });
 export const DEFAULT_MAX_KEYS = 100_000;
+
+export type BanScope = 'address' | 'pair';
+
+export interface ThrottleVerdict {
+  allowed: boolean;
+  retryAfterMs: number;
+  /** What is banned, when not allowed. */
+  scope?: BanScope;
+}
 
 interface Entry {
   failures: number;
@@ -40,51 +85,65 @@ interface Entry {
   bannedUntil: number; // 0 when not banned
 }
 
+const NO_BAN: ThrottleLimits = { maxFailures: Number.POSITIVE_INFINITY, windowMs: 0, banMs: 0 };
+
 export class LoginThrottle {
   private readonly perAddress: ThrottleLimits;
-  private readonly perAccount: ThrottleLimits;
+  private readonly trustedPerAddress: ThrottleLimits;
+  private readonly perPair: ThrottleLimits;
+  private readonly accountLimits: ThrottleLimits;
+  private readonly accountDelay: DelaySchedule;
+  private readonly addressDelay: DelaySchedule;
+  private readonly isTrusted: (address: string) => boolean;
   private readonly maxKeys: number;
   private readonly now: () => number;
-  private readonly freeFailures: number;
-  private readonly baseDelayMs: number;
-  private readonly maxDelayMs: number;
   // One Map, keys prefixed by kind; Map iteration order is insertion order, and every update
   // re-inserts, so the first key is always the least recently updated one.
   private readonly entries = new Map<string, Entry>();
 
   constructor(opts: LoginThrottleOptions = {}) {
     this.perAddress = { ...DEFAULT_ADDRESS_LIMITS, ...opts.perAddress };
-    this.perAccount = { ...DEFAULT_ACCOUNT_LIMITS, ...opts.perAccount };
+    this.trustedPerAddress = { ...DEFAULT_TRUSTED_ADDRESS_LIMITS, ...opts.trustedPerAddress };
+    this.perPair = { ...DEFAULT_PAIR_LIMITS, ...opts.perPair };
+    // Accounts are never banned: their counter only feeds the delay.
+    this.accountLimits = { ...NO_BAN, windowMs: this.perPair.windowMs };
+    this.accountDelay = { ...DEFAULT_ACCOUNT_DELAY, ...opts.accountDelay };
+    this.addressDelay = { ...DEFAULT_ADDRESS_DELAY, ...opts.addressDelay };
+    this.isTrusted = opts.isTrusted ?? (() => false);
     this.maxKeys = Math.max(1, opts.maxKeys ?? DEFAULT_MAX_KEYS);
     this.now = opts.now ?? Date.now;
-    this.freeFailures = opts.delay?.freeFailures ?? 2;
-    this.baseDelayMs = opts.delay?.baseMs ?? 250;
-    this.maxDelayMs = opts.delay?.maxMs ?? 4000;
   }
 
-  /** Number of tracked keys (addresses and accounts). */
+  /** Number of tracked keys. */
   get size(): number {
     return this.entries.size;
   }
 
-  /** Whether an attempt from `address` (for `account`, when known) may proceed now. */
-  check(address: string, account?: string): { allowed: boolean; retryAfterMs: number } {
+  /**
+   * Whether an attempt from `address` (for `account`, once known) may proceed now. Without an
+   * account only the address ban is checked (at `<auth/>`, before the name is known).
+   */
+  check(address: string, account?: string): ThrottleVerdict {
     const now = this.now();
-    let retryAfterMs = 0;
-    for (const [key, limits] of this.keys(address, account)) {
+    let verdict: ThrottleVerdict = { allowed: true, retryAfterMs: 0 };
+    for (const [key, limits, scope] of this.banKeys(address, account)) {
       const e = this.live(key, limits, now);
-      if (e && e.bannedUntil > now) retryAfterMs = Math.max(retryAfterMs, e.bannedUntil - now);
+      if (e && e.bannedUntil > now && e.bannedUntil - now > verdict.retryAfterMs) {
+        verdict = { allowed: false, retryAfterMs: e.bannedUntil - now, scope };
+      }
     }
-    return { allowed: retryAfterMs === 0, retryAfterMs };
+    return verdict;
   }
 
-  /** Records a failed attempt. */
+  /** Records wrong credentials (and only those). */
   fail(address: string, account?: string): void {
     const now = this.now();
-    for (const [key, limits] of this.keys(address, account)) {
+    const keys: [string, ThrottleLimits][] = [...this.banKeys(address, account)].map(([k, l]) => [k, l]);
+    if (account) keys.push([accountKey(account), this.accountLimits]);
+    for (const [key, limits] of keys) {
       let e = this.live(key, limits, now);
       // A banned key stays banned until its deadline; more failures do not extend it, so a third
-      // party cannot keep a victim's account locked indefinitely at a cheaper rate than banMs.
+      // party cannot keep a ban going at a cheaper rate than banMs.
       if (e && e.bannedUntil > now) continue;
       e ??= { failures: 0, windowStart: now, bannedUntil: 0 };
       e.failures++;
@@ -95,30 +154,31 @@ export class LoginThrottle {
     this.evict();
   }
 
-  /** Records a successful login: forgets the account's failures (the address's stay counted). */
-  succeed(_address: string, account: string): void {
-    this.entries.delete(accountKey(account));
+  /**
+   * Records a successful login: forgets the pair's failures. The address's count stays (an office
+   * logging in does not launder a bot's failures), and so does the account's, which only delays.
+   */
+  succeed(address: string, account: string): void {
+    this.entries.delete(pairKey(account, address));
   }
 
   /**
-   * Delay to apply before sending the <failure/> for the attempt being failed now, computed from
-   * the failures recorded so far (call it before fail()): 0 for the first `freeFailures`, then
-   * `baseMs` doubling per failure up to `maxMs`. Uses the worse of the address and account counts.
+   * Delay to apply before answering an attempt for `account` from `address`, computed from the
+   * failures recorded so far (call it before fail()). `failing`: the answer is a failure, which
+   * an untrusted address's own failure count may slow down further.
    */
-  delayFor(address: string, account?: string): number {
+  delayFor(address: string, account: string | undefined, failing: boolean): number {
     const now = this.now();
-    let prior = 0;
-    for (const [key, limits] of this.keys(address, account)) {
-      const e = this.live(key, limits, now);
-      if (!e) continue;
-      if (e.bannedUntil > now) return this.maxDelayMs;
-      prior = Math.max(prior, e.failures);
+    let delay = 0;
+    if (account) {
+      const e = this.live(accountKey(account), this.accountLimits, now);
+      if (e) delay = scheduled(this.accountDelay, e.failures + (failing ? 1 : 0));
     }
-    const nth = prior + 1; // the failure about to be reported
-    if (nth <= this.freeFailures) return 0;
-    const exp = nth - this.freeFailures - 1;
-    // Cap the exponent first so huge counts cannot overflow to Infinity.
-    return Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** Math.min(exp, 30));
+    if (failing && !this.isTrusted(address)) {
+      const e = this.live(addressKey(address), this.perAddress, now);
+      delay = Math.max(delay, scheduled(this.addressDelay, (e?.failures ?? 0) + 1));
+    }
+    return delay;
   }
 
   /** Drops every expired entry; call from a periodic housekeeping task if desired. */
@@ -126,7 +186,7 @@ export class LoginThrottle {
     const now = this.now();
     let removed = 0;
     for (const [key, e] of this.entries) {
-      if (this.expired(e, key.startsWith('u:') ? this.perAccount : this.perAddress, now)) {
+      if (this.expired(e, this.limitsOf(key), now)) {
         this.entries.delete(key);
         removed++;
       }
@@ -138,9 +198,15 @@ export class LoginThrottle {
     this.entries.clear();
   }
 
-  private *keys(address: string, account?: string): Generator<[string, ThrottleLimits]> {
-    yield [addressKey(address), this.perAddress];
-    if (account !== undefined && account !== '') yield [accountKey(account), this.perAccount];
+  private limitsOf(key: string): ThrottleLimits {
+    if (key.startsWith('u:')) return this.accountLimits;
+    if (key.startsWith('p:')) return this.perPair;
+    return this.isTrusted(key.slice(2)) ? this.trustedPerAddress : this.perAddress;
+  }
+
+  private *banKeys(address: string, account?: string): Generator<[string, ThrottleLimits, BanScope]> {
+    yield [addressKey(address), this.isTrusted(address) ? this.trustedPerAddress : this.perAddress, 'address'];
+    if (account !== undefined && account !== '') yield [pairKey(account, address), this.perPair, 'pair'];
   }
 
   private expired(e: Entry, limits: ThrottleLimits, now: number): boolean {
@@ -166,11 +232,27 @@ export class LoginThrottle {
   }
 }
 
+/** The delay for the `nth` failure: none for the free ones, then baseMs doubling, capped. */
+function scheduled(s: DelaySchedule, nth: number): number {
+  if (nth <= s.freeFailures) return 0;
+  const exp = nth - s.freeFailures - 1;
+  // Cap the exponent first so huge counts cannot overflow to Infinity.
+  return Math.min(s.maxMs, s.baseMs * 2 ** Math.min(exp, 30));
+}
+
 function addressKey(address: string): string {
   return `a:${address}`;
 }
 
 /** Case/width variants of a name reach the same account (JID localparts are NFKC + case-folded), so they share a counter. */
+function normalAccount(account: string): string {
+  return account.normalize('NFKC').toLowerCase();
+}
+
 function accountKey(account: string): string {
-  return `u:${account.normalize('NFKC').toLowerCase()}`;
+  return `u:${normalAccount(account)}`;
+}
+
+function pairKey(account: string, address: string): string {
+  return `p:${normalAccount(account)}\u0000${address}`;
 }

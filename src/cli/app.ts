@@ -1,13 +1,16 @@
 // Composition root: builds storage, the server, its modules and listeners from a configuration.
 // Used by `parley start` and by tests that run a server in-process.
-import { mkdirSync, writeFileSync, renameSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { ensurePrivateDataDir } from './datadir.js';
 import net from 'node:net';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import type { ResolvedConfig } from '../core/config.js';
+import { isLocalLink, unixSocketPath } from '../core/addresses.js';
+import { muxLinkEncrypted, type ResolvedConfig } from '../core/config.js';
 import { createLogger, type Logger } from '../core/logger.js';
 import { Server } from '../core/server.js';
-import { loadTlsMaterial } from '../core/tls.js';
+import { loadTlsMaterial, type LocalCa } from '../core/tls.js';
 import { openStorage } from '../storage/index.js';
 import type { Storage } from '../storage/types.js';
 import { listenC2S, type C2SListener } from '../transports/tcp.js';
@@ -17,6 +20,7 @@ import { startWebContainer, type WebContainer } from '../transports/web.js';
 import { startOps, type OpsEndpoints } from '../transports/ops.js';
 import { startBosh, type BoshService } from '../transports/bosh.js';
 import { startHostMeta, startWebSocket, type WebSocketService } from '../transports/websocket.js';
+import { readPem } from '../mux/link-tls.js';
 import { MuxSupervisor } from './muxes.js';
 import { fileSecret, muxSecret } from './secrets.js';
 import { startAccessFiles, ACL_STATUS_FILE, type FileAccessControl } from '../auth/index.js';
@@ -29,6 +33,8 @@ export interface RunningParley {
   /** Bound ports (useful when the configuration asked for port 0). */
   ports: { c2s: number | null; c2sDirectTls: number | null; http: number | null; https: number | null };
   certPath: string;
+  /** The generated local CA that signed the default certificate (null: configured or pre-CA certificate). */
+  ca: LocalCa | null;
   /** The mux link listener and the embedded muxes, when clients go through muxes. */
   muxLink: MuxLinkServer | null;
   muxes: MuxSupervisor | null;
@@ -57,7 +63,7 @@ export interface CacheFlushReport {
 }
 
 export async function openConfiguredStorage(config: Readonly<ResolvedConfig>): Promise<Storage> {
-  mkdirSync(config.dataDir, { recursive: true });
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const s = config.storage;
   if (s.type === 'sqlite') return openStorage({ type: 'sqlite', path: s.path as string });
   return openStorage(s);
@@ -72,9 +78,9 @@ export interface StartOptions {
 
 export async function startParley(config: Readonly<ResolvedConfig>, opts: StartOptions = {}): Promise<RunningParley> {
   const log = opts.log ?? createLogger({ level: config.log.level });
-  mkdirSync(config.dataDir, { recursive: true });
+  ensurePrivateDataDir(config.dataDir, log);
   const tls = await loadTlsMaterial(config);
-  if (tls.generated) log.info({ cert: tls.certPath }, 'generated a self-signed certificate');
+  if (tls.generated) log.info({ cert: tls.certPath, ca: tls.ca?.path, caFingerprint: tls.ca?.fingerprint256 }, 'generated a server certificate signed by the local CA');
   const storage = await openConfiguredStorage(config);
   const server = new Server({ config, storage, log, secret: fileSecret(config.dataDir, 'secret.key'), modules: builtinModules });
   const listeners: C2SListener[] = [];
@@ -143,12 +149,31 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
     }
     await server.start();
     const ports: RunningParley['ports'] = { c2s: null, c2sDirectTls: null, http: null, https: null };
-    // The link listener also serves standalone muxes when it has a fixed port.
-    if (useMux || config.mux.linkPort !== 0) {
-      muxLink = new MuxLinkServer(server, muxSecret(config));
-      const addr = await muxLink.listen(config.mux.linkAddress, config.mux.linkPort);
+    // The link listener serves standalone muxes when it has a fixed port, with TLS unless it is on
+    // loopback (mux.linkTls, docs/mux-protocol.md "Link security"). The embedded muxes use it when
+    // it is on loopback and asks no client certificate; otherwise they get a plaintext listener of
+    // their own on 127.0.0.1, so the default deployment keeps its fast loopback link.
+    if (useMux || config.mux.linkPort !== 0 || unixSocketPath(config.mux.linkAddress)) {
+      const m = config.mux;
+      muxLink = new MuxLinkServer(server, muxSecret(config), m.auth);
+      const linkTls = muxLinkEncrypted(m.linkTls, m.linkAddress);
+      const tlsOpts = linkTls
+        ? { cert: readFileSync(tls.certPath), key: readFileSync(tls.keyPath), clientCa: m.linkClientCa ? readPem(m.linkClientCa) : undefined }
+        : null;
+      let embedded: { host: string; port: number; fingerprint?: string } | null = null;
+      const embeddedMayShare = isLocalLink(m.linkAddress) && !m.linkClientCa;
+      if (m.linkPort !== 0 || unixSocketPath(m.linkAddress) || (useMux && embeddedMayShare)) {
+        const addr = await muxLink.listen(m.linkAddress, m.linkPort, { tls: tlsOpts, insecure: m.insecure });
+        if (embeddedMayShare) embedded = { host: addr.address, port: addr.port, fingerprint: linkTls ? new X509Certificate(readFileSync(tls.certPath)).fingerprint256 : undefined };
+        log.info({ address: m.linkAddress, port: addr.port, tls: linkTls, auth: m.auth }, 'mux link listener');
+      }
       if (useMux) {
-        muxes = new MuxSupervisor({ config, link: { host: addr.address, port: addr.port }, count: config.mux.count, log });
+        if (!embedded) {
+          // Started by this process, on loopback: the shared secret authenticates them.
+          const addr = await muxLink.listen('127.0.0.1', 0, { tls: null, auth: 'secret' });
+          embedded = { host: addr.address, port: addr.port };
+        }
+        muxes = new MuxSupervisor({ config, link: embedded, count: m.count, log });
         await muxes.start();
       }
     }
@@ -160,7 +185,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
         const sup = muxes;
         l = await listenHandOff(config.listen.address, port, (sock, localPort) => sup.dispatch(sock, directTls, localPort));
       } else {
-        l = await listenC2S(server, tls, { port, address: config.listen.address, directTls });
+        l = await listenC2S(server, tls, { port, address: config.listen.address, directTls, proxyProtocol: config.listen.proxyProtocol });
       }
       listeners.push(l);
       ports[key] = (l.address() as AddressInfo).port;
@@ -230,6 +255,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
       storage,
       ports,
       certPath: tls.certPath,
+      ca: tls.ca,
       muxLink,
       muxes,
       web,

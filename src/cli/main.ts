@@ -4,7 +4,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
-import { loadConfig, ConfigError, type ResolvedConfig } from '../core/config.js';
+import { loadConfig, ConfigError, muxLinkEncrypted, type ResolvedConfig } from '../core/config.js';
 import { createLogger, silentLogger } from '../core/logger.js';
 import { AccountService, AccountError, directoriesFor, parseAccountJid, TokenError, TokenService } from '../auth/index.js';
 import { ACL_STATUS_FILE, FileAccessControl, formatAclReport, readAclStatus } from '../auth/index.js';
@@ -13,6 +13,7 @@ import { CACHE_STATUS_FILE, openConfiguredStorage, startParley, type CacheFlushR
 import type { Storage } from '../storage/types.js';
 import { runMux } from '../mux/index.js';
 import { muxSecret } from './secrets.js';
+import { dataDirWarning } from './datadir.js';
 import { modulesReference } from './modules-doc.js';
 import { ldapTest } from './ldap-test.js';
 import { AlertInputError, PRIORITIES, storeAlert } from '../modules/alerts.js';
@@ -21,23 +22,81 @@ import { hostname } from 'node:os';
 import { ENTITLEMENTS, SERVICE_RIGHTS, SUN_RIGHT_NAMES, formatRule, isEntitlement, rightByName, type Entitlement, type ServiceRight } from '../core/acl.js';
 import { Jid } from '../xmpp/jid.js';
 
+// Everything this command writes (the database and its -wal/-shm, secrets, status files) is for
+// the server's user only (issue 16 §1).
+process.umask(0o077);
+
 const program = new Command();
 program.name('parley').description('Parley enterprise instant messaging (XMPP)').option('-c, --config <file>', 'configuration file', undefined);
 
+/** The configuration, validated with the built-in modules' option schemas (unknown module names are errors). */
 function config(): Readonly<ResolvedConfig> {
-  return loadConfig(program.opts().config);
+  return loadConfig(program.opts().config, { modules: builtinModules });
 }
 
+/**
+ * The password for `user add` / `user passwd` when --password is not given: $PARLEY_PASSWORD (for
+ * scripts), else typed at the terminal without echo (asked twice), else the first line of a pipe.
+ */
 async function readPassword(prompt: string): Promise<string> {
   if (process.env.PARLEY_PASSWORD) return process.env.PARLEY_PASSWORD;
-  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY });
-  if (process.stdin.isTTY) process.stderr.write(prompt);
-  const line: string = await new Promise((resolve) => {
-    rl.once('line', resolve);
-    rl.once('close', () => resolve(''));
+  if (!process.stdin.isTTY) {
+    const rl = createInterface({ input: process.stdin, terminal: false });
+    const line: string = await new Promise((resolve) => {
+      rl.once('line', resolve);
+      rl.once('close', () => resolve(''));
+    });
+    rl.close();
+    return line;
+  }
+  const first = await readHidden(prompt);
+  if (!first) return first;
+  if ((await readHidden('Repeat it: ')) !== first) throw new AccountError('the two passwords differ; nothing changed');
+  return first;
+}
+
+/**
+ * One line typed at the terminal, never shown: raw mode turns the terminal's echo off, so the
+ * characters do not appear on screen nor in a terminal recording. Backspace and Ctrl-U edit,
+ * Enter ends, Ctrl-C aborts (exit 130), Ctrl-D on an empty line ends with nothing.
+ */
+function readHidden(prompt: string): Promise<string> {
+  const input = process.stdin;
+  // Echo off before the prompt shows: a person (or a paste) may start typing as soon as it does.
+  input.setRawMode(true);
+  process.stderr.write(prompt);
+  return new Promise((resolve) => {
+    let value = '';
+    const finish = () => {
+      input.off('data', onData);
+      input.off('end', finish);
+      input.setRawMode(false);
+      input.pause();
+      process.stderr.write('\n');
+      resolve(value);
+    };
+    const onData = (chunk: string) => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n') return finish();
+        if (ch === '\u0003') {
+          input.setRawMode(false);
+          process.stderr.write('\n');
+          process.exit(130);
+        }
+        if (ch === '\u0004') {
+          if (!value) return finish();
+          continue;
+        }
+        if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
+        else if (ch === '\u0015') value = '';
+        else if (ch >= ' ') value += ch;
+      }
+    };
+    input.setEncoding('utf8');
+    input.on('data', onData);
+    input.once('end', finish); // the terminal went away: what was typed so far
+    input.resume();
   });
-  rl.close();
-  return line;
 }
 
 async function withAccounts<T>(fn: (accounts: AccountService, cfg: Readonly<ResolvedConfig>) => Promise<T>): Promise<T> {
@@ -85,6 +144,9 @@ program
       running.muxLink && cfg.mux.linkPort ? `  mux link: ${cfg.mux.linkAddress} port ${cfg.mux.linkPort}` : null,
       `  storage: ${cfg.storage.type}${cfg.storage.type === 'sqlite' ? ` (${cfg.storage.path})` : ''}`,
       `  certificate: ${running.certPath}`,
+      // Administrators install this CA in clients (Pidgin, Firefox, phones) once; see docs/tls.md.
+      running.ca ? `  local CA (install it in clients to trust this server, docs/tls.md): ${running.ca.path}` : null,
+      running.ca ? `  local CA SHA-256 fingerprint: ${running.ca.fingerprint256}` : null,
       `Add a user:  ./bin/parley user add alice@${cfg.hosts[0]?.domain ?? 'localhost'}`,
     ].filter(Boolean);
     process.stdout.write(`${lines.join('\n')}\n`);
@@ -117,7 +179,7 @@ program
     process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
     const mux = await runMux({ config: cfg, link: cfg.mux.server, secret: muxSecret(cfg), name, log });
     process.stdout.write(
-      `parley mux ${name}: client ports STARTTLS ${mux.ports.c2s ?? 'off'}, direct TLS ${mux.ports.c2sDirectTls ?? 'off'}; server link ${cfg.mux.server.host}:${cfg.mux.server.port}\n`,
+      `parley mux ${name}: client ports STARTTLS ${mux.ports.c2s ?? 'off'}, direct TLS ${mux.ports.c2sDirectTls ?? 'off'}; server link ${cfg.mux.server.host}:${cfg.mux.server.port} (${muxLinkEncrypted(cfg.mux.server.tls, cfg.mux.server.host) ? 'TLS' : 'plaintext'})\n`,
     );
     const shutdown = async () => {
       await mux.stop();
@@ -130,8 +192,8 @@ program
 const user = program.command('user').description('manage accounts');
 user
   .command('add <jid>')
-  .description('create an account (password from --password, $PARLEY_PASSWORD or standard input)')
-  .option('-p, --password <password>', 'the password')
+  .description('create an account (password typed without echo, or from $PARLEY_PASSWORD, a pipe or --password)')
+  .option('-p, --password <password>', 'the password (visible to other local users in the process list: prefer the prompt or $PARLEY_PASSWORD)')
   .action(async (jid: string, o: { password?: string }) => {
     await withAccounts(async (accounts, cfg) => {
       checkHost(cfg, jid);
@@ -152,8 +214,8 @@ user
   });
 user
   .command('passwd <jid>')
-  .description('set a new password')
-  .option('-p, --password <password>', 'the new password')
+  .description('set a new password (typed without echo, or from $PARLEY_PASSWORD, a pipe or --password)')
+  .option('-p, --password <password>', 'the new password (visible to other local users in the process list: prefer the prompt or $PARLEY_PASSWORD)')
   .action(async (jid: string, o: { password?: string }) => {
     await withAccounts(async (accounts) => {
       const pw = o.password ?? (await readPassword('New password: '));
@@ -357,15 +419,10 @@ program
     const directoryGroups = cfg.hosts.some((h) => h.accounts === 'ldap' && h.ldap?.groups);
     const aclCheck = await new FileAccessControl({ directory: cfg.acl.directory, groups: cfg.acl.groups, isLocal: () => true, groupResolver: directoryGroups ? () => undefined : undefined }).reload('check-config');
     problems.push(...aclCheck.errors);
-    for (const def of builtinModules) {
-      const raw = cfg.modules[def.name];
-      if (raw === false) continue;
-      const r = def.options.safeParse(raw === true || raw === undefined ? {} : raw);
-      if (!r.success) for (const i of r.error.issues) problems.push(`modules.${def.name}.${i.path.join('.')}: ${i.message}`);
-    }
-    const known = new Set(builtinModules.map((m) => m.name));
-    for (const name of Object.keys(cfg.modules)) if (!known.has(name)) problems.push(`modules.${name}: unknown module`);
+    // Module names and options were checked with the rest of the file (config() above).
     if (problems.length) throw new ConfigError(problems);
+    const exposed = dataDirWarning(cfg.dataDir);
+    if (exposed) process.stderr.write(`warning: ${exposed}\n`);
     process.stdout.write(`configuration OK: hosts ${cfg.hosts.map((h) => h.domain).join(', ')}; storage ${cfg.storage.type}\n`);
   });
 

@@ -14,7 +14,11 @@ async function main(): Promise<void> {
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
   // The server process owns us: when it goes, we go (no orphaned muxes holding ports).
   process.on('disconnect', () => process.exit(0));
-  const mux = await runMux({ config, link: { host: host as string, port: Number(port) }, secret: muxSecret(config), name, log, listen: 'ipc' });
+  // Embedded muxes link over loopback: plaintext, or TLS pinned to the server's certificate when
+  // the server asks for it (mux.linkTls: on on a loopback link address).
+  const pin = process.env.PARLEY_MUX_LINK_TLS;
+  const linkTls = pin ? { fingerprint: pin } : ('off' as const);
+  const mux = await runMux({ config, link: { host: host as string, port: Number(port) }, linkTls, secret: muxSecret(config), name, log, listen: 'ipc' });
   const announce = async () => {
     for (;;) {
       await mux.waitLink();

@@ -23,7 +23,13 @@ export class MuxSupervisor {
   private readyWaiters: (() => void)[] = [];
 
   constructor(
-    private readonly opts: { config: Readonly<ResolvedConfig>; link: { host: string; port: number }; count: number; log: Logger },
+    private readonly opts: {
+      config: Readonly<ResolvedConfig>;
+      /** The server's link listener; `fingerprint`: TLS, pinned to the server's certificate (else a plaintext loopback link). */
+      link: { host: string; port: number; fingerprint?: string };
+      count: number;
+      log: Logger;
+    },
   ) {}
 
   /** Starts the muxes; resolves when every one has its link up. */
@@ -62,6 +68,7 @@ export class MuxSupervisor {
         ...process.env,
         PARLEY_MUX_CONFIG: JSON.stringify(this.opts.config),
         PARLEY_MUX_LINK: `${this.opts.link.host}:${this.opts.link.port}`,
+        PARLEY_MUX_LINK_TLS: this.opts.link.fingerprint ?? '',
         PARLEY_MUX_NAME: name,
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

@@ -8,7 +8,7 @@ import type { ResolvedConfig } from '../core/config.js';
 export function fileSecret(dataDir: string, name: string): Buffer {
   const path = join(dataDir, name);
   if (!existsSync(path)) {
-    mkdirSync(dataDir, { recursive: true });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const tmp = `${path}.${process.pid}.tmp`;
     writeFileSync(tmp, randomBytes(32).toString('base64'), { mode: 0o600 });
     renameSync(tmp, path);

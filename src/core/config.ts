@@ -1,22 +1,14 @@
 // Configuration: one YAML file (parley.yaml), validated once at start with a schema and frozen.
 // Every error is reported with its path (`parley check-config`). Every limit has a default in code.
 import { readFileSync, existsSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { resolve, dirname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { Jid } from '../xmpp/jid.js';
+import { isAddressOrCidr, isLocalLink } from './addresses.js';
 
 const port = z.number().int().min(0).max(65535);
 
-/** An IPv4/IPv6 address, or one with a /prefix length valid for its family (allow lists). */
-function isAddressOrCidr(v: string): boolean {
-  const [addr = '', prefix, extra] = v.split('/');
-  const family = isIP(addr);
-  if (family === 0 || extra !== undefined) return false;
-  if (prefix === undefined) return true;
-  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
-}
 
 /** An LDAP attribute name (RFC 4512 descr). */
 const ldapAttr = /^[A-Za-z][A-Za-z0-9-]*$/;
@@ -254,8 +246,24 @@ export const limitsSchema = z
     maxStanzaBytes: z.number().int().min(1024).default(262144).describe('Largest stanza a client may send (bytes)'),
     maxDepth: z.number().int().min(4).max(256).default(32).describe('Deepest element nesting in a stanza'),
     maxAttributes: z.number().int().min(8).default(64).describe('Most attributes on one element'),
-    connectionsPerAddress: z.number().int().min(1).default(100).describe('Open client connections per IP address'),
-    preAuthPerAddress: z.number().int().min(1).default(20).describe('Unauthenticated connections per IP address'),
+    connectionsPerAddress: z
+      .number()
+      .int()
+      .min(1)
+      .default(1000)
+      .describe('Open client connections per IP address, logged-in ones included (an office behind NAT is one address)'),
+    preAuthPerAddress: z
+      .number()
+      .int()
+      .min(1)
+      .default(20)
+      .describe('Unauthenticated connections per IP address; when full, its least advanced (then oldest) one is closed to admit a newcomer'),
+    trustedNetworks: z
+      .array(z.string().refine(isAddressOrCidr, 'expected an IP address or a CIDR range'))
+      .default([])
+      .describe('Networks (CIDR) with their own, larger quotas: the office NAT, a reverse proxy, the tunnel gateway'),
+    trustedConnectionsPerAddress: z.number().int().min(1).default(20000).describe('Open client connections per address in a trusted network'),
+    trustedPreAuthPerAddress: z.number().int().min(1).default(1000).describe('Unauthenticated connections per address in a trusted network'),
     negotiationTimeoutMs: z.number().int().min(100).default(60000).describe('Deadline for TLS+SASL+bind'),
     resourcesPerAccount: z.number().int().min(1).default(10).describe('Concurrent sessions per account'),
     rosterSize: z.number().int().min(1).default(1000).describe('Most roster items per account'),
@@ -286,6 +294,17 @@ export const configSchema = z
         address: z.string().default('::').describe('Address to bind client listeners to'),
         c2s: port.nullable().default(5222).describe('Client port with STARTTLS (null: off)'),
         c2sDirectTls: port.nullable().default(5223).describe('Client port with direct TLS, XEP-0368 (null: off)'),
+        proxyProtocol: z
+          .object({
+            trusted: z
+              .array(z.string().refine(isAddressOrCidr, 'expected an IP address or a CIDR range'))
+              .describe('Load balancers (addresses or CIDR ranges) whose PROXY protocol header is believed; a header from any other address closes the connection'),
+            required: z.boolean().default(true).describe('A connection from a trusted address must start with a header (false: optional)'),
+            timeoutMs: z.number().int().min(100).max(60000).default(5000).describe('Deadline for the whole header; a connection still without one is closed'),
+          })
+          .strict()
+          .optional()
+          .describe('PROXY protocol v2 (and v1) on the client ports, in the server and in the muxes (absent: off): the session sees the address the load balancer forwards'),
       })
       .strict()
       .prefault({}),
@@ -304,6 +323,27 @@ export const configSchema = z
           .boolean()
           .default(true)
           .describe('Treat plain HTTP from a loopback address (a local reverse proxy terminating TLS) as secure'),
+        frameAncestors: z
+          .array(z.string().regex(/^https:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$/, 'expected an https origin, e.g. https://intranet.example.com'))
+          .default([])
+          .describe("Origins allowed to embed the web container's pages in a frame (CSP frame-ancestors; empty: none, e.g. the portal that embeds the channel)"),
+        idleTimeoutSeconds: z
+          .number()
+          .int()
+          .min(5)
+          .max(3600)
+          .default(120)
+          .describe('An HTTP connection with no bytes either way for this long is closed (uploads and downloads may take as long as they keep moving; at least bosh.maxWait + 5)'),
+        hstsSeconds: z
+          .number()
+          .int()
+          .min(0)
+          .default(31536000)
+          .describe('Strict-Transport-Security max-age on HTTPS answers (0: no HSTS header)'),
+        testPages: z
+          .boolean()
+          .default(false)
+          .describe('Serve the browser test pages under /test/ (they take a password in their URL): for the test suite only, never in production'),
         bosh: z
           .object({
             enabled: z.boolean().default(true).describe('Serve BOSH (XEP-0124/XEP-0206) at /http-bind'),
@@ -324,8 +364,8 @@ export const configSchema = z
             enabled: z.boolean().default(true).describe('Serve Prometheus metrics at /metrics (/healthz and /readyz are always served)'),
             allow: z
               .array(z.string().refine(isAddressOrCidr, 'expected an IP address or a CIDR range'))
-              .default(['127.0.0.0/8', '::1'])
-              .describe('Client addresses (or CIDR ranges) allowed to scrape /metrics without a token; behind a trusted proxy, the forwarded address'),
+              .default([])
+              .describe('Client addresses (or CIDR ranges) allowed to scrape /metrics without a token (none by default, loopback included: a reverse proxy on this machine would make everyone loopback); behind a trusted proxy, the forwarded address'),
             token: z.string().min(16).optional().describe('Bearer token (Authorization: Bearer ...) that grants /metrics from any address'),
             probeSeconds: z.number().int().min(0).default(15).describe('Interval of the storage latency probe (0: only at scrape and /readyz)'),
             storageTimeoutMs: z.number().int().min(50).max(60000).default(2000).describe('Deadline for the storage ping of /readyz, /metrics and the probe'),
@@ -381,9 +421,25 @@ export const configSchema = z
       .object({
         allowPlainWithoutTls: z.boolean().default(false).describe('Offer PLAIN on unencrypted streams (never do this in production)'),
         scramIterations: z.number().int().min(4096).default(4096).describe('PBKDF2 iterations for new SCRAM secrets'),
-        maxFailuresPerAddress: z.number().int().min(1).default(10),
-        maxFailuresPerAccount: z.number().int().min(1).default(5),
-        banSeconds: z.number().int().min(1).default(300),
+        maxFailuresPerAddress: z
+          .number()
+          .int()
+          .min(1)
+          .default(100)
+          .describe('Wrong credentials from one address (any accounts) within banSeconds that ban the address for banSeconds'),
+        trustedMaxFailuresPerAddress: z
+          .number()
+          .int()
+          .min(1)
+          .default(1000)
+          .describe('The same for an address in limits.trustedNetworks'),
+        maxFailuresPerPair: z
+          .number()
+          .int()
+          .min(1)
+          .default(10)
+          .describe('Wrong credentials for one account from one address within banSeconds that ban that pair (not the account) for banSeconds'),
+        banSeconds: z.number().int().min(1).default(900).describe('Counting window and ban length of the login throttle'),
         recheckSeconds: z
           .number()
           .min(0.5)
@@ -406,13 +462,39 @@ export const configSchema = z
     mux: z
       .object({
         count: z.number().int().min(0).max(64).default(1).describe('Multiplexor processes `parley start` runs (0: clients connect to the server process directly)'),
-        linkAddress: z.string().default('127.0.0.1').describe('Address of the server side of the mux link'),
+        linkAddress: z.string().default('127.0.0.1').describe('Address of the server side of the mux link, or unix:/path for a Unix domain socket'),
         linkPort: port.default(0).describe('Port of the mux link listener (0: ephemeral; set one for standalone muxes)'),
+        linkTls: z
+          .enum(['auto', 'on', 'off'])
+          .default('auto')
+          .describe('TLS on the mux link listener (server certificate of `tls`): auto = on unless linkAddress is loopback; off off loopback needs `insecure: true`'),
+        linkClientCa: z.string().optional().describe('PEM file (or text) of the CA whose client certificates muxes must present on a TLS link (for `auth: certificate`)'),
+        auth: z
+          .enum(['secret', 'certificate', 'secret+certificate'])
+          .default('secret')
+          .describe('How a mux link is authenticated: the shared secret (HMAC challenge), a client certificate (TLS link, linkClientCa / server.cert), or both'),
+        insecure: z
+          .boolean()
+          .default(false)
+          .describe('Allow a plaintext mux link to or from a non-loopback address (every client\'s decrypted traffic, passwords included, crosses the network in the clear)'),
         server: z
-          .object({ host: z.string().default('127.0.0.1'), port: port.default(5270) })
+          .object({
+            host: z.string().default('127.0.0.1').describe('Address or name of the server, or unix:/path (its Unix socket link)'),
+            port: port.default(5270),
+            tls: z.enum(['auto', 'on', 'off']).default('auto').describe('TLS on the link to the server: auto = on unless host is loopback'),
+            ca: z.string().optional().describe("PEM file (or text) of the CA (or the certificate) that verifies the server (default: dataDir/tls/ca.pem, the server's generated CA)"),
+            fingerprint: z
+              .string()
+              .regex(/^(?:[0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$/, 'expected a SHA-256 fingerprint (64 hex digits, colons allowed)')
+              .optional()
+              .describe("SHA-256 fingerprint of the server's certificate (a pin: with it, no CA is needed)"),
+            servername: z.string().optional().describe('Name the server certificate must carry (default: host when it is a name, else the first host)'),
+            cert: z.string().optional().describe('Client certificate (PEM file) the mux presents, for auth: certificate'),
+            key: z.string().optional().describe('Private key of the client certificate'),
+          })
           .strict()
           .prefault({})
-          .describe('Where a standalone `parley mux` connects'),
+          .describe('Where a standalone `parley mux` connects, and how it verifies the server'),
         secret: z.string().min(16).optional().describe('Shared link secret (default: generated into dataDir/mux.key)'),
       })
       .strict()
@@ -465,8 +547,43 @@ function formatIssues(error: z.ZodError, prefix = ''): string[] {
   });
 }
 
+/**
+ * A module as configuration validation sees it: its name and options schema. The composition root
+ * (src/cli) hands the built-in modules in; core never imports a feature.
+ */
+export interface ConfigurableModule {
+  readonly name: string;
+  readonly options: z.ZodType;
+}
+
+export interface ValidateOptions {
+  /**
+   * The modules this server has: a `modules:` entry naming another one is an error (a typo would
+   * otherwise be ignored silently), and each entry's options are checked against its schema.
+   */
+  modules?: readonly ConfigurableModule[];
+}
+
+/** Problems of the `modules:` section against the known modules, each with its path. */
+function moduleProblems(raw: unknown, modules: readonly ConfigurableModule[]): string[] {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return [];
+  const problems: string[] = [];
+  const known = new Map(modules.map((m) => [m.name, m]));
+  for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    const def = known.get(name);
+    if (!def) {
+      problems.push(`modules.${name}: unknown module "${name}" (modules: ${[...known.keys()].join(', ')})`);
+      continue;
+    }
+    if (typeof value === 'boolean' || value === null || typeof value !== 'object' || Array.isArray(value)) continue; // the main schema reports these
+    const r = def.options.safeParse(value);
+    if (!r.success) problems.push(...formatIssues(r.error, `modules.${name}`));
+  }
+  return problems;
+}
+
 /** Validates a parsed document; throws ConfigError listing every problem with its path. */
-export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<ResolvedConfig> {
+export function validateConfig(raw: unknown, baseDir = process.cwd(), opts: ValidateOptions = {}): Readonly<ResolvedConfig> {
   const doc = (raw ?? {}) as Record<string, unknown>;
   const { limits: rawLimits, ...rest } = typeof doc === 'object' && !Array.isArray(doc) ? doc : ({} as Record<string, unknown>);
   const problems: string[] = [];
@@ -474,7 +591,8 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
   if (!main.success) problems.push(...formatIssues(main.error));
   const limits = limitsSchema.safeParse(rawLimits ?? {});
   if (!limits.success) problems.push(...formatIssues(limits.error, 'limits'));
-  if (!main.success || !limits.success) throw new ConfigError(problems);
+  if (opts.modules) problems.push(...moduleProblems(rest.modules, opts.modules));
+  if (!main.success || !limits.success || problems.length) throw new ConfigError(problems);
   const cfg: ResolvedConfig = { ...main.data, limits: limits.data };
   const domains = new Set<string>();
   for (const h of cfg.hosts) {
@@ -516,6 +634,7 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
   for (const [i, h] of cfg.hosts.entries()) {
     if (h.login === 'sso' && h.registration.enabled) problems.push(`hosts.${i}.registration: in-band registration needs passwords, but login is sso`);
   }
+  problems.push(...muxLinkProblems(cfg.mux));
   if (problems.length) throw new ConfigError(problems);
   cfg.dataDir = resolve(baseDir, cfg.dataDir);
   if (cfg.tls.cert) cfg.tls.cert = resolve(baseDir, cfg.tls.cert);
@@ -532,17 +651,43 @@ export function validateConfig(raw: unknown, baseDir = process.cwd()): Readonly<
     if (p.spKey) p.spKey = pemOrPath(p.spKey);
     if (p.spCert) p.spCert = pemOrPath(p.spCert);
   }
+  if (cfg.mux.linkClientCa) cfg.mux.linkClientCa = pemOrPath(cfg.mux.linkClientCa);
+  if (cfg.mux.server.ca) cfg.mux.server.ca = pemOrPath(cfg.mux.server.ca);
+  if (cfg.mux.server.cert) cfg.mux.server.cert = resolve(baseDir, cfg.mux.server.cert);
+  if (cfg.mux.server.key) cfg.mux.server.key = resolve(baseDir, cfg.mux.server.key);
   if (cfg.storage.type === 'sqlite') cfg.storage.path = resolve(cfg.dataDir, cfg.storage.path ?? 'parley.sqlite');
   cfg.acl.directory = resolve(baseDir, cfg.acl.directory);
   return deepFreeze(cfg);
 }
 
+/** Whether a mux link to or on this address is encrypted, from its `auto | on | off` setting. */
+export function muxLinkEncrypted(mode: 'auto' | 'on' | 'off', address: string): boolean {
+  return mode === 'on' || (mode === 'auto' && !isLocalLink(address));
+}
+
+/**
+ * The mux link carries every client's decrypted bytes (SASL PLAIN passwords, tokens, messages):
+ * plaintext is allowed on loopback only, unless `mux.insecure` says otherwise (issue 15 §5).
+ */
+function muxLinkProblems(mux: ParleyConfig['mux']): string[] {
+  const problems: string[] = [];
+  const danger = "carries every client's decrypted traffic (passwords included) in the clear";
+  if (!mux.insecure && !muxLinkEncrypted(mux.linkTls, mux.linkAddress) && !isLocalLink(mux.linkAddress)) {
+    problems.push(`mux.linkTls: a plaintext mux link listener on ${mux.linkAddress}, which is not a loopback address, ${danger}; use linkTls: on (or auto), or set mux.insecure: true to accept that`);
+  }
+  if (!mux.insecure && !muxLinkEncrypted(mux.server.tls, mux.server.host) && !isLocalLink(mux.server.host)) {
+    problems.push(`mux.server.tls: a plaintext link to ${mux.server.host}, which is not a loopback address, ${danger}; use tls: on (or auto), or set mux.insecure: true to accept that`);
+  }
+  if (!!mux.server.cert !== !!mux.server.key) problems.push('mux.server: cert and key must be given together');
+  return problems;
+}
+
 /** Loads parley.yaml (or the given path). A missing default file means embedded defaults. */
-export function loadConfig(path?: string): Readonly<ResolvedConfig> {
+export function loadConfig(path?: string, opts: ValidateOptions = {}): Readonly<ResolvedConfig> {
   const file = path ?? 'parley.yaml';
   if (!existsSync(file)) {
     if (path) throw new ConfigError([`${path}: file not found`]);
-    return validateConfig({});
+    return validateConfig({}, process.cwd(), opts);
   }
   let doc: unknown;
   try {
@@ -550,7 +695,7 @@ export function loadConfig(path?: string): Readonly<ResolvedConfig> {
   } catch (err) {
     throw new ConfigError([`${file}: ${(err as Error).message}`]);
   }
-  return validateConfig(doc, dirname(resolve(file)));
+  return validateConfig(doc, dirname(resolve(file)), opts);
 }
 
 function deepFreeze<T>(o: T): T {

@@ -12,6 +12,7 @@ import { withDirectoryRosters } from '../auth/ldap/roster-store.js';
 import { AccountService, directoriesFor, type LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism, TokenService } from '../auth/index.js';
 import type { ResolvedConfig } from './config.js';
 import { every } from './every.js';
+import { NetworkSet } from './netset.js';
 import { HookBus } from './hooks.js';
 import type { Logger } from './logger.js';
 import { IqDispatcher } from './iq.js';
@@ -84,13 +85,15 @@ export class Server implements ModuleHost {
   private readonly mechanisms: SaslMechanism[];
   private readonly pending = new Map<string, { resolve: (el: Element) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private readonly unloaders: (() => void | Promise<void>)[] = [];
-  private readonly connections = new Map<string, { total: number; preAuth: number }>();
+  /** Per client address: open connections, and the unauthenticated ones among them (oldest first). */
+  private readonly connections = new Map<string, { total: number; preAuth: Set<C2SSession> }>();
+  /** limits.trustedNetworks: their addresses get the trusted quotas. */
+  readonly trustedNetworks: NetworkSet;
   private readonly allConnections = new Set<C2SSession>();
   /** Bound sessions without a connection, waiting for XEP-0198 resumption. */
   private readonly hibernating = new Set<C2SSession>();
   /** Services hosted inside the server, by domain (`<subdomain>.<local host>`). */
   private readonly services = new Map<string, { host: string; name: string; handle: ServiceHandler; opts: ServiceOptions }>();
-  private readonly preAuthSessions = new WeakSet<C2SSession>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly moduleDefs: ModuleDefinition[];
   private readonly accountCache = new Map<string, { exists: boolean; at: number }>();
@@ -107,10 +110,13 @@ export class Server implements ModuleHost {
     this.auth = new AccountService(opts.storage, opts.config.auth.scramIterations, directories, tokens);
     // Hosts with `ldap.roster: directory` keep contact lists in their directory, for every feature.
     this.storage = withDirectoryRosters(opts.storage, opts.config, (h) => directories.get(h), opts.log);
+    this.trustedNetworks = new NetworkSet(opts.config.limits.trustedNetworks);
     const ban = opts.config.auth.banSeconds * 1000;
     this.throttle = new LoginThrottle({
       perAddress: { maxFailures: opts.config.auth.maxFailuresPerAddress, windowMs: ban, banMs: ban },
-      perAccount: { maxFailures: opts.config.auth.maxFailuresPerAccount, windowMs: ban, banMs: ban },
+      trustedPerAddress: { maxFailures: opts.config.auth.trustedMaxFailuresPerAddress, windowMs: ban, banMs: ban },
+      perPair: { maxFailures: opts.config.auth.maxFailuresPerPair, windowMs: ban, banMs: ban },
+      isTrusted: (addr) => this.trustedNetworks.has(addr),
     });
     this.moduleDefs = opts.modules;
     // Unknown users are shown the same iteration count as real ones (no account enumeration).
@@ -352,30 +358,47 @@ export class Server implements ModuleHost {
 
   // ---- connections ---------------------------------------------------------------------------
 
-  /** Takes a new client connection; refuses it (returns null) over the per-address caps. */
+  /**
+   * Takes a new client connection. Over the per-address total, the newcomer gets a stream error
+   * (`policy-violation`, with text) and null is returned. When the address's unauthenticated
+   * quota is full, its least advanced unauthenticated connection (the oldest among equals) is
+   * closed instead of refusing the newcomer: a slowloris or a connection storm from an office's
+   * address cannot keep the office's users out, since a real client moves on to TLS and SASL in
+   * milliseconds while a stalled one stays at the start. Logged-in sessions never count against
+   * the unauthenticated quota.
+   */
   acceptConnection(transport: Transport): C2SSession | null {
     const addr = transport.remoteAddress;
-    const c = this.connections.get(addr) ?? { total: 0, preAuth: 0 };
+    const c = this.connections.get(addr) ?? { total: 0, preAuth: new Set<C2SSession>() };
     const l = this.config.limits;
-    if (c.total >= l.connectionsPerAddress || c.preAuth >= l.preAuthPerAddress) {
-      this.log.warn({ addr }, 'connection refused: per-address limit');
+    const trusted = this.trustedNetworks.has(addr);
+    const maxTotal = trusted ? l.trustedConnectionsPerAddress : l.connectionsPerAddress;
+    const maxPreAuth = trusted ? l.trustedPreAuthPerAddress : l.preAuthPerAddress;
+    const session = new C2SSession(this, transport);
+    if (c.total >= maxTotal && !(c.preAuth.size >= maxPreAuth)) {
+      this.log.warn({ addr, limit: maxTotal }, 'connection refused: per-address limit');
+      session.fail(new StreamError('policy-violation', 'too many connections from your address'));
       return null;
     }
+    if (c.preAuth.size >= maxPreAuth) {
+      // Full (or at the total with room only for an unauthenticated one): make room.
+      const victim = leastAdvanced(c.preAuth);
+      if (victim) {
+        this.log.info({ addr, victim: victim.id, limit: maxPreAuth }, 'unauthenticated connection closed to admit a newer one');
+        this.stats.preAuthEvicted++;
+        victim.fail(new StreamError('policy-violation', 'too many unauthenticated connections from your address'));
+      }
+    }
     c.total++;
-    c.preAuth++;
+    c.preAuth.add(session);
     this.connections.set(addr, c);
-    const session = new C2SSession(this, transport);
     this.allConnections.add(session);
-    this.preAuthSessions.add(session);
     return session;
   }
 
   /** Called by the session when SASL succeeds. */
   preAuthDone(session: C2SSession): void {
-    if (!this.preAuthSessions.has(session)) return;
-    this.preAuthSessions.delete(session);
-    const c = this.connections.get(session.remoteAddress);
-    if (c) c.preAuth--;
+    this.connections.get(session.remoteAddress)?.preAuth.delete(session);
   }
 
   /** XEP-0198: a bound session lost its connection and waits for resumption. */
@@ -406,10 +429,7 @@ export class Server implements ModuleHost {
     const c = this.connections.get(session.remoteAddress);
     if (!c) return;
     c.total--;
-    if (this.preAuthSessions.has(session)) {
-      this.preAuthSessions.delete(session);
-      c.preAuth--;
-    }
+    c.preAuth.delete(session);
     if (c.total <= 0) this.connections.delete(session.remoteAddress);
   }
 
@@ -665,3 +685,18 @@ function errorFromStanza(stanza: Element): StanzaError {
   return new StanzaError((err?.attrs.type as StanzaError['type']) ?? 'cancel', cond as StanzaError['condition']);
 }
 
+/** The unauthenticated connection that got least far in its negotiation (the oldest among equals). */
+function leastAdvanced(sessions: Set<C2SSession>): C2SSession | undefined {
+  let best: C2SSession | undefined;
+  let bestProgress = Number.POSITIVE_INFINITY;
+  // A Set iterates in insertion order: the first with the lowest progress is the oldest of those.
+  for (const s of sessions) {
+    const p = s.negotiationProgress;
+    if (p < bestProgress) {
+      best = s;
+      bestProgress = p;
+      if (p === 0) break;
+    }
+  }
+  return best;
+}

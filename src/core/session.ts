@@ -127,6 +127,16 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     return this.transport.secure;
   }
 
+  /**
+   * How far an unauthenticated connection got (the server closes the least advanced one when an
+   * address's quota is full): one point each for TLS on, a stream opened and SASL under way; 4
+   * once logged in.
+   */
+  get negotiationProgress(): number {
+    if (this.authenticated) return 4;
+    return (this.transport.secure ? 1 : 0) + (this.state === 'connected' ? 0 : 1) + (this.sasl ? 1 : 0);
+  }
+
   get authenticated(): boolean {
     return this.state === 'authenticated' || this.state === 'bound';
   }
@@ -405,7 +415,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
       this.saslMechanism = ''; // a new exchange: a refusal before a mechanism is chosen is counted under "none"
       const throttle = this.server.throttle.check(this.remoteAddress);
       if (!throttle.allowed) {
-        this.saslFailure('temporary-auth-failure', 'too many failed attempts; try later');
+        this.saslFailure('temporary-auth-failure', banText(throttle.scope, throttle.retryAfterMs));
         return;
       }
       const mechName = el.attrs.mechanism ?? '';
@@ -436,14 +446,23 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
       return;
     }
     this.sasl = null;
+    const throttle = this.server.throttle;
+    const addr = this.remoteAddress;
     if (step.kind === 'failure') {
       const account = step.username ? (Jid.tryParse(`${step.username}@${this.host}`)?.bare ?? undefined) : undefined;
-      const delay = this.server.throttle.delayFor(this.remoteAddress, account);
-      this.server.throttle.fail(this.remoteAddress, account);
       this.log.info({ mechanism: this.saslMechanism, condition: step.condition, account }, 'authentication failed');
+      if (!step.wrongCredentials) {
+        // Not a guess (channel binding, malformed, directory down): answered at once, not counted.
+        this.saslFailure(step.condition, step.text);
+        return;
+      }
+      const banned = throttle.check(addr, account);
+      const delay = throttle.delayFor(addr, account, true);
+      if (banned.allowed) throttle.fail(addr, account);
       if (delay > 0) await sleep(delay);
       if (this.closed) return;
-      this.saslFailure(step.condition, step.text);
+      if (!banned.allowed) this.saslFailure('temporary-auth-failure', banText(banned.scope, banned.retryAfterMs));
+      else this.saslFailure(step.condition, step.text);
       return;
     }
     // success
@@ -454,12 +473,19 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
       this.saslFailure('not-authorized');
       return;
     }
-    const accountCheck = this.server.throttle.check(this.remoteAddress, jid.bare);
-    if (!accountCheck.allowed) {
-      this.saslFailure('temporary-auth-failure', 'too many failed attempts for this account; try later');
+    // The verdict for an account with recent failures waits, success too (a quick answer would
+    // tell a guesser it was right); a banned (account, address) pair is refused even now.
+    const delay = throttle.delayFor(addr, jid.bare, false);
+    if (delay > 0) {
+      await sleep(delay);
+      if (this.closed) return;
+    }
+    const banned = throttle.check(addr, jid.bare);
+    if (!banned.allowed) {
+      this.saslFailure('temporary-auth-failure', banText(banned.scope, banned.retryAfterMs));
       return;
     }
-    this.server.throttle.succeed(this.remoteAddress, jid.bare);
+    throttle.succeed(addr, jid.bare);
     this.username = jid.local;
     this.credential = step.credential;
     this.state = 'authenticated';
@@ -808,4 +834,13 @@ declare module './hooks.js' {
     /** A session sent its initial presence (XEP-0160 offline delivery, pending subscription requests). */
     'presence.initial': { session: C2SSession };
   }
+}
+
+/** The text of a throttle refusal: what is banned and for how long, so a person knows what to do. */
+function banText(scope: 'address' | 'pair' | undefined, retryAfterMs: number): string {
+  const minutes = Math.max(1, Math.ceil(retryAfterMs / 60_000));
+  const when = `try again in ${minutes} minute${minutes === 1 ? '' : 's'}`;
+  return scope === 'pair'
+    ? `too many failed logins for this account from your address; ${when} (or from another network)`
+    : `too many failed logins from your address; ${when}`;
 }

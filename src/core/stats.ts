@@ -18,6 +18,8 @@ export class ServerStats {
    * the map stays small. Failures are rare: a Map costs nothing that matters here.
    */
   readonly authFailures = new Map<string, number>();
+  /** Unauthenticated connections closed to admit a newer one from the same address. */
+  preAuthEvicted = 0;
 
   /** A stanza (message, presence or iq) received on a bound client stream. */
   stanzaIn(name: string): void {

@@ -15,6 +15,15 @@
 // `ctx.service` (the router hands it the stanzas for those domains, after the `filetransfer`
 // entitlement check, before any remote path). Nothing in the composition root knows about it.
 //
+// Before login (issue 16 §4): the listener takes connections from anyone, so a connection may
+// wait only for a stream a local user announced. The module watches its users' offers as they
+// pass through the server (c2s.stanza): a XEP-0065 §6.1 streamhost offer, or a XEP-0260 proxy
+// candidate, naming this proxy; the hash SHA1(SID + offerer + recipient) is then expected, for a
+// bounded time and at most `maxStreamsPerUser` per offerer. A CONNECT for any other hash is
+// refused at once. Waiting connections are counted per IPv4 address and per IPv6 /64 (one
+// subscriber holds billions of /128s), and a stream whose second party does not come within
+// `pairTimeoutSeconds` is closed.
+//
 // Listener: the module opens its SOCKS5 listener in setup() and closes it (with every relayed
 // connection) on unload. It is not an XMPP transport (no session, no mux, no web container), so it
 // stays out of src/transports and app.ts; clients learn its bound port from the <streamhost/>
@@ -55,7 +64,13 @@ const optionsSchema = z
       .describe('Port of the SOCKS5 listener (default 7777, which only disables the proxy with a warning when busy; an explicit port that cannot be bound stops the start; 0: any free port)'),
     publicHost: z.string().min(1).max(255).optional().describe('Host clients connect to, announced in <streamhost/> (default: the bind address, or the XMPP domain when binding a wildcard address)'),
     publicPort: z.number().int().min(1).max(65535).optional().describe('Port announced in <streamhost/> (default: the bound port; set it behind port forwarding)'),
-    maxPendingPerAddress: z.number().int().min(1).default(10).describe('Connections from one IP address that are not yet activated (handshaking or waiting)'),
+    maxPendingPerAddress: z.number().int().min(1).default(10).describe('Connections from one IPv4 address or IPv6 /64 that are not yet activated (handshaking or waiting)'),
+    requireOffer: z
+      .boolean()
+      .default(true)
+      .describe('Accept a connection only for a stream a local user offered through this server (XEP-0065 streamhost offer or XEP-0260 proxy candidate naming this proxy)'),
+    maxStreamsPerUser: z.number().int().min(1).default(10).describe('Offered, not yet finished bytestreams per user; more offers naming this proxy are refused with resource-constraint'),
+    pairTimeoutSeconds: z.number().int().min(1).max(300).default(15).describe('Time the first connection of a stream waits for the second before both are closed'),
     maxConnections: z.number().int().min(2).default(1000).describe('Open SOCKS5 connections in total'),
     maxStreams: z.number().int().min(1).default(200).describe('Bytestreams (pending or active pairs) in total'),
     maxBytesPerStream: z.number().int().min(0).default(4 * 1024 ** 3).describe('Bytes relayed per bytestream, both directions, before it is closed (0: no limit)'),
@@ -94,9 +109,13 @@ export default defineModule({
     const bindAddress = opts.address ?? ctx.config.listen.address;
     const streams = new Map<string, Stream>();
     const sockets = new Set<net.Socket>();
-    /** Not-yet-activated connections per remote address. */
+    /** Not-yet-activated connections per remote address (IPv4) or /64 (IPv6). */
     const pendingByAddress = new Map<string, number>();
     const pendingCounted = new WeakSet<net.Socket>();
+    /** Stream hashes local users offered (see the banner), with their offerer and deadline. */
+    const offered = new Map<string, { owner: string; until: number }>();
+    const offersByOwner = new Map<string, number>();
+    const offerTtlMs = (opts.pairTimeoutSeconds + opts.activationTimeoutSeconds) * 1000;
 
     // Half-open: a sender's FIN is passed on while the other direction stays usable.
     const server = net.createServer({ allowHalfOpen: true }, (sock) => accept(sock));
@@ -121,6 +140,73 @@ export default defineModule({
       streams.clear();
       await new Promise<void>((r) => server.close(() => r()));
     });
+
+    // ---- offers (see the banner) -------------------------------------------------------------
+
+    const proxyJids = () => new Set(ctx.hostNames().map((h) => `${opts.subdomain}.${h}`));
+
+    function dropOffer(hash: string): void {
+      const o = offered.get(hash);
+      if (!o) return;
+      offered.delete(hash);
+      const n = (offersByOwner.get(o.owner) ?? 1) - 1;
+      if (n <= 0) offersByOwner.delete(o.owner);
+      else offersByOwner.set(o.owner, n);
+    }
+
+    function expireOffers(now: number): void {
+      for (const [hash, o] of offered) if (o.until <= now && !streams.get(hash)?.active) dropOffer(hash);
+    }
+    ctx.every(Math.max(1000, offerTtlMs / 2), 'SOCKS5 offer expiry', async () => expireOffers(Date.now()));
+
+    /** The sids of this proxy's streams that an iq offers: XEP-0065 §6.1 or XEP-0260 §2.2 proxy candidates. */
+    function offeredSids(iq: Element): string[] {
+      const mine = proxyJids();
+      const q = iq.getChild('query', NS_BYTESTREAMS);
+      if (q) {
+        const sid = q.attrs.sid;
+        return sid && q.getChildren('streamhost').some((h) => mine.has(String(h.attrs.jid))) ? [sid] : [];
+      }
+      const jingle = iq.getChild('jingle', NS_JINGLE);
+      if (!jingle) return [];
+      const sids: string[] = [];
+      for (const content of jingle.getChildren('content')) {
+        for (const t of content.getChildren('transport', NS_JINGLE_S5B)) {
+          if (t.attrs.sid && t.getChildren('candidate').some((c) => mine.has(String(c.attrs.jid)))) sids.push(t.attrs.sid);
+        }
+      }
+      return sids;
+    }
+
+    ctx.hook(
+      'c2s.stanza',
+      ({ stanza }) => {
+        if (stanza.name !== 'iq' || stanza.attrs.type !== 'set' || !stanza.attrs.to || !stanza.attrs.from) return undefined;
+        const sids = offeredSids(stanza);
+        if (!sids.length) return undefined;
+        const from = Jid.tryParse(stanza.attrs.from);
+        if (!from) return undefined;
+        const now = Date.now();
+        const hashes = sids.filter((sid) => sid.length <= 256).map((sid) => streamHash(sid, stanza.attrs.from as string, stanza.attrs.to as string));
+        const fresh = hashes.filter((h) => !offered.has(h));
+        if ((offersByOwner.get(from.bare) ?? 0) + fresh.length > opts.maxStreamsPerUser) {
+          expireOffers(now);
+          if ((offersByOwner.get(from.bare) ?? 0) + fresh.length > opts.maxStreamsPerUser) {
+            throw new StanzaError('wait', 'resource-constraint', `at most ${opts.maxStreamsPerUser} file transfers through the proxy at once`);
+          }
+        }
+        for (const h of hashes) {
+          const known = offered.get(h);
+          if (known) known.until = now + offerTtlMs;
+          else {
+            offered.set(h, { owner: from.bare, until: now + offerTtlMs });
+            offersByOwner.set(from.bare, (offersByOwner.get(from.bare) ?? 0) + 1);
+          }
+        }
+        return undefined;
+      },
+      200,
+    );
 
     // ---- XMPP side -----------------------------------------------------------------------------
 
@@ -198,8 +284,9 @@ export default defineModule({
 
     // ---- SOCKS5 side ---------------------------------------------------------------------------
 
+    /** What a connection counts against: its IPv4 address, or its IPv6 /64. */
     function addrOf(sock: net.Socket): string {
-      return sock.remoteAddress ?? 'unknown';
+      return addressKey(sock.remoteAddress ?? 'unknown');
     }
 
     function uncountPending(sock: net.Socket): void {
@@ -289,21 +376,35 @@ export default defineModule({
     }
 
     function connectStream(sock: net.Socket, hash: string): void {
+      const offer = offered.get(hash);
+      if (opts.requireOffer && (!offer || offer.until <= Date.now())) {
+        log.debug({ addr: sock.remoteAddress }, 'SOCKS5 connection for a stream nobody offered');
+        return refuse(sock, REP.notAllowed);
+      }
       let st = streams.get(hash);
       if (st && (st.sockets.length >= 2 || st.active || st.closed)) return refuse(sock, REP.notAllowed); // §9.1: one target per stream
       if (!st) {
         if (streams.size >= opts.maxStreams) return refuse(sock, REP.refused);
         const created: Stream = { hash, sockets: [], active: false, timer: null, bytes: 0, bucket: null, closed: false };
+        // The second party has pairTimeoutSeconds to come; then activation has its own time.
         created.timer = setTimeout(() => {
-          log.debug({ hash }, 'bytestream not activated in time');
+          log.debug({ hash }, 'bytestream: second party did not connect in time');
           teardown(created);
-        }, opts.activationTimeoutSeconds * 1000);
+        }, opts.pairTimeoutSeconds * 1000);
         created.timer.unref();
         streams.set(hash, created);
         st = created;
       }
       const stream = st;
       stream.sockets.push(sock);
+      if (stream.sockets.length === 2) {
+        if (stream.timer) clearTimeout(stream.timer);
+        stream.timer = setTimeout(() => {
+          log.debug({ hash }, 'bytestream not activated in time');
+          teardown(stream);
+        }, opts.activationTimeoutSeconds * 1000);
+        stream.timer.unref();
+      }
       sock.removeAllListeners('end');
       sock.removeAllListeners('timeout');
       sock.setTimeout(0);
@@ -334,6 +435,7 @@ export default defineModule({
 
     function forget(st: Stream): void {
       st.closed = true;
+      dropOffer(st.hash);
       if (st.timer) clearTimeout(st.timer);
       st.timer = null;
       if (streams.get(st.hash) === st) streams.delete(st.hash);
@@ -402,4 +504,22 @@ function listen(server: net.Server, address: string, port: number): Promise<Addr
       resolve(server.address() as AddressInfo);
     });
   });
+}
+
+const NS_JINGLE = 'urn:xmpp:jingle:1';
+const NS_JINGLE_S5B = 'urn:xmpp:jingle:transports:s5b:1';
+
+/** IPv4 address (IPv4-mapped included) as is; IPv6 by its /64 network. */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1] as string;
+  if (net.isIPv6(address)) {
+    // Expand "::" to get the first four groups.
+    const [head = '', tail = ''] = address.split('::');
+    const h = head ? head.split(':') : [];
+    const t = address.includes('::') ? (tail ? tail.split(':') : []) : [];
+    const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+    return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+  }
+  return address;
 }

@@ -5,6 +5,8 @@
 // urn:xmpp:push:summary form, plus the publish options; an error reply disables that jid+node),
 // "Remote Disabling of Notifications" (an affiliation-none notice from the service disables it),
 // "Security Considerations" (no message body unless the operator allows it).
+// An app server on a domain this server does not host is refused at enable time with
+// feature-not-implemented until server-to-server federation exists (it could never be reached).
 //
 // What warrants a notification (the XEP leaves it to the server): a chat or normal message with a
 // body, an encrypted payload or a call proposal (XEP-0353) that either was committed to offline
@@ -333,6 +335,18 @@ export default defineModule({
       return jid.full;
     }
 
+    /**
+     * Whether notifications to this app server can be delivered: it is on a host of this server
+     * (an account, e.g. a push bridge logged in as a user) or a service hosted under one. Until
+     * server-to-server federation exists, a remote app server would be accepted and then never
+     * reached, so the client is told now and can fall back (issue 15).
+     */
+    function reachable(jid: string): boolean {
+      const domain = (Jid.tryParse(jid) as Jid).domain;
+      if (ctx.isLocalHost(domain)) return true;
+      return ctx.hostNames().some((h) => ctx.servicesOf(h).some((s) => s.jid === domain));
+    }
+
     ctx.iq(
       'set',
       NS_PUSH,
@@ -348,6 +362,9 @@ export default defineModule({
         if (forms.length > 1) throw stanzaError('bad-request', 'at most one publish-options form');
         const form = forms[0];
         const options = form ? parsePublishOptions(form) : undefined;
+        if (!reachable(jid)) {
+          throw new StanzaError('cancel', 'feature-not-implemented', 'remote push services need server-to-server federation, which this server does not have yet: use an app server on this server');
+        }
         await serial(user, async () => {
           const regs = await load(user);
           const old = regs.find((r) => r.jid === jid && r.node === node);

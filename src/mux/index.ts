@@ -5,16 +5,24 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
+import { isLocalLink, normalizeAddress } from '../core/addresses.js';
 import type { ResolvedConfig } from '../core/config.js';
+import { proxyGate, type PeerAddress } from '../core/proxy-protocol.js';
 import { writeCoalesced } from '../core/cork.js';
 import type { Logger } from '../core/logger.js';
-import { loadTlsMaterial, TLS_BASE_OPTIONS, tlsServerEndPoint, type TlsMaterial } from '../core/tls.js';
+import { loadTlsMaterial, TLS_BASE_OPTIONS, tlsServerEndPoint, tlsUnique, type TlsMaterial } from '../core/tls.js';
 import { FrameDecoder, FrameType, authProof, encodeFrame, encodeJson, parseJson, proofMatches } from '../xmpp/muxframe.js';
+import { linkTlsFromConfig, openLink, type LinkTlsClient } from './link-tls.js';
 
 export interface MuxOptions {
   config: Readonly<ResolvedConfig>;
   /** The server's link listener. */
   link: { host: string; port: number };
+  /**
+   * TLS on the link (docs/mux-protocol.md, "Link security"): default from config.mux.server (on
+   * unless the server is on loopback); 'off' for the embedded muxes' loopback link.
+   */
+  linkTls?: LinkTlsClient | 'off';
   secret: Buffer;
   name: string;
   log: Logger;
@@ -61,6 +69,16 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
   const material: TlsMaterial = await loadTlsMaterial(config);
   const listen = opts.listen ?? config.listen;
   const maxBacklog = config.limits.outputBufferBytes * 2 + 1024 * 1024;
+  const linkTls = opts.linkTls === 'off' ? null : (opts.linkTls ?? linkTlsFromConfig(config, opts.link.host));
+  if (!linkTls && !isLocalLink(opts.link.host)) {
+    if (!config.mux.insecure) {
+      throw new Error(`refusing a plaintext link to ${opts.link.host}, which is not a loopback address: it would carry every client's decrypted traffic in the clear (set mux.server.tls: on, or mux.insecure: true)`);
+    }
+    log.warn({ server: opts.link.host }, 'INSECURE: plaintext link to a non-loopback server (mux.insecure): client traffic, passwords included, crosses the network in the clear');
+  }
+  // auth: certificate: the server is authenticated by its certificate, not by the AUTH_OK proof.
+  const checkServerProof = opts.linkTls === 'off' || config.mux.auth !== 'certificate';
+  const gate = config.listen.proxyProtocol ? proxyGate(config.listen.proxyProtocol) : null;
   const conns = new Map<number, ClientConn>();
   let nextId = 1;
   let link: net.Socket | null = null;
@@ -88,7 +106,21 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
 
   function connectLink(): void {
     if (stopping) return;
-    const sock = net.connect({ host: opts.link.host, port: opts.link.port });
+    // Frames flow only once the link is verified: TCP connect on loopback, or the TLS handshake
+    // and the server certificate check.
+    let ready = false;
+    const sock = openLink(
+      opts.link.host,
+      opts.link.port,
+      linkTls,
+      config.mux.insecure,
+      () => {
+        ready = true;
+        if (pendingData.length) for (const c of pendingData.splice(0)) onLinkData(c);
+      },
+      (why) => log.error({ server: `${opts.link.host}:${opts.link.port}` }, `link refused: ${why}`),
+    );
+    const pendingData: Buffer[] = [];
     connecting = sock;
     sock.setNoDelay(true);
     const nonce = randomBytes(32).toString('base64');
@@ -116,7 +148,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
         if (type === FrameType.AUTH_OK) {
           const serverNonce = (sock as net.Socket & { serverNonce?: string }).serverNonce ?? '';
           const { proof } = parseJson<{ proof?: string }>(payload);
-          if (!proofMatches(authProof(opts.secret, 'parley-server-auth', nonce, serverNonce), proof)) {
+          if (checkServerProof && !proofMatches(authProof(opts.secret, 'parley-server-auth', nonce, serverNonce), proof)) {
             log.error('server failed to prove the shared secret; dropping link');
             sock.destroy();
             return;
@@ -138,7 +170,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
       }
       onServerFrame(type, id, payload);
     });
-    sock.on('data', (chunk: Buffer) => {
+    const onLinkData = (chunk: Buffer) => {
       lastSeen = Date.now();
       try {
         decoder.push(chunk);
@@ -146,6 +178,10 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
         log.error({ err: (err as Error).message }, 'bad frame from server; dropping link');
         sock.destroy();
       }
+    };
+    sock.on('data', (chunk: Buffer) => {
+      if (ready) onLinkData(chunk);
+      else pendingData.push(chunk);
     });
     sock.on('drain', () => {
       if (linkPaused && sock === link) {
@@ -153,8 +189,15 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
         for (const c of conns.values()) if (!c.serverPaused && !c.tlsPending) c.sock.resume();
       }
     });
+    let reached = false;
+    sock.once('connect', () => {
+      reached = true;
+    });
     sock.on('error', (err) => {
-      if (!authed) log.debug({ err: err.message }, 'cannot reach server');
+      if (authed) return;
+      // Reached the server but the TLS handshake or its certificate failed: say so loudly.
+      if (reached && linkTls) log.error({ server: `${opts.link.host}:${opts.link.port}`, err: err.message }, 'TLS link to the server failed (certificate not trusted? mux.server.ca or .fingerprint must be the server\'s)');
+      else log.debug({ err: err.message }, 'cannot reach server');
     });
     sock.on('close', () => {
       clearInterval(keepalive);
@@ -300,6 +343,8 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
     if (protocol === 'TLSv1.3') cb['tls-exporter'] = tls.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0)).toString('base64');
     const cert = tls.getCertificate();
     if (cert && 'raw' in cert && cert.raw) cb['tls-server-end-point'] = tlsServerEndPoint(cert.raw).toString('base64');
+    const unique = tlsUnique(tls);
+    if (unique) cb['tls-unique'] = unique.toString('base64');
     return { protocol, cb };
   }
 
@@ -332,16 +377,36 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
       raw.destroy();
       return;
     }
+    if (!gate) {
+      start(raw, directTls, localPort);
+      return;
+    }
+    // PROXY protocol (listen.proxyProtocol): the real client address goes to the server in OPEN.
+    gate(raw).then(
+      (peer) => {
+        if (raw.destroyed) return;
+        if (!linkReady) raw.destroy();
+        else start(raw, directTls, localPort, peer);
+      },
+      (err: Error) => {
+        log.info({ addr: normalizeAddress(raw.remoteAddress ?? 'unknown'), reason: err.message }, 'connection refused: PROXY protocol');
+        raw.destroy();
+      },
+    );
+  }
+
+  function start(raw: net.Socket, directTls: boolean, localPort: number, peer?: PeerAddress): void {
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 60_000);
-    const remoteAddress = (raw.remoteAddress ?? 'unknown').replace(/^::ffff:/, '');
+    const remoteAddress = peer?.address ?? normalizeAddress(raw.remoteAddress ?? 'unknown');
     const c: ClientConn = { id: allocId(), raw, sock: raw, serverPaused: false, streamOpen: false, tlsPending: false, reportedBacklog: 0, closed: false };
     conns.set(c.id, c);
-    const open = { remoteAddress, remotePort: raw.remotePort, localPort, starttls: true };
+    const open = { remoteAddress, remotePort: peer ? peer.port : raw.remotePort, localPort, starttls: true };
     if (!directTls) {
       attach(c, raw);
       sendLink(encodeJson(FrameType.OPEN, c.id, { ...open, tls: false }));
       if (linkPaused) raw.pause();
+      else if (peer) raw.resume(); // the PROXY gate left it paused
       return;
     }
     // Direct TLS (XEP-0368): terminate here, open the connection on the server once secure.

@@ -3,9 +3,13 @@
 // ordinary session code. TLS lives in the mux: STARTTLS is delegated to it and channel-binding
 // data comes back with TLS_OK. When a link dies, exactly that mux's sessions end.
 import { randomBytes } from 'node:crypto';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
 import type { ChannelBindingType } from '../auth/sasl/types.js';
+import { isLocalLink, isLoopback, unixSocketPath } from '../core/addresses.js';
 import { writeCoalesced } from '../core/cork.js';
+import { TLS_BASE_OPTIONS, channelBindingTypesFor } from '../core/tls.js';
 import type { Logger } from '../core/logger.js';
 import type { Server } from '../core/server.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
@@ -15,6 +19,7 @@ import { FrameDecoder, FrameError, FrameType, authProof, encodeFrame, encodeJson
 export interface CbData {
   'tls-exporter'?: string;
   'tls-server-end-point'?: string;
+  'tls-unique'?: string;
 }
 
 export interface OpenInfo {
@@ -101,10 +106,8 @@ class MuxTransport implements Transport {
 
   channelBindingTypes(): ChannelBindingType[] {
     if (!this.secure) return [];
-    const out: ChannelBindingType[] = [];
-    if (this.cb['tls-exporter'] && this.protocol === 'TLSv1.3') out.push('tls-exporter');
-    if (this.cb['tls-server-end-point']) out.push('tls-server-end-point');
-    return out;
+    // Same order as a direct connection; a type the mux did not report (an older mux) is left out.
+    return channelBindingTypesFor(this.protocol ?? null).filter((t) => !!this.cb[t]);
   }
 
   channelBinding(type: ChannelBindingType): Buffer | null {
@@ -213,6 +216,8 @@ export class MuxLink {
   constructor(
     private readonly owner: MuxLinkServer,
     readonly socket: net.Socket,
+    /** What this link's mux must prove (its listener's setting). */
+    private readonly auth: MuxAuthMode = 'secret',
   ) {
     this.log = owner.log.child({ mux: socket.remoteAddress });
     socket.setNoDelay(true);
@@ -275,8 +280,14 @@ export class MuxLink {
       const name = typeof auth.name === 'string' ? auth.name.slice(0, 64) : '';
       const muxNonce = typeof auth.nonce === 'string' ? auth.nonce : '';
       const expected = authProof(this.owner.secret, 'parley-mux-auth', this.nonce, muxNonce, name);
-      if (!name || muxNonce.length < 16 || !proofMatches(expected, auth.proof)) {
-        this.log.warn('mux link refused: bad credentials');
+      // auth: certificate: the TLS layer has verified the mux's client certificate (linkClientCa,
+      // rejectUnauthorized) before any frame; the proof is then not required.
+      const mode = this.auth;
+      const certOk = (this.socket as TLSSocket).authorized === true;
+      const secretOk = proofMatches(expected, auth.proof);
+      const ok = mode === 'secret' ? secretOk : mode === 'certificate' ? certOk : secretOk && certOk;
+      if (!name || muxNonce.length < 16 || !ok) {
+        this.log.warn({ auth: mode }, 'mux link refused: bad credentials');
         this.close();
         return;
       }
@@ -284,7 +295,7 @@ export class MuxLink {
       this.name = name;
       this.send(encodeJson(FrameType.AUTH_OK, 0, { proof: authProof(this.owner.secret, 'parley-server-auth', muxNonce, this.nonce).toString('base64') }));
       this.owner.linkUp(this);
-      this.log.info({ name }, 'mux link up');
+      this.log.info({ name, tls: this.socket instanceof tls.TLSSocket ? this.socket.getProtocol() : 'off' }, 'mux link up');
       return;
     }
     switch (type) {
@@ -352,10 +363,28 @@ export class MuxLink {
   }
 }
 
+/** How a link listener protects its links (docs/mux-protocol.md, "Link security"). */
+export interface LinkListenOptions {
+  /**
+   * TLS with the server's default certificate and key (PEM; no SNI: a mux checks one name), and
+   * the CA of mux client certificates; or null: plaintext.
+   */
+  tls: { cert: string | Buffer; key: string | Buffer; clientCa?: string | Buffer } | null;
+  /** Allow plaintext on a non-loopback address (mux.insecure). */
+  insecure?: boolean;
+  /** What muxes on this listener must prove (default: the server's mux.auth). */
+  auth?: MuxAuthMode;
+}
+
+export type MuxAuthMode = 'secret' | 'certificate' | 'secret+certificate';
+
+/** Longest a TLS handshake on the link listener may take. */
+const LINK_HANDSHAKE_MS = 10_000;
+
 export class MuxLinkServer {
   readonly links = new Set<MuxLink>();
   private readonly all = new Set<MuxLink>();
-  private listener: net.Server | null = null;
+  private readonly listeners: net.Server[] = [];
   readonly log: Logger;
   /** How long a new link has to authenticate (tests shorten it). */
   authTimeoutMs = AUTH_TIMEOUT_MS;
@@ -363,24 +392,88 @@ export class MuxLinkServer {
   constructor(
     readonly server: Server,
     readonly secret: Buffer,
+    /** mux.auth: what a mux must prove (the secret, a client certificate, or both). */
+    readonly auth: MuxAuthMode = 'secret',
   ) {
     this.log = server.log.child({ component: 'mux-link' });
   }
 
-  listen(address: string, port: number): Promise<net.AddressInfo> {
-    const srv = net.createServer((sock) => {
-      const link = new MuxLink(this, sock);
+  /**
+   * Listens for mux links. Plaintext is refused on a non-loopback address unless `insecure` (the
+   * link carries every client's decrypted bytes); a certificate-authenticated link needs TLS with
+   * a client CA. May be called more than once (the embedded muxes' loopback listener).
+   */
+  listen(address: string, port: number, opts: LinkListenOptions = { tls: null }): Promise<net.AddressInfo> {
+    const plain = opts.tls === null;
+    const path = unixSocketPath(address);
+    if (plain && !isLocalLink(address)) {
+      if (!opts.insecure) {
+        return Promise.reject(new Error(`refusing a plaintext mux link listener on ${address}, which is not a loopback address: it would carry every client's decrypted traffic in the clear (set mux.linkTls: on, or mux.insecure: true)`));
+      }
+      this.log.warn({ address, port }, 'INSECURE: mux link listener without TLS on a non-loopback address (mux.insecure): client traffic, passwords included, crosses the network in the clear');
+    }
+    const auth = opts.auth ?? this.auth;
+    if (auth !== 'secret' && (plain || !opts.tls?.clientCa)) {
+      return Promise.reject(new Error(`mux.auth: ${auth} needs a TLS link listener with mux.linkClientCa`));
+    }
+    const accept = (sock: net.Socket) => {
+      // Defence in depth: a plaintext link must really arrive on a loopback address.
+      if (plain && !opts.insecure && !path && !isLoopback(sock.localAddress ?? '')) {
+        this.log.warn({ local: sock.localAddress }, 'plaintext mux link on a non-loopback address refused');
+        sock.destroy();
+        return;
+      }
+      const link = new MuxLink(this, sock, auth);
       // Every link, authenticated or not, so that close() need not wait for the auth timeout.
       this.all.add(link);
       sock.once('close', () => this.all.delete(link));
-    });
-    this.listener = srv;
+    };
+    let srv: net.Server;
+    if (opts.tls) {
+      const t = opts.tls;
+      const clientCa = t.clientCa;
+      srv = tls.createServer(
+        {
+          // tls.Server builds its default context from cert/key (it has no secureContext option).
+          cert: t.cert,
+          key: t.key,
+          requestCert: !!clientCa,
+          rejectUnauthorized: !!clientCa,
+          ca: clientCa,
+          handshakeTimeout: LINK_HANDSHAKE_MS,
+          ...TLS_BASE_OPTIONS,
+        },
+        accept,
+      );
+      srv.on('tlsClientError', (err, sock) => {
+        this.log.warn({ addr: sock.remoteAddress, err: err.message }, 'mux link TLS handshake failed');
+      });
+    } else {
+      srv = net.createServer(accept);
+    }
+    this.listeners.push(srv);
+    if (path) {
+      // A Unix socket left by a previous run (never any other kind of file) is replaced.
+      try {
+        if (lstatSync(path).isSocket()) unlinkSync(path);
+      } catch {
+        /* absent */
+      }
+    }
     return new Promise((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen({ host: address, port }, () => {
+      const done = () => {
         srv.off('error', reject);
-        resolve(srv.address() as net.AddressInfo);
-      });
+        if (!path) {
+          resolve(srv.address() as net.AddressInfo);
+          return;
+        }
+        // Only this user's processes may reach the link (the secret or certificate is still required).
+        chmodSync(path, 0o600);
+        resolve({ address, port: 0, family: 'unix' });
+      };
+      if (path) srv.listen({ path }, done);
+      else srv.listen({ host: address, port }, done);
     });
   }
 
@@ -405,8 +498,7 @@ export class MuxLinkServer {
   }
 
   async close(): Promise<void> {
-    const srv = this.listener;
-    const closed = srv ? new Promise<void>((r) => srv.close(() => r())) : Promise.resolve();
+    const closed = Promise.all(this.listeners.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const l of [...this.all]) l.close(); // authenticated links are in `all` too
     await closed;
   }

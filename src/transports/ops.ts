@@ -13,9 +13,9 @@
 // carrying the configured bearer token; everyone else gets 403. /healthz and /readyz are open (load
 // balancers and orchestrators probe them from elsewhere) and say nothing beyond a short reason.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import net from 'node:net';
 import express, { type Request, type Response } from 'express';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { addressInList, compileAddressList } from '../core/addresses.js';
 import type { Server } from '../core/server.js';
 import type { DirectoryStats } from '../auth/index.js';
 import type { TransportKind } from '../core/transport.js';
@@ -177,6 +177,15 @@ export function startOps(server: Server, web: WebContainer, opts: OpsOptions): O
       }
     },
   });
+  new Counter({
+    name: 'parley_preauth_evicted_total',
+    help: 'Unauthenticated connections closed to admit a newer one from the same address (quota full)',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(stats.preAuthEvicted);
+    },
+  });
 
   // ---- muxes ---------------------------------------------------------------------------------
 
@@ -260,11 +269,11 @@ export function startOps(server: Server, web: WebContainer, opts: OpsOptions): O
     return reasons;
   };
 
-  const allow = compileAllowList(cfg.allow);
+  const allow = compileAddressList(cfg.allow);
   const token = cfg.token;
   const mayScrape = (req: Request): boolean => {
     const { remoteAddress } = web.requestInfo(req);
-    if (addressAllowed(allow, remoteAddress)) return true;
+    if (addressInList(allow, remoteAddress)) return true;
     if (token === undefined) return false;
     const m = /^Bearer[ ]+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     return !!m && tokenMatches(m[1] as string, token);
@@ -326,23 +335,8 @@ async function withDeadline<T>(fn: () => Promise<T>, ms: number): Promise<{ ok: 
   }
 }
 
-/** Addresses and CIDR ranges (validated by the config schema) as a BlockList, used as an allow list. */
-export function compileAllowList(entries: readonly string[]): net.BlockList {
-  const list = new net.BlockList();
-  for (const e of entries) {
-    const [addr = '', prefix] = e.split('/');
-    const family = net.isIPv6(addr) ? 'ipv6' : 'ipv4';
-    if (prefix === undefined) list.addAddress(addr, family);
-    else list.addSubnet(addr, Number(prefix), family);
-  }
-  return list;
-}
-
-export function addressAllowed(list: net.BlockList, address: string): boolean {
-  const family = net.isIP(address);
-  if (family === 0) return false;
-  return list.check(address, family === 6 ? 'ipv6' : 'ipv4');
-}
+/** The allow list of /metrics: addresses and CIDR ranges (validated by the config schema). */
+export { compileAddressList as compileAllowList, addressInList as addressAllowed };
 
 /**
  * Constant-time bearer token comparison: both sides are hashed first, so timingSafeEqual always

@@ -6,8 +6,10 @@ import type { ChannelBindingType } from '../auth/sasl/types.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
 import { writeCoalesced } from '../core/cork.js';
 import type { TlsMaterial } from '../core/tls.js';
-import { TLS_BASE_OPTIONS, tlsServerEndPoint } from '../core/tls.js';
+import { TLS_BASE_OPTIONS, channelBindingTypesFor, tlsServerEndPoint, tlsUnique } from '../core/tls.js';
 import type { Server } from '../core/server.js';
+import { normalizeAddress } from '../core/addresses.js';
+import { proxyGate, type PeerAddress, type ProxyProtocolOptions } from '../core/proxy-protocol.js';
 
 export class TcpTransport implements Transport {
   readonly kind = 'tcp' as const;
@@ -23,8 +25,10 @@ export class TcpTransport implements Transport {
     private readonly material: TlsMaterial | null,
     directTls: boolean,
     private readonly handshakeTimeoutMs = 30_000,
+    /** The client's address from a PROXY protocol header (the socket was read up to its end and paused). */
+    peer?: PeerAddress,
   ) {
-    this.remoteAddress = normalizeAddress(raw.remoteAddress ?? 'unknown');
+    this.remoteAddress = peer?.address ?? normalizeAddress(raw.remoteAddress ?? 'unknown');
     this.localPort = raw.localPort ?? 0;
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 60_000);
@@ -34,6 +38,7 @@ export class TcpTransport implements Transport {
       this.socket = this.wrap(raw, undefined);
     }
     this.attach(this.socket);
+    if (peer) raw.resume();
   }
 
   private wrap(raw: net.Socket, _servername: string | undefined): TLSSocket {
@@ -112,10 +117,7 @@ export class TcpTransport implements Transport {
 
   channelBindingTypes(): ChannelBindingType[] {
     if (!this.secure || !this.tls) return [];
-    const types: ChannelBindingType[] = [];
-    if (this.tls.getProtocol() === 'TLSv1.3') types.push('tls-exporter');
-    types.push('tls-server-end-point');
-    return types;
+    return channelBindingTypesFor(this.tls.getProtocol());
   }
 
   channelBinding(type: ChannelBindingType): Buffer | null {
@@ -126,6 +128,7 @@ export class TcpTransport implements Transport {
       if (tls.getProtocol() !== 'TLSv1.3') return null;
       return tls.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0));
     }
+    if (type === 'tls-unique') return tlsUnique(tls);
     const cert = tls.getCertificate();
     if (!cert || !('raw' in cert) || !cert.raw) return null;
     return tlsServerEndPoint(cert.raw);
@@ -153,14 +156,12 @@ export class TcpTransport implements Transport {
   }
 }
 
-function normalizeAddress(a: string): string {
-  return a.startsWith('::ffff:') ? a.slice(7) : a;
-}
-
 export interface ListenOptions {
   port: number;
   address: string;
   directTls: boolean;
+  /** PROXY protocol from trusted load balancers (config listen.proxyProtocol). */
+  proxyProtocol?: ProxyProtocolOptions;
 }
 
 /** Starts a client listener; resolves the bound port. */
@@ -168,13 +169,29 @@ export type C2SListener = net.Server & { destroyAll(): void };
 
 export function listenC2S(server: Server, material: TlsMaterial | null, opts: ListenOptions): Promise<C2SListener> {
   const sockets = new Set<net.Socket>();
+  const gate = opts.proxyProtocol ? proxyGate(opts.proxyProtocol) : null;
   const srv = net.createServer({ pauseOnConnect: false }, (sock) => {
     sock.on('error', () => {});
     sockets.add(sock);
     sock.once('close', () => sockets.delete(sock));
+    if (!gate) {
+      start(sock);
+      return;
+    }
+    gate(sock).then(
+      (peer) => {
+        if (!sock.destroyed) start(sock, peer);
+      },
+      (err: Error) => {
+        server.log.info({ addr: normalizeAddress(sock.remoteAddress ?? 'unknown'), reason: err.message }, 'connection refused: PROXY protocol');
+        sock.destroy();
+      },
+    );
+  });
+  const start = (sock: net.Socket, peer?: PeerAddress) => {
     let transport: TcpTransport;
     try {
-      transport = new TcpTransport(sock, material, opts.directTls);
+      transport = new TcpTransport(sock, material, opts.directTls, undefined, peer);
     } catch (err) {
       server.log.error({ err }, 'cannot set up connection');
       sock.destroy();
@@ -184,7 +201,7 @@ export function listenC2S(server: Server, material: TlsMaterial | null, opts: Li
     if (!session) {
       transport.destroy();
     }
-  });
+  };
   srv.maxConnections = 1_000_000;
   (srv as C2SListener).destroyAll = () => {
     for (const s of sockets) s.destroy();

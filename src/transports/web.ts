@@ -5,8 +5,9 @@
 // in src/core/http.ts, dispatched at request time); static resources are served from one directory
 // (web/public) so that the messenger and the portal only add files.
 //
-// Client addresses: the socket's, or X-Forwarded-For when the request comes from a configured
-// trusted proxy (express' "trust proxy"). A request is secure when it came over HTTPS, over HTTP
+// Client addresses: the socket's, or the X-Forwarded-For chain walked back through configured
+// trusted proxies with proxy-addr (the first hop not in http.trustedProxies is the client; several
+// trusted proxies in a row are followed), the same rule as express' req.ip. A request is secure when it came over HTTPS, over HTTP
 // from a trusted proxy that says X-Forwarded-Proto: https, or over HTTP from loopback when
 // `http.secureLoopback` is on (a local proxy terminating TLS).
 import { readFileSync } from 'node:fs';
@@ -17,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import { resolve } from 'node:path';
 import express, { type Express, type Request, type RequestHandler, type Router } from 'express';
+import proxyaddr from 'proxy-addr';
 import type { Server } from '../core/server.js';
 import type { TlsMaterial } from '../core/tls.js';
 import { TLS_BASE_OPTIONS } from '../core/tls.js';
@@ -48,20 +50,61 @@ export interface WebContainer {
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
+/** Headers a proxy adds to say who the client is or how it came. */
+const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip'];
+function forwarded(req: http.IncomingMessage): boolean {
+  return FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined);
+}
+
 export async function startWebContainer(server: Server, tls: TlsMaterial): Promise<WebContainer> {
   const cfg = server.config.http;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', cfg.trustedProxies.length ? cfg.trustedProxies : false);
-  app.use((_req, res, next) => {
+  // Issue 16 §7: a Content-Security-Policy on everything (pages load only their own scripts,
+  // styles and connections; nothing received is ever script), framing only by configured origins
+  // (clickjacking), and HSTS on HTTPS. A route may set a stricter policy (uploads do).
+  const frameAncestors = cfg.frameAncestors.length ? cfg.frameAncestors.join(' ') : "'none'";
+  const csp = `default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors ${frameAncestors}`;
+  app.use((req, res, next) => {
     res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Content-Security-Policy', csp);
+    if (!cfg.frameAncestors.length) res.setHeader('X-Frame-Options', 'DENY');
+    res.setHeader('Referrer-Policy', 'no-referrer');
+    if (cfg.hstsSeconds > 0 && (req.socket as { encrypted?: boolean }).encrypted === true) {
+      res.setHeader('Strict-Transport-Security', `max-age=${cfg.hstsSeconds}`);
+    }
     next();
+  });
+
+  const trust = cfg.trustedProxies.length ? proxyaddr.compile(cfg.trustedProxies) : null;
+  // Issue 16 §3: a reverse proxy on this machine that is not in http.trustedProxies would make
+  // every web user look like 127.0.0.1 (one address's quotas and bans, /metrics, "secure" ws://).
+  // Its requests (loopback peer + forwarding headers) are refused with a text saying what to
+  // configure. From other addresses forwarding headers are only ignored: an office's outbound
+  // proxy may add them to its users' requests.
+  let lastProxyWarning = 0;
+  const untrustedLocalProxy = (req: http.IncomingMessage): boolean => {
+    const peer = req.socket.remoteAddress ?? '';
+    if (!LOOPBACK.test(peer) || !forwarded(req) || (trust && trust(peer, 0))) return false;
+    if (Date.now() - lastProxyWarning > 60_000) {
+      lastProxyWarning = Date.now();
+      server.log.warn({ peer }, `refusing requests with forwarding headers from ${peer}: add it to http.trustedProxies if it is your reverse proxy`);
+    }
+    return true;
+  };
+  const PROXY_REFUSAL = 'forwarding headers from a proxy on this machine that is not in http.trustedProxies: the administrator must add it there\n';
+  app.use((req, res, next) => {
+    if (untrustedLocalProxy(req)) res.status(403).type('text/plain').send(PROXY_REFUSAL);
+    else next();
   });
 
   // Transports first (mount() adds to this router), then module routes, then static files.
   const transports = express.Router();
   app.use(transports);
   app.use(moduleRoutes(server));
+  // The test pages (web/public/test/) take passwords in their URL: only the test suite turns them on.
+  if (!cfg.testPages) app.use('/test', (_req, res) => void res.status(404).type('text/plain').send('not found\n'));
   app.use(express.static(STATIC_DIR, { index: ['index.html'], fallthrough: true, dotfiles: 'deny' }));
   app.use((_req, res) => {
     res.status(404).type('text/plain').send('not found\n');
@@ -86,22 +129,23 @@ export async function startWebContainer(server: Server, tls: TlsMaterial): Promi
     const viaTls = 'encrypted' in req.socket && (req.socket as { encrypted?: boolean }).encrypted === true;
     let remoteAddress = socketAddr;
     let forwardedTls = false;
-    if (cfg.trustedProxies.length) {
-      // express computes req.ip with the trust-proxy setting; reuse it for upgrades too.
-      const trust = app.get('trust proxy fn') as (addr: string, i: number) => boolean;
-      if (trust(socketAddr, 0)) {
-        const xff = String(req.headers['x-forwarded-for'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-        if (xff.length) remoteAddress = xff[xff.length - 1] as string;
-        forwardedTls = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim() === 'https';
-      }
+    if (trust && trust(socketAddr, 0)) {
+      remoteAddress = proxyaddr(req, trust);
+      forwardedTls = String(req.headers['x-forwarded-proto'] ?? '').split(',')[0]?.trim() === 'https';
     }
-    const secure = viaTls || forwardedTls || (cfg.secureLoopback && LOOPBACK.test(socketAddr) && LOOPBACK.test(remoteAddress));
+    // secureLoopback stands for "a TLS-terminating proxy on this machine that adds no headers";
+    // a request with forwarding headers is a proxy's, and only a trusted one may say it was TLS.
+    const secure = viaTls || forwardedTls || (cfg.secureLoopback && LOOPBACK.test(socketAddr) && LOOPBACK.test(remoteAddress) && !forwarded(req));
     return { remoteAddress: normalize(remoteAddress), secure };
   };
 
   const servers: (http.Server | https.Server)[] = [];
   const ports: WebContainer['ports'] = { http: null, https: null };
   const onUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (untrustedLocalProxy(req)) {
+      socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(PROXY_REFUSAL)}\r\nConnection: close\r\n\r\n${PROXY_REFUSAL}`);
+      return;
+    }
     const path = (req.url ?? '').split('?')[0] ?? '';
     const h = upgrades.get(path);
     if (!h) {
@@ -119,9 +163,13 @@ export async function startWebContainer(server: Server, tls: TlsMaterial): Promi
       });
     });
   const prepare = (srv: http.Server | https.Server) => {
-    // Slow-loris and idle limits; BOSH holds requests for at most its `wait` (bounded below this).
+    // Slow-loris and idle limits. No limit on a request's total time (issue 16 §8: a 100 MiB upload
+    // over a slow line is legitimate): a connection is closed after idleTimeoutSeconds without a
+    // byte either way, which also bounds a stalled upload or download. BOSH holds a request for at
+    // most bosh.maxWait, so the idle limit is kept above it.
     srv.headersTimeout = 20_000;
-    srv.requestTimeout = 120_000;
+    srv.requestTimeout = 0;
+    srv.timeout = Math.max(cfg.idleTimeoutSeconds, cfg.bosh.maxWait + 5) * 1000;
     srv.keepAliveTimeout = 70_000;
     srv.maxHeadersCount = 100;
     srv.on('upgrade', onUpgrade);

@@ -24,6 +24,7 @@
 //   XEP-0156 §3 (HTTP lookup): XRD and JRD host-meta with the websocket and xbosh links, CORS `*`.
 // Not implemented: channel binding (the TLS session is the web server's, not the stream's).
 import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type Request, type Response } from 'express';
 import type { Element } from 'ltx';
@@ -425,7 +426,7 @@ export function startHostMeta(server: Server, web: WebContainer): void {
   const http = server.config.http;
   const router = express.Router();
   const links = (req: Request): { rel: string; href: string }[] => {
-    const base = baseUrls(req, http.publicUrl, web.ports);
+    const base = baseUrls(req, http.publicUrl, web.ports, server.hostNames());
     const out: { rel: string; href: string }[] = [];
     if (http.websocket.enabled) out.push({ rel: REL_WEBSOCKET, href: `${base.ws}${WEBSOCKET_PATH}` });
     if (http.bosh.enabled) out.push({ rel: REL_BOSH, href: `${base.http}/http-bind` });
@@ -434,8 +435,13 @@ export function startHostMeta(server: Server, web: WebContainer): void {
   const common = (res: Response) => {
     // XEP-0156 §4: readable by web clients on other origins (no credentials with `*`).
     res.setHeader('Access-Control-Allow-Origin', '*');
-    res.setHeader('Cache-Control', 'max-age=300');
-    if (!http.publicUrl) res.setHeader('Vary', 'Host');
+    if (http.publicUrl) {
+      res.setHeader('Cache-Control', 'max-age=300');
+    } else {
+      // Built from the request's Host: no shared cache may hand it to other clients (issue 16 §6).
+      res.setHeader('Cache-Control', 'private, max-age=300');
+      res.setHeader('Vary', 'Host');
+    }
   };
   router.get('/host-meta', (req, res) => {
     common(res);
@@ -454,9 +460,11 @@ export function startHostMeta(server: Server, web: WebContainer): void {
 /**
  * Base URLs (no trailing slash) of the WebSocket and HTTP endpoints: from `http.publicUrl`, else
  * from the request's Host header: the HTTPS port when it is on (wss://, https://), else the plain
- * port the request came to (ws://, http://).
+ * port the request came to (ws://, http://). A Host that names none of `hosts` (the served XMPP
+ * domains) and is not an IP address is not echoed: the first served domain is used instead, so a
+ * forged Host cannot send clients, and their passwords, to another server.
  */
-export function baseUrls(req: Request, publicUrl: string | undefined, ports: WebContainer['ports']): { ws: string; http: string } {
+export function baseUrls(req: Request, publicUrl: string | undefined, ports: WebContainer['ports'], hosts: readonly string[] = []): { ws: string; http: string } {
   if (publicUrl) {
     const u = new URL(publicUrl);
     const path = u.pathname.replace(/\/+$/, '');
@@ -465,7 +473,10 @@ export function baseUrls(req: Request, publicUrl: string | undefined, ports: Web
   }
   const rawHost = String(req.headers.host ?? '');
   // A Host header is client input: anything but a plain host[:port] falls back to loopback.
-  const host = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.test(rawHost) ? rawHost : '127.0.0.1';
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.exec(rawHost);
+  const name = (m?.[1] ?? '').toLowerCase();
+  const known = m !== null && (isIP(name.replace(/^\[|\]$/g, '')) !== 0 || hosts.length === 0 || hosts.includes(name));
+  const host = known ? rawHost : `${hosts[0] ?? '127.0.0.1'}:${req.socket.localPort ?? 80}`;
   const viaTls = 'encrypted' in req.socket && (req.socket as { encrypted?: boolean }).encrypted === true;
   if (viaTls) return { ws: `wss://${host}`, http: `https://${host}` };
   if (ports.https !== null) {

@@ -29,13 +29,14 @@ const accounts = new Map<string, Partial<Record<ScramHash, ScramSecret>>>([
 const CB: Record<ChannelBindingType, Buffer> = {
   'tls-exporter': randomBytes(32),
   'tls-server-end-point': randomBytes(32),
+  'tls-unique': randomBytes(12),
 };
 
 function makeCtx(over: Partial<SaslContext> = {}): SaslContext {
   return {
     host: HOST,
     secure: true,
-    channelBindingTypes: ['tls-exporter', 'tls-server-end-point'],
+    channelBindingTypes: ['tls-exporter', 'tls-server-end-point', 'tls-unique'],
     channelBinding: (t) => CB[t] ?? null,
     getScram: async (u, h) => accounts.get(u)?.[h] ?? null,
     verifyPassword: async () => false,
@@ -159,7 +160,7 @@ describe('SCRAM success', () => {
   }
 
   for (const mech of ['SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256-PLUS'] as const) {
-    for (const type of ['tls-exporter', 'tls-server-end-point'] as const) {
+    for (const type of ['tls-exporter', 'tls-server-end-point', 'tls-unique'] as const) {
       it(`${mech} with p=${type}`, async () => {
         const { steps, client } = await runClient(mech, { gs2: `p=${type},,`, cbData: CB[type] });
         expect(steps[1]).toMatchObject({ kind: 'success', username: 'juliet' });
@@ -233,8 +234,42 @@ describe('SCRAM failures', () => {
   it('wrong password -> not-authorized, carrying the username', async () => {
     const { steps, authenticated } = await runStanza('SCRAM-SHA-256', { username: 'juliet', password: 'nope' });
     expect(steps).toHaveLength(2);
-    expect(steps[1]).toMatchObject({ kind: 'failure', condition: 'not-authorized', username: 'juliet' });
+    expect(steps[1]).toMatchObject({ kind: 'failure', condition: 'not-authorized', username: 'juliet', wrongCredentials: true });
     expect(authenticated).toBe(false);
+  });
+
+  // RFC 5802 §6 and RFC 9266 / XEP-0440: every combination of (client supports binding or not,
+  // server advertises -PLUS or not, binding type known or not) ends in a login or a clear failure;
+  // only a wrong password counts as one (wrongCredentials), never a binding negotiation.
+  describe('channel-binding combinations', () => {
+    const plusCtx = () => makeCtx();
+    const noPlusCtx = () => makeCtx({ channelBindingTypes: [], channelBinding: () => null });
+    const cases: { name: string; mech: ScramMechanismName; gs2: string; cb?: Buffer; ctx: () => SaslContext; outcome: string }[] = [
+      { name: 'no binding support, -PLUS advertised', mech: 'SCRAM-SHA-256', gs2: 'n,,', ctx: plusCtx, outcome: 'success' },
+      { name: 'no binding support, no -PLUS', mech: 'SCRAM-SHA-256', gs2: 'n,,', ctx: noPlusCtx, outcome: 'success' },
+      { name: 'supports binding, no -PLUS advertised ("y")', mech: 'SCRAM-SHA-256', gs2: 'y,,', ctx: noPlusCtx, outcome: 'success' },
+      { name: 'supports binding, -PLUS advertised but "y" (stripped: downgrade)', mech: 'SCRAM-SHA-256', gs2: 'y,,', ctx: plusCtx, outcome: 'not-authorized:server-does-support-channel-binding' },
+      { name: '-PLUS with tls-unique', mech: 'SCRAM-SHA-256-PLUS', gs2: 'p=tls-unique,,', cb: CB['tls-unique'], ctx: plusCtx, outcome: 'success' },
+      { name: '-PLUS with tls-exporter', mech: 'SCRAM-SHA-1-PLUS', gs2: 'p=tls-exporter,,', cb: CB['tls-exporter'], ctx: plusCtx, outcome: 'success' },
+      { name: '-PLUS with an unknown type', mech: 'SCRAM-SHA-256-PLUS', gs2: 'p=tls-future,,', cb: randomBytes(8), ctx: plusCtx, outcome: 'not-authorized:unsupported-channel-binding-type' },
+      { name: '-PLUS with a type this connection lacks', mech: 'SCRAM-SHA-256-PLUS', gs2: 'p=tls-exporter,,', cb: CB['tls-exporter'], ctx: () => makeCtx({ channelBindingTypes: ['tls-unique', 'tls-server-end-point'] }), outcome: 'not-authorized:unsupported-channel-binding-type' },
+      { name: '-PLUS with wrong binding data', mech: 'SCRAM-SHA-256-PLUS', gs2: 'p=tls-unique,,', cb: randomBytes(12), ctx: plusCtx, outcome: 'not-authorized:channel-bindings-dont-match' },
+      { name: '"p=" on a non-PLUS mechanism', mech: 'SCRAM-SHA-256', gs2: 'p=tls-unique,,', cb: CB['tls-unique'], ctx: plusCtx, outcome: 'malformed-request:channel-binding-not-supported' },
+      { name: '"n" on a -PLUS mechanism', mech: 'SCRAM-SHA-256-PLUS', gs2: 'n,,', ctx: plusCtx, outcome: 'malformed-request:channel binding required by -PLUS' },
+    ];
+    for (const c of cases) {
+      it(`${c.name} -> ${c.outcome}`, async () => {
+        const { steps } = await runClient(c.mech, { gs2: c.gs2, cbData: c.cb }, c.ctx());
+        const last = steps[steps.length - 1] as SaslStep;
+        if (c.outcome === 'success') {
+          expect(last).toMatchObject({ kind: 'success', username: 'juliet' });
+        } else {
+          const [condition, text] = c.outcome.split(':');
+          expect(last).toMatchObject({ kind: 'failure', condition, text });
+          expect(last).not.toHaveProperty('wrongCredentials');
+        }
+      });
+    }
   });
 
   it('unknown user is indistinguishable in flow from a wrong password', async () => {
@@ -307,11 +342,22 @@ describe('SCRAM failures', () => {
     expectFailure(steps[0], 'malformed-request');
   });
 
+  it('a client that only knows tls-unique (stanza, like Python-based clients) logs in with -PLUS', async () => {
+    const ok = await runStanza('SCRAM-SHA-1-PLUS', { username: 'juliet', password: PASSWORD, tlsUnique: CB['tls-unique'] });
+    expect(ok.steps[1]).toMatchObject({ kind: 'success', username: 'juliet' });
+    expect(ok.authenticated).toBe(true);
+    // Its tls-unique value must be the connection's: a different one fails, and is not a wrong password.
+    const bad = await runStanza('SCRAM-SHA-256-PLUS', { username: 'juliet', password: PASSWORD, tlsUnique: randomBytes(12) });
+    expect(bad.steps[1]).toMatchObject({ kind: 'failure', condition: 'not-authorized', text: 'channel-bindings-dont-match' });
+    expect(bad.steps[1]).not.toHaveProperty('wrongCredentials');
+  });
+
   it('unsupported channel-binding type -> failure', async () => {
-    // stanza's -PLUS client only knows tls-unique (RFC 5929 §3), which Parley does not offer.
-    const { steps } = await runStanza('SCRAM-SHA-1-PLUS', { username: 'juliet', password: PASSWORD, tlsUnique: randomBytes(12) });
+    // A type Parley does not know at all: a clear failure, not counted as a wrong password.
+    const { steps } = await runClient('SCRAM-SHA-1-PLUS', { gs2: 'p=tls-future,,', cbData: randomBytes(12) });
     expect(steps).toHaveLength(1);
-    expectFailure(steps[0], 'not-authorized');
+    expect(steps[0]).toMatchObject({ kind: 'failure', condition: 'not-authorized', text: 'unsupported-channel-binding-type' });
+    expect(steps[0]).not.toHaveProperty('wrongCredentials');
     // A known type the transport does not offer on this stream.
     const ctx = makeCtx({ channelBindingTypes: ['tls-server-end-point'] });
     const r = await runClient('SCRAM-SHA-256-PLUS', { gs2: 'p=tls-exporter,,', cbData: CB['tls-exporter'] }, ctx);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, configSchema, limitsSchema, validateConfig } from '../../src/core/config.js';
+import { builtinModules } from '../../src/modules/index.js';
 
 describe('configuration', () => {
   it('has embedded defaults', () => {
@@ -31,6 +32,26 @@ describe('configuration', () => {
   it('refuses duplicate hosts and a certificate without a key', () => {
     expect(() => validateConfig({ hosts: ['a.example', 'A.example'] })).toThrow(/duplicate host/);
     expect(() => validateConfig({ tls: { cert: 'x.pem' } })).toThrow(/cert and key/);
+  });
+
+  it('refuses an unknown module name, and bad module options, with their paths (issue 15)', () => {
+    const modules = builtinModules;
+    // Without the module list (core alone) the section is free-form; with it, a typo is an error.
+    expect(() => validateConfig({ modules: { rostr: { versioning: false } } })).not.toThrow();
+    let msg = '';
+    try {
+      validateConfig({ modules: { rostr: { versioning: false }, push: false, roster: { versioning: 3 }, mam: true }, listen: { c2s: -1 } }, '/srv', { modules });
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      msg = (e as Error).message;
+    }
+    expect(msg).toContain('modules.rostr: unknown module "rostr"');
+    expect(msg).toContain('modules.roster.versioning');
+    expect(msg).toContain('listen.c2s'); // reported together with the other problems
+    expect(msg).not.toContain('modules.push');
+    expect(msg).not.toContain('modules.mam');
+    expect(validateConfig({ modules: { push: false, roster: { versioning: false }, mam: true } }, '/srv', { modules }).modules.push).toBe(false);
   });
 
   it('documents every setting in README', () => {

@@ -28,7 +28,8 @@ describe('a browser client over WebSocket', () => {
   beforeAll(async () => {
     // No skip: a missing browser is a broken test environment, and must say so.
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium package to run the browser tests`);
-    srv = await startTestServer();
+    // The test page takes the password in its URL: served only when the configuration asks (http.testPages).
+    srv = await startTestServer({ http: { address: '127.0.0.1', port: 0, tlsPort: 0, testPages: true } });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--ignore-certificate-errors'] });
   });
   afterAll(async () => {

@@ -141,7 +141,7 @@ describe('two embedded muxes', () => {
   });
 
   describe('STARTTLS, direct TLS and SCRAM-SHA-256-PLUS through the mux', () => {
-    async function plus(c: RawXmppClient, cbType: 'tls-exporter' | 'tls-server-end-point', cbDataOverride?: Buffer) {
+    async function plus(c: RawXmppClient, cbType: 'tls-exporter' | 'tls-server-end-point' | 'tls-unique', cbDataOverride?: Buffer) {
       return c.scram({ mechanism: 'SCRAM-SHA-256-PLUS', username: 'tybalt', password: PASSWORD, cbType, cbDataOverride });
     }
 
@@ -152,14 +152,14 @@ describe('two embedded muxes', () => {
 
     for (const directTls of [false, true]) {
       const how = directTls ? 'direct TLS' : 'STARTTLS';
-      for (const cbType of ['tls-exporter', 'tls-server-end-point'] as const) {
+      for (const cbType of ['tls-exporter', 'tls-server-end-point', 'tls-unique'] as const) {
         it(`${how}: SCRAM-SHA-256-PLUS with ${cbType} succeeds and the server signature verifies`, async () => {
           const c = await RawXmppClient.connect({ port: directTls ? tlsPort : port, directTls });
           raws.push(c);
           expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.3');
           const o = offered(c);
           expect(o.mechs).toContain('SCRAM-SHA-256-PLUS');
-          expect(o.cb).toEqual(['tls-exporter', 'tls-server-end-point']);
+          expect(o.cb).toEqual(['tls-exporter', 'tls-server-end-point', 'tls-unique']);
           const r = await plus(c, cbType);
           expect(r.ok && r.serverSignatureValid).toBe(true);
           await c.restart();
@@ -173,7 +173,7 @@ describe('two embedded muxes', () => {
       }
 
       it(`${how}: wrong channel-binding data fails (the mux reports what the client computes)`, async () => {
-        for (const cbType of ['tls-exporter', 'tls-server-end-point'] as const) {
+        for (const cbType of ['tls-exporter', 'tls-server-end-point', 'tls-unique'] as const) {
           const c = await RawXmppClient.connect({ port: directTls ? tlsPort : port, directTls });
           raws.push(c);
           const r = await plus(c, cbType, randomBytes(32));
@@ -192,14 +192,16 @@ describe('two embedded muxes', () => {
         c.destroy();
       });
 
-      it(`${how}: on TLS 1.2 only tls-server-end-point is offered, and it works`, async () => {
-        const c = await RawXmppClient.connect({ port: directTls ? tlsPort : port, directTls, maxVersion: 'TLSv1.2' });
-        raws.push(c);
-        expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.2');
-        expect(offered(c).cb).toEqual(['tls-server-end-point']);
-        const r = await plus(c, 'tls-server-end-point');
-        expect(r.ok && r.serverSignatureValid).toBe(true);
-        c.destroy();
+      it(`${how}: on TLS 1.2 tls-unique and tls-server-end-point are offered (no tls-exporter), and both work`, async () => {
+        for (const cbType of ['tls-unique', 'tls-server-end-point'] as const) {
+          const c = await RawXmppClient.connect({ port: directTls ? tlsPort : port, directTls, maxVersion: 'TLSv1.2' });
+          raws.push(c);
+          expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.2');
+          expect(offered(c).cb).toEqual(['tls-server-end-point', 'tls-unique']);
+          const r = await plus(c, cbType);
+          expect(r.ok && r.serverSignatureValid, cbType).toBe(true);
+          c.destroy();
+        }
       });
     }
 
@@ -391,11 +393,11 @@ describe('the server sees the client’s address, not the mux’s', () => {
     const idle = [await rawFrom(srv.ports.c2s as number, '127.0.0.2'), await rawFrom(srv.ports.c2s as number, '127.0.0.2')];
     raws.push(...idle);
     await waitUntil(() => srv.server.connectionCount === base + 2, 5000, 'idle connections open');
-    // ... so a third one from 127.0.0.2 is refused ...
+    // ... so a third one from 127.0.0.2 takes the place of the oldest (closed with a stream error) ...
     const third = await rawFrom(srv.ports.c2s as number, '127.0.0.2');
     raws.push(third);
-    await third.closed(5000);
-    expect(third.text).toBe('');
+    expect(await idle[0]!.expectStreamErrorAndClose(5000)).toBe('policy-violation');
+    idle[0] = third;
     // ... while 127.0.0.3 is not affected (the cap does not apply to the mux's own address).
     const carol = await rawFrom(srv.ports.c2s as number, '127.0.0.3');
     raws.push(carol);

@@ -61,7 +61,7 @@ describe('XEP-0493: OpenID provider access tokens in SASL OAUTHBEARER', () => {
     );
     // Several refusals come from one address on purpose: no backoff delays or bans here.
     const off = { maxFailures: 1_000_000, windowMs: 1000, banMs: 1000 };
-    (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perAccount: off, delay: { freeFailures: 1_000_000 } });
+    (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perPair: off, accountDelay: { freeFailures: 1_000_000 }, addressDelay: { freeFailures: 1_000_000 } });
   });
   afterAll(async () => {
     for (const c of clients) c.destroy();

@@ -101,15 +101,18 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
   }
 
   /**
-   * Starts a sign-in at Parley and goes through the IdP's login and consent pages. With `hold`, the
-   * IdP's redirect back to Parley is caught and not followed: resolves the callback URL instead.
+   * Signs in the way a person does: opens the sign-in page, clicks the provider's link, goes
+   * through the IdP's login and consent pages, and lets the browser go wherever the servers send
+   * it; resolves where it landed. With `hold`, the IdP's redirect back to Parley is caught and not
+   * followed: resolves the callback URL instead.
    */
   async function signIn(page: Page, sub: string, o: { provider?: string; hold?: boolean } = {}): Promise<string> {
     const provider = o.provider ?? 'corp';
     const callback = `${base}/sso/oidc/${provider}/callback`;
     idp.hold = o.hold ? `${callback}?` : null;
     const heldBefore = idp.held.length;
-    await page.goto(`${base}/sso/login?provider=${provider}`);
+    await page.goto(`${base}/signin/`);
+    await Promise.all([page.waitForURL((u) => u.href.startsWith(idp.issuer)), page.click(`#providers a[href^="/sso/login?provider=${provider}&"]`)]);
     for (let step = 0; step < 4 && page.url().startsWith(idp.issuer) && !(await page.content()).includes('held by the test'); step++) {
       const prompt = await page.locator('input[name=prompt]').getAttribute('value');
       if (prompt === 'login') {
@@ -125,6 +128,13 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
       return idp.held.at(-1) as string;
     }
     return page.url();
+  }
+
+  /** The sign-in page the browser came back to connects by itself: resolves its state once bound (or failed). */
+  async function connected(page: Page): Promise<{ state: string; jid: string; errors: string[] }> {
+    expect(page.url()).toBe(`${base}/signin/`);
+    await page.waitForFunction(() => ['bound', 'error'].includes((window as unknown as { parleySso?: { state: string } }).parleySso?.state ?? ''), undefined, { timeout: 15_000 });
+    return page.evaluate(() => (window as unknown as { parleySso: { state: string; jid: string; errors: string[] } }).parleySso);
   }
 
   async function session(page: Page): Promise<Record<string, unknown>> {
@@ -152,7 +162,7 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
       if (r.url().startsWith(`${idp.issuer}/auth?`)) authRequests.push(new URL(r.url()));
     });
 
-    expect(await signIn(page, who.sub)).toBe(`${base}/`);
+    expect(await signIn(page, who.sub)).toBe(`${base}/signin/`);
     // Parley asked for the code flow with PKCE S256, a state and a nonce, with its exact callback.
     const a = authRequests[0] as URL;
     expect(a.searchParams.get('response_type')).toBe('code');
@@ -171,9 +181,8 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
     expect(binding?.groups.sort()).toEqual(['eng', 'staff']);
     expect(logged('signed in')).toBe(true);
 
-    await page.goto(`${base}/signin/`);
-    await page.waitForFunction(() => ['bound', 'error'].includes((window as unknown as { parleySso: { state: string } }).parleySso.state), undefined, { timeout: 15_000 });
-    const state = await page.evaluate(() => (window as unknown as { parleySso: { state: string; jid: string; errors: string[] } }).parleySso);
+    // The browser is back on the sign-in page that started it, which connects without being told.
+    const state = await connected(page);
     expect(state.errors).toEqual([]);
     expect(state.state).toBe('bound');
     expect(state.jid.startsWith(`${jid}/`)).toBe(true);
@@ -186,9 +195,8 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
     const evil = '<img src=x onerror="window.__xss=1">Eve <b>&amp;</b>';
     const who = person(local, { name: evil });
     const page = await freshPage();
-    expect(await signIn(page, who.sub)).toBe(`${base}/`);
-    await page.goto(`${base}/signin/`);
-    await page.waitForFunction(() => ['bound', 'error'].includes((window as unknown as { parleySso: { state: string } }).parleySso.state), undefined, { timeout: 15_000 });
+    expect(await signIn(page, who.sub)).toBe(`${base}/signin/`);
+    await connected(page);
     expect(await page.locator('#name').textContent()).toBe(evil);
     expect(await page.locator('#who img, #who b').count()).toBe(0);
     expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
@@ -199,10 +207,9 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
     const jid = await srv.addUser(local);
     const who = person(local);
     const page = await freshPage();
-    expect(await signIn(page, who.sub)).toBe(`${base}/`);
+    expect(await signIn(page, who.sub)).toBe(`${base}/signin/`);
     const idToken = idp.idTokens.at(-1) as string;
-    await page.goto(`${base}/signin/`);
-    await page.waitForFunction(() => (window as unknown as { parleySso: { state: string } }).parleySso.state === 'bound', undefined, { timeout: 15_000 });
+    expect((await connected(page)).state).toBe('bound');
     expect(srv.server.sessions.count(jid)).toBe(1);
 
     const endSession = page.waitForRequest((r) => r.url().startsWith(`${idp.issuer}/session/end?`));
@@ -283,7 +290,7 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
     const jid = await srv.addUser(local);
     const who = person(local);
     const page = await freshPage();
-    expect(await signIn(page, who.sub)).toBe(`${base}/`);
+    expect(await signIn(page, who.sub)).toBe(`${base}/signin/`);
     expect(await session(page)).toMatchObject({ authenticated: true, jid });
     const earlier = idp.idTokens.at(-1) as string;
     // A new sign-in in a new browser, where the token endpoint hands back the earlier ID token:
@@ -421,11 +428,9 @@ describe('OpenID Connect sign-in (openid-client RP, node-oidc-provider OP, Chrom
     expect(await srv.server.auth.exists(`${local}@localhost`)).toBe(false);
 
     const page2 = await freshPage();
-    expect(await signIn(page2, who.sub, { provider: 'jit' })).toBe(`${base}/`);
+    expect(await signIn(page2, who.sub, { provider: 'jit' })).toBe(`${base}/signin/`);
     expect(await session(page2)).toMatchObject({ authenticated: true, jid: `${local}@localhost`, provider: 'jit' });
     expect(await srv.server.auth.exists(`${local}@localhost`)).toBe(true);
-    await page2.goto(`${base}/signin/`);
-    await page2.waitForFunction(() => ['bound', 'error'].includes((window as unknown as { parleySso: { state: string } }).parleySso.state), undefined, { timeout: 15_000 });
-    expect(await page2.evaluate(() => (window as unknown as { parleySso: { state: string; errors: string[] } }).parleySso)).toMatchObject({ state: 'bound', errors: [] });
+    expect(await connected(page2)).toMatchObject({ state: 'bound', errors: [] });
   });
 });

@@ -229,22 +229,25 @@ describe('SAML 2.0 single sign-on (issue 9)', () => {
     const page = await context.newPage();
     const errors: string[] = [];
     page.on('pageerror', (err) => errors.push(String(err)));
-    await page.goto(`${base}/sso/login?provider=corp`);
-    await page.waitForURL((u) => u.href.startsWith(idp.ssoUrl));
-    // The AuthnRequest reached the IdP from our entity, with the return URL as RelayState.
+    // A person opens the sign-in page and clicks the provider's link; the browser goes wherever the
+    // servers send it from there (the test never navigates it back itself).
+    await page.goto(`${base}/signin/`);
+    await Promise.all([page.waitForURL((u) => u.href.startsWith(idp.ssoUrl)), page.click('#providers a[href^="/sso/login?provider=corp&"]')]);
+    // The AuthnRequest reached the IdP from our entity, with the page that started it as RelayState.
     const req = idp.events.filter((e) => e.type === 'authn-request').at(-1);
-    expect(req).toMatchObject({ issuer: `${base}/sso/saml/corp/metadata`, relayState: `${base}/` });
+    expect(req).toMatchObject({ issuer: `${base}/sso/saml/corp/metadata`, relayState: `${base}/signin/` });
     // Its id is in the database-backed cache every Parley process shares (InResponseTo).
     expect(await srv.storage.ssoCache.get(`saml-req:corp:${req?.type === 'authn-request' ? req.id : ''}`)).not.toBeNull();
     await page.fill('#username', 'alice');
     await page.fill('#password', 'alice-pw');
-    await Promise.all([page.waitForURL(`${base}/`), page.click('#signin')]);
+    await Promise.all([page.waitForURL(`${base}/signin/`), page.click('#signin')]);
     const session = (await page.evaluate(() => fetch('/sso/session').then((r) => r.json()))) as Record<string, unknown>;
     expect(session).toMatchObject({ authenticated: true, jid: `${alice.uid}@localhost`, host: 'localhost', provider: 'corp', displayName: 'Alice Liddell' });
     // The request was answered once: its id is gone from the cache.
     expect(await srv.storage.ssoCache.get(`saml-req:corp:${req?.type === 'authn-request' ? req.id : ''}`)).toBeNull();
 
-    await page.goto(`${base}/signin/`);
+    // Back on the sign-in page, which connects by itself.
+    expect(page.url()).toBe(`${base}/signin/`);
     await page
       .waitForFunction(() => {
         const s = (window as unknown as { parleySso?: PageState }).parleySso;
@@ -278,10 +281,11 @@ describe('SAML 2.0 single sign-on (issue 9)', () => {
   it('IdP-initiated single logout ends the Parley session and answers with a LogoutResponse', { timeout: 60_000 }, async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
-    await page.goto(`${base}/sso/login?provider=corp`);
+    await page.goto(`${base}/signin/`);
+    await Promise.all([page.waitForURL((u) => u.href.startsWith(idp.ssoUrl)), page.click('#providers a[href^="/sso/login?provider=corp&"]')]);
     await page.fill('#username', 'bob');
     await page.fill('#password', 'bob-pw');
-    await Promise.all([page.waitForURL(`${base}/`), page.click('#signin')]);
+    await Promise.all([page.waitForURL(`${base}/signin/`), page.click('#signin')]);
     expect(await page.evaluate(() => fetch('/sso/session').then((r) => r.json()))).toMatchObject({ authenticated: true, jid: `${bob.uid}@localhost` });
     const login = idp.events.filter((e) => e.type === 'login').at(-1);
     expect(login).toMatchObject({ type: 'login', user: 'bob' });

@@ -199,6 +199,12 @@ describe('SSO browser sessions and XMPP tokens', () => {
     expect((await get('/sso/login?provider=nope')).status).toBe(404);
     expect((await get(`/sso/login?provider=corp&return=${encodeURIComponent('https://evil.example/')}`)).status).toBe(400);
     expect((await get(`/sso/login?provider=corp&return=${encodeURIComponent(`${base}/app/x`)}`)).status).toBe(400); // exact match only
+    // A page's own path (what /signin/ sends) is taken on our origin, then matched the same way.
+    for (const path of ['/app/x', '//evil.example/', '/\\evil.example/', 'evil.example/signin/']) {
+      expect((await get(`/sso/login?provider=corp&return=${encodeURIComponent(path)}`)).status, path).toBe(400);
+    }
+    // Allowed pages pass the check (and then fail at discovery: nothing listens at this issuer).
+    for (const path of ['/signin/', '/app/']) expect((await get(`/sso/login?provider=corp&return=${encodeURIComponent(path)}`)).status, path).not.toBe(400);
     const statuses: number[] = [];
     for (let i = 0; i < 25; i++) statuses.push((await get(`/sso/login?provider=corp&return=${encodeURIComponent(`${base}/app/`)}`)).status);
     expect(statuses).toContain(429);

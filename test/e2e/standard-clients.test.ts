@@ -12,266 +12,13 @@
 //    ways, and offline delivery with a <delay/>. Its DEBUG log holds every stanza it received.
 //
 // The packages are installed by scripts/test.sh (npm test) when missing; a missing binary fails.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GoListener, GoSendxmpp, Profanity, requireBinary, serverRecords, waitFor, waitSessionClosed } from '../helpers/interop.js';
 import { runCli, startServerProcess, waitExit, type ServerProcess } from '../helpers/process.js';
-import { elementWith, sleep } from '../helpers/raw.js';
-
-/** Absolute path of `name` on PATH (or the usual Debian locations); throws a clear error if absent. */
-function requireBinary(name: string, pkg: string): string {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/usr/local/bin'];
-  for (const d of dirs) {
-    if (d && existsSync(join(d, name))) return join(d, name);
-  }
-  throw new Error(
-    `${name} is not installed (Debian package '${pkg}'): run \`apt-get install -y ${pkg}\` as root, or \`npm test\`, whose scripts/test.sh installs it`,
-  );
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined | null | false, timeoutMs: number, describeState: () => string): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${describeState()}`);
-    await sleep(50);
-  }
-}
-
-// ---- the server ---------------------------------------------------------------------------------
-
-interface LogRecord {
-  level: number;
-  msg: string;
-  [k: string]: unknown;
-}
-
-function serverRecords(srv: ServerProcess): LogRecord[] {
-  const out: LogRecord[] = [];
-  for (const line of srv.output().split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(line) as LogRecord);
-    } catch {
-      /* a line still being written */
-    }
-  }
-  return out;
-}
-
-/** The server-side session id of a bound full JID (from the "resource bound" log record). */
-function sessionOf(srv: ServerProcess, jid: string): string | undefined {
-  return serverRecords(srv).find((r) => r.msg === 'resource bound' && r.jid === jid)?.session as string | undefined;
-}
-
-async function waitSessionClosed(srv: ServerProcess, jid: string): Promise<void> {
-  const id = await waitFor(`the server session of ${jid}`, () => sessionOf(srv, jid), 5000, () => srv.output());
-  await waitFor(`the server to close the session of ${jid}`, () => serverRecords(srv).some((r) => r.session === id && r.msg === 'session closed'), 5000, () => srv.output());
-}
-
-// ---- go-sendxmpp ----------------------------------------------------------------------------------
-
-interface GoSendOpts {
-  user: string;
-  password: string;
-  port: number;
-  directTls: boolean;
-  /** 'ca': SSL_CERT_FILE = the server certificate; 'none': system trust store only. */
-  trust: 'ca' | 'none';
-}
-
-class GoSendxmpp {
-  constructor(
-    readonly bin: string,
-    readonly home: string,
-    readonly cert: string,
-  ) {}
-
-  private argsEnv(o: GoSendOpts): { args: string[]; env: NodeJS.ProcessEnv } {
-    const args = ['-d', '--timeout', '10', '-u', o.user, '-p', o.password, '-j', `127.0.0.1:${o.port}`];
-    if (o.directTls) args.push('-t');
-    const env: NodeJS.ProcessEnv = { ...process.env, HOME: this.home };
-    delete env.SSL_CERT_DIR;
-    if (o.trust === 'ca') env.SSL_CERT_FILE = this.cert;
-    else delete env.SSL_CERT_FILE;
-    return { args, env };
-  }
-
-  /** Sends one message (stdin) and exits. */
-  send(o: GoSendOpts, to: string, text: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const { args, env } = this.argsEnv(o);
-    return new Promise((resolve, reject) => {
-      const child = spawn(this.bin, [...args, to], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      child.on('error', reject);
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-      child.stdin.end(`${text}\n`);
-    });
-  }
-
-  /** `--listen`: prints received messages on stdout ("<stamp> <from>: <body>"), raw XML on stderr (-d). */
-  listen(o: GoSendOpts): GoListener {
-    const { args, env } = this.argsEnv(o);
-    const child = spawn(this.bin, [...args, '--listen'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    return new GoListener(child);
-  }
-}
-
-class GoListener {
-  stdout = '';
-  stderr = '';
-  exited = false;
-  constructor(readonly child: ChildProcess) {
-    child.stdout?.on('data', (d) => (this.stdout += d));
-    child.stderr?.on('data', (d) => (this.stderr += d));
-    child.on('exit', () => (this.exited = true));
-  }
-
-  describe(): string {
-    return `go-sendxmpp --listen stdout:\n${this.stdout}\nstderr (-d):\n${this.stderr}`;
-  }
-
-  /** Waits until the client has bound a resource and its initial presence came back; returns its full JID. */
-  async online(bare: string): Promise<string> {
-    return waitFor(
-      `${bare} to be online in go-sendxmpp`,
-      () => {
-        if (this.exited) throw new Error(`go-sendxmpp exited early\n${this.describe()}`);
-        const jid = new RegExp(`<jid>(${bare.replace(/[.]/g, '\\.')}/[^<]+)</jid>`).exec(this.stderr)?.[1];
-        return jid && this.stderr.includes(`<presence from="${jid}" to="${jid}"`) ? jid : undefined;
-      },
-      10_000,
-      () => this.describe(),
-    );
-  }
-
-  async stop(): Promise<void> {
-    if (this.exited) return;
-    this.child.kill('SIGTERM');
-    await waitExit(this.child);
-  }
-}
-
-// ---- profanity in tmux ------------------------------------------------------------------------------
-
-class Profanity {
-  readonly home: string;
-  readonly socket: string;
-  readonly jid: string;
-  private run = 0;
-  logPath = '';
-
-  constructor(
-    readonly bin: string,
-    readonly tmux: string,
-    root: string,
-    readonly local: string,
-    password: string,
-    port: number,
-    tlsPolicy: 'trust' | 'legacy',
-  ) {
-    this.home = join(root, `profanity-${local}`);
-    this.socket = join(root, `tmux-${local}.sock`);
-    this.jid = `${local}@localhost`;
-    const data = join(this.home, 'data', 'profanity');
-    const config = join(this.home, 'config', 'profanity');
-    mkdirSync(data, { recursive: true });
-    mkdirSync(config, { recursive: true });
-    const accounts = join(data, 'accounts');
-    writeFileSync(
-      accounts,
-      `[${this.jid}]\nenabled=true\njid=${this.jid}\nserver=127.0.0.1\nport=${port}\nresource=prof\npassword=${password}\ntls.policy=${tlsPolicy}\n`,
-    );
-    chmodSync(accounts, 0o600);
-    writeFileSync(join(config, 'profrc'), '[notifications]\nmessage=false\nroom=false\ninvite=false\nsub=false\n');
-  }
-
-  private tmuxCmd(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      execFile(this.tmux, ['-f', '/dev/null', '-S', this.socket, ...args], { timeout: 5000 }, (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code as number) : 1) : 0;
-        resolve({ code, stdout, stderr });
-      });
-    });
-  }
-
-  /** Starts profanity (auto-connect to the account) in a detached tmux session, with a DEBUG log. */
-  async start(): Promise<void> {
-    this.run++;
-    this.logPath = join(this.home, `debug-${this.run}.log`);
-    const r = await this.tmuxCmd([
-      'new-session', '-d', '-s', this.local, '-x', '220', '-y', '60',
-      'env', `HOME=${this.home}`, `XDG_DATA_HOME=${join(this.home, 'data')}`, `XDG_CONFIG_HOME=${join(this.home, 'config')}`,
-      this.bin, '-a', this.jid, '-l', 'DEBUG', '-f', this.logPath,
-    ]);
-    if (r.code !== 0) throw new Error(`tmux new-session failed: ${r.stderr}`);
-  }
-
-  async keys(line: string): Promise<void> {
-    const a = await this.tmuxCmd(['send-keys', '-t', this.local, '-l', line]);
-    const b = await this.tmuxCmd(['send-keys', '-t', this.local, 'Enter']);
-    if (a.code !== 0 || b.code !== 0) throw new Error(`tmux send-keys to ${this.local} failed: ${a.stderr}${b.stderr}`);
-  }
-
-  private lastScreen = '';
-  async screen(): Promise<string> {
-    const r = await this.tmuxCmd(['capture-pane', '-p', '-J', '-S', '-300', '-t', this.local]);
-    if (r.code === 0) this.lastScreen = r.stdout;
-    return this.lastScreen;
-  }
-
-  log(): string {
-    return existsSync(this.logPath) ? readFileSync(this.logPath, 'utf8') : '';
-  }
-
-  describe(): string {
-    const log = this.log();
-    return `profanity ${this.jid} screen:\n${this.lastScreen.replace(/\s+\n/g, '\n')}\ndebug log (tail):\n${log.slice(-4000)}`;
-  }
-
-  async waitScreen(re: RegExp, timeoutMs = 10_000): Promise<string> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const s = await this.screen();
-      const m = re.exec(s);
-      if (m) return m[0];
-      if (Date.now() > end) throw new Error(`timed out waiting for ${re} on ${this.jid}'s profanity screen\n${this.describe()}`);
-      await sleep(100);
-    }
-  }
-
-  async waitLog(re: RegExp, timeoutMs = 10_000): Promise<string> {
-    return waitFor(`${re} in ${this.jid}'s profanity debug log`, () => re.exec(this.log())?.[0], timeoutMs, () => this.describe());
-  }
-
-  async running(): Promise<boolean> {
-    return (await this.tmuxCmd(['has-session', '-t', this.local])).code === 0;
-  }
-
-  /** /quit, then waits for profanity (and so the tmux session) to end. */
-  async quit(): Promise<void> {
-    await this.keys('/quit');
-    const end = Date.now() + 10_000;
-    while (await this.running()) {
-      if (Date.now() > end) throw new Error(`profanity ${this.jid} did not quit\n${this.describe()}`);
-      await sleep(100);
-    }
-  }
-
-  async kill(): Promise<void> {
-    await this.tmuxCmd(['kill-server']);
-  }
-}
+import { elementWith } from '../helpers/raw.js';
 
 // ---- the tests --------------------------------------------------------------------------------------
 
@@ -286,7 +33,7 @@ describe('standard XMPP clients from Debian against parley start', () => {
   beforeAll(async () => {
     writeFileSync(
       configPath,
-      `hosts: [localhost]\ndataDir: ${join(dir, 'data')}\nlisten:\n  address: 127.0.0.1\n  c2s: 0\n  c2sDirectTls: 0\nhttp:\n  address: 127.0.0.1\n  port: 0\n  tlsPort: 0\ntls:\n  required: true\nlog:\n  level: info\n`,
+      `hosts: [localhost]\ndataDir: ${join(dir, 'data')}\nlisten:\n  address: 127.0.0.1\n  c2s: 0\n  c2sDirectTls: 0\nhttp:\n  address: 127.0.0.1\n  port: 0\n  tlsPort: 0\ntls:\n  required: true\nlog:\n  level: info\nmodules:\n  proxy65:\n    port: 0\n`,
     );
     srv = await startServerProcess(configPath);
     cert = join(dir, 'data', 'tls', 'cert.pem');
@@ -317,11 +64,10 @@ describe('standard XMPP clients from Debian against parley start', () => {
   }
 
   it('go-sendxmpp: STARTTLS and direct TLS with the generated certificate, chat to an online user, offline delivery with delay', async () => {
-    const bin = requireBinary('go-sendxmpp', 'go-sendxmpp');
     const s = srv as ServerProcess;
     const home = join(dir, 'go-home');
     mkdirSync(home, { recursive: true });
-    const go = new GoSendxmpp(bin, home, cert);
+    const go = new GoSendxmpp(home, cert);
     const alice = { user: 'alice@localhost', password: 'alice-Secret-1', trust: 'ca' as const };
     const bob = { user: 'bob@localhost', password: 'bob-Secret-2', trust: 'ca' as const };
 
@@ -390,13 +136,13 @@ describe('standard XMPP clients from Debian against parley start', () => {
   }, 30_000);
 
   it('profanity: SCRAM login over STARTTLS and direct TLS, mutual subscription, chat, offline delivery', async () => {
-    const bin = requireBinary('profanity', 'profanity');
-    const tmux = requireBinary('tmux', 'tmux');
+    requireBinary('profanity', 'profanity');
+    requireBinary('tmux', 'tmux');
     const s = srv as ServerProcess;
     // Carol: STARTTLS, the client's own "trust this server's certificate" policy.
-    const carol = new Profanity(bin, tmux, dir, 'carol', 'carol-Secret-3', s.c2sPort, 'trust');
+    const carol = new Profanity(dir, 'carol', 'carol-Secret-3', s.c2sPort, 'trust');
     // Dave: direct TLS (XEP-0368, profanity's "legacy" policy), accepting the certificate when asked.
-    const dave = new Profanity(bin, tmux, dir, 'dave', 'dave-Secret-4', s.directTlsPort, 'legacy');
+    const dave = new Profanity(dir, 'dave', 'dave-Secret-4', s.directTlsPort, 'legacy');
     profs.push(carol, dave);
 
     await carol.start();

@@ -698,7 +698,7 @@ describe('hardening: fuzzed client input never breaks the server', () => {
       {
         hosts: [{ domain: DOMAIN, registration: { enabled: true, minPasswordLength: 4 } }],
         tls: { required: false },
-        auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1_000_000, maxFailuresPerAccount: 1_000_000, banSeconds: 1 },
+        auth: { allowPlainWithoutTls: true, maxFailuresPerAddress: 1_000_000, maxFailuresPerPair: 1_000_000, banSeconds: 1 },
         limits: {
           negotiationTimeoutMs: 1500,
           maxStanzaBytes: MAX_STANZA_BYTES,

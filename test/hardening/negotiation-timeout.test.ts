@@ -11,7 +11,6 @@ describe('hardening: negotiation deadline', () => {
   let port: number;
   let alice: RawClient;
   let bob: RawClient;
-  let boundAt = 0;
 
   beforeAll(async () => {
     srv = await startTestServer({ limits: { negotiationTimeoutMs: DEADLINE } });
@@ -19,7 +18,6 @@ describe('hardening: negotiation deadline', () => {
     for (const u of ['alice', 'bob', 'mallory']) await srv.addUser(u);
     alice = await RawClient.login(port, 'alice', 'secret-password', { resource: 'canary', presence: true });
     bob = await RawClient.login(port, 'bob', 'secret-password', { resource: 'canary', presence: true });
-    boundAt = Date.now();
   });
   afterAll(async () => {
     alice?.destroy();
@@ -27,8 +25,9 @@ describe('hardening: negotiation deadline', () => {
     await srv?.close();
   });
 
+  // Outcome only: when the deadline fires is measured by bench/limits.ts. A connection the
+  // deadline did not close would make expectStreamErrorAndClose() time out.
   it('idle, half-negotiated and slow connections are all closed at the deadline', async () => {
-    const t0 = Date.now();
     // 1. connects and sends nothing
     const idle = await RawClient.connect(port);
     // 2. sends the stream header, then nothing
@@ -64,16 +63,16 @@ describe('hardening: negotiation deadline', () => {
     }
     dripping = false;
     await drip;
-    const elapsed = Date.now() - t0;
-    expect(elapsed).toBeGreaterThanOrEqual(DEADLINE - 100);
-    expect(elapsed).toBeLessThan(DEADLINE + 4000);
     // The idle connection got a stream header before the error (RFC 6120 §4.9.1.3).
     expect(idle.text).toMatch(/^<\?xml[^>]*\?><stream:stream\b[^>]*>\s*<stream:error>/);
     expect(srv.server.connectionCount).toBe(2);
   });
 
   it('bound sessions outlive the deadline and keep working', async () => {
-    await sleep(Math.max(0, boundAt + DEADLINE + 200 - Date.now()));
+    // The barrier: a connection opened now is closed at its deadline; a deadline armed for Alice's
+    // or Bob's connection (opened earlier, same length) would have fired before that one.
+    const late = await RawClient.connect(port);
+    expect(await late.expectStreamErrorAndClose(DEADLINE + 4000)).toBe('connection-timeout');
     expect(alice.isClosed).toBe(false);
     expect(bob.isClosed).toBe(false);
     await assertServing(alice, bob);

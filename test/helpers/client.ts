@@ -38,6 +38,48 @@ export async function iqError(c: TestClient, el: Element): Promise<{ condition: 
   }
 }
 
+const NS_BARRIER = 'urn:parley:test:barrier';
+type IqCallee = { get(ns: string, name: string, handler: (ctx: { element: Element }) => Element): void };
+let barriers = 0;
+
+/**
+ * The end of a negative test ("X never reaches B"): sleeping, then finding nothing, passes when X
+ * is merely late. Instead, after the action that must not produce X, `sender` sends an iq to
+ * `recipient`'s full JID through the server, and this resolves when `recipient` itself has answered
+ * it. The server handles each session's stanzas one at a time, in order (each to its end, routing
+ * included), and writes to each connection in order; and the client records a stanza when it parses
+ * it, before it answers any iq that came after. So once this resolves, whatever the server did for
+ * `sender`'s earlier stanzas on the way to `recipient` is in `recipient.received`: assert then.
+ *
+ * With no `recipient` (or `recipient === sender`): a ping to the server on the same session, for
+ * "the server sent me nothing back": its reply is written after everything the server wrote to
+ * this session while it handled the stanzas sent before the ping.
+ *
+ * `opts.via`: the address to send the iq to when the path under test is not the direct one, e.g.
+ * `room@conference.localhost/nick` for what a room relays to an occupant (XEP-0045 §7.5 forwards
+ * an iq to an occupant's real JID through the room, after the sender's earlier room stanzas).
+ *
+ * The barrier is an iq, so it never adds a message or presence to `received` (the iq itself is in
+ * `received`, like every stanza) and is not archived, carbon-copied or stored offline. To a
+ * recipient that sent CSI <inactive/> it is important, so it flushes what CSI holds: there, wait for
+ * the server's idle ping instead (test/integration/csi.test.ts). It does not order what other
+ * sessions (or timers) cause: see afterSessionClosed() in server.ts.
+ */
+export async function barrier(sender: TestClient, recipient: TestClient = sender, opts: { via?: string; timeoutMs?: number } = {}): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  if (recipient === sender && !opts.via) {
+    const domain = (sender.jid.split('/')[0] as string).split('@').pop() as string;
+    await sender.iq(xml('iq', { type: 'get', to: domain }, xml('ping', { xmlns: 'urn:xmpp:ping' })), timeoutMs);
+    return;
+  }
+  const token = `barrier-${++barriers}-${Math.random().toString(36).slice(2)}`;
+  const reply = await sender.iq(xml('iq', { type: 'get', to: opts.via ?? recipient.jid }, xml('barrier', { xmlns: NS_BARRIER, token })), timeoutMs);
+  // Only the recipient's client can echo the token: a result from the server proves nothing.
+  if (reply.getChild('barrier', NS_BARRIER)?.attrs.token !== token) {
+    throw new Error(`barrier: the answer did not come from ${recipient.jid}: ${String(reply)}`);
+  }
+}
+
 export async function connect(opts: ConnectOptions): Promise<TestClient> {
   const domain = opts.domain ?? 'localhost';
   const xmpp = client({
@@ -68,6 +110,8 @@ export async function connect(opts: ConnectOptions): Promise<TestClient> {
       }
     }
   });
+  // Answers barrier() iqs (above) with the token they carry: only this client can produce it.
+  (xmpp as unknown as { iqCallee: IqCallee }).iqCallee.get(NS_BARRIER, 'barrier', (ctx) => xml('barrier', { xmlns: NS_BARRIER, token: ctx.element.attrs.token }));
   const addr = await xmpp.start();
   const tc: TestClient = {
     xmpp,

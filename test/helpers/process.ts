@@ -26,10 +26,14 @@ export function runCli(args: string[], opts: { cwd?: string; input?: string; env
   });
 }
 
-/** A temp directory with a parley.yaml whose listeners use random loopback ports. */
+/**
+ * A temp directory with a parley.yaml whose listeners use random loopback ports (the SOCKS5 proxy
+ * too: its default 7777 would collide between test files running at once).
+ */
 export function tempConfig(extra = ''): { dir: string; config: string } {
   const dir = mkdtempSync(join(tmpdir(), 'parley-e2e-'));
   const config = join(dir, 'parley.yaml');
+  extra = /^modules:\n/m.test(extra) ? extra.replace(/^modules:\n/m, 'modules:\n  proxy65: { port: 0 }\n') : `${extra}modules:\n  proxy65: { port: 0 }\n`;
   writeFileSync(
     config,
     `hosts: [localhost]\ndataDir: ${join(dir, 'data')}\nlisten:\n  address: 127.0.0.1\n  c2s: 0\n  c2sDirectTls: 0\nhttp:\n  address: 127.0.0.1\n  port: 0\n  tlsPort: 0\nlog:\n  level: warn\n${extra}`,

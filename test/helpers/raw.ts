@@ -78,6 +78,8 @@ export interface ConnectOptions {
   /** Connect with TLS from the first byte (XEP-0368 direct TLS port). */
   directTls?: boolean;
   tls?: tls.ConnectionOptions;
+  /** Local address to connect from (e.g. 127.0.0.2: another client address on loopback). */
+  localAddress?: string;
 }
 
 type Waiter = () => void;
@@ -111,8 +113,8 @@ export class RawClient {
     const host = opts.host ?? '127.0.0.1';
     return new Promise((resolve, reject) => {
       const sock = opts.directTls
-        ? tls.connect({ port, host, servername: 'localhost', rejectUnauthorized: false, ...opts.tls })
-        : net.connect({ port, host });
+        ? tls.connect({ port, host, servername: 'localhost', rejectUnauthorized: false, ...(opts.localAddress ? ({ localAddress: opts.localAddress } as tls.ConnectionOptions) : {}), ...opts.tls })
+        : net.connect({ port, host, localAddress: opts.localAddress });
       const onError = (err: Error) => reject(err);
       sock.once('error', onError);
       sock.once(opts.directTls ? 'secureConnect' : 'connect', () => {
@@ -124,8 +126,8 @@ export class RawClient {
   }
 
   /** connect() + login(). */
-  static async login(port: number, user: string, password: string, opts: LoginOptions = {}): Promise<RawClient> {
-    const c = await RawClient.connect(port);
+  static async login(port: number, user: string, password: string, opts: LoginOptions & ConnectOptions = {}): Promise<RawClient> {
+    const c = await RawClient.connect(port, opts);
     try {
       await c.login(user, password, opts);
     } catch (err) {
@@ -467,6 +469,30 @@ export async function waitUntil(cond: () => boolean, timeoutMs = 5000, what = 'c
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+let barriers = 0;
+
+/**
+ * The end of a negative test on raw sockets ("X never reaches `recipient`"), instead of a sleep:
+ * after the action that must not produce X, `sender` sends a message to `recipient`'s full JID
+ * through the server, and this resolves when `recipient` has received it. The server handles each
+ * session's stanzas one at a time, in order (routing included), and writes to each connection in
+ * order, so whatever `sender`'s earlier stanzas caused on the way to `recipient` is in
+ * `recipient.text` by then. The message has no body: it is not archived, copied or stored offline.
+ *
+ * With no `recipient`: a ping to the server on `sender`'s own session ("the server sent me nothing
+ * back"): the pong is written after whatever the server wrote while handling earlier stanzas.
+ */
+export async function barrier(sender: RawClient, recipient?: RawClient, timeoutMs = 5000): Promise<void> {
+  if (!recipient || recipient === sender) {
+    await sender.ping(timeoutMs);
+    return;
+  }
+  const token = `barrier-${++barriers}-${randomBytes(4).toString('hex')}`;
+  const since = recipient.mark();
+  await sender.send(`<message to='${recipient.jid}' id='${token}'><barrier xmlns='urn:parley:test:barrier' token='${token}'/></message>`);
+  await recipient.waitFor(new RegExp(`<message\\b[^>]*\\bid=(['"])${token}\\1`), timeoutMs, since);
 }
 
 /**

@@ -1,6 +1,6 @@
 // A raw XMPP client over node:net / node:tls for integration tests that need to see the wire:
 // stream headers and features, STARTTLS, SASL (PLAIN, and a from-scratch RFC 5802 SCRAM client
-// with channel binding: tls-exporter per RFC 9266, tls-server-end-point per RFC 5929), resource
+// with channel binding: tls-exporter per RFC 9266, tls-server-end-point and tls-unique per RFC 5929), resource
 // binding, and clients that deliberately misbehave (ignore pings, vanish without </stream>).
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -15,7 +15,7 @@ export const NS_BIND = 'urn:ietf:params:xml:ns:xmpp-bind';
 export const NS_STREAMS = 'urn:ietf:params:xml:ns:xmpp-streams';
 export const NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 
-export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point';
+export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point' | 'tls-unique';
 export type ScramMechanism = 'SCRAM-SHA-1' | 'SCRAM-SHA-256' | 'SCRAM-SHA-1-PLUS' | 'SCRAM-SHA-256-PLUS';
 
 export interface RawConnectOptions {
@@ -266,6 +266,9 @@ export class RawXmppClient {
     const t = this.tlsSocket;
     if (!t) throw new Error('no TLS');
     if (type === 'tls-exporter') return t.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0));
+    // RFC 5929 §3.1: the first Finished of the handshake, the client's own in a full handshake
+    // (what OpenSSL-based clients such as Python's ssl compute, on TLS 1.3 too).
+    if (type === 'tls-unique') return (t.isSessionReused() ? t.getPeerFinished() : t.getFinished()) ?? Buffer.alloc(0);
     // RFC 5929 §4.1: hash of the server's certificate with its signature's hash function (SHA-256
     // for the test's ECDSA-with-SHA256 certificate; SHA-256 is also the floor for MD5/SHA-1).
     return createHash('sha256').update(t.getPeerCertificate().raw).digest();

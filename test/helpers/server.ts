@@ -66,3 +66,47 @@ export function uniqueUser(prefix = 'user'): string {
   counter++;
   return `${prefix}${process.pid}x${counter}`;
 }
+
+/**
+ * Resolves once the server has finished ending the session of `fullJid` (call it before the
+ * session ends): every 'session.closed' handler has run to its end, the unavailable presence and
+ * room exits it causes included. Hook handlers run one after another in priority order, each
+ * awaited, and this one has the lowest priority, so it runs last. Use it before a barrier() (in
+ * client.ts or raw.ts) on the session that must not hear from the closed one: nothing orders a
+ * session's end against another session's stanzas, so a barrier alone would prove nothing.
+ */
+export function afterSessionClosed(srv: TestServer, fullJid: string, timeoutMs = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`session ${fullJid} not closed within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const off = srv.server.hooks.on(
+      'session.closed',
+      ({ session }) => {
+        if (session.jid?.full !== fullJid) return undefined;
+        clearTimeout(timer);
+        off();
+        resolve();
+        return undefined;
+      },
+      Number.NEGATIVE_INFINITY,
+      'test',
+    );
+  });
+}
+
+/**
+ * Resolves once the server has seen the connection of `fullJid` drop and keeps its session for
+ * XEP-0198 resumption (instead of sleeping "long enough" after killing a socket); rejects after
+ * `timeoutMs`.
+ */
+export async function hibernated(srv: TestServer, fullJid: string, timeoutMs = 5000): Promise<void> {
+  const slash = fullJid.indexOf('/');
+  const key = { bare: fullJid.slice(0, slash), resource: fullJid.slice(slash + 1) };
+  const end = Date.now() + timeoutMs;
+  while (srv.server.sessions.get(key)?.hibernated !== true) {
+    if (Date.now() > end) throw new Error(`session ${fullJid} not hibernated within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -33,7 +33,11 @@ export interface SlapdServer {
   ca: string;
   /** Operations served since start (or the last reset), by kind: BIND, SRCH, ADD, MOD, ... */
   ops(): Record<string, number>;
-  /** Resolves once slapd's log has been quiet for a moment: its lines can arrive after the answers. */
+  /**
+   * Resolves once every operation slapd answered before this call is in ops() (its log lines can
+   * reach us after the answers): a marker search on a connection of its own, whose log line comes
+   * after theirs; the marker connection is not counted.
+   */
   settle(): Promise<void>;
   resetOps(): void;
   /** Stops slapd, keeping its data (a directory outage). */
@@ -154,12 +158,16 @@ ${service}  ${read}
   const [port, tlsPort] = [await freePort(), await freePort()];
   const counts: Record<string, number> = {};
   const seen = new Set<string>();
-  let lastLine = 0;
+  /** settle() markers still to be seen in the log, and the connections they came on. */
+  const markers = new Map<string, () => void>();
+  const markerConns = new Set<string>();
+  let settles = 0;
   let proc: ChildProcess | undefined;
   let logTail = '';
 
   const start = async () => {
     seen.clear(); // connection numbers start again after a restart
+    markerConns.clear();
     const p = spawn(SLAPD, ['-d', 'stats', '-f', confPath, '-h', `ldap://127.0.0.1:${port}/ ldaps://127.0.0.1:${tlsPort}/`], { stdio: ['ignore', 'pipe', 'pipe'] });
     proc = p;
     let partial = '';
@@ -169,7 +177,14 @@ ${service}  ${read}
       partial = lines.pop() ?? '';
       for (const line of lines) {
         logTail = (logTail + line + '\n').slice(-16384);
-        lastLine = Date.now();
+        const conn = /conn=(\d+) /.exec(line)?.[1];
+        for (const [token, found] of markers) {
+          if (!line.includes(token)) continue;
+          if (conn) markerConns.add(conn);
+          markers.delete(token);
+          found();
+        }
+        if (conn && markerConns.has(conn)) continue;
         // "conn=1001 op=1 SRCH base=..." (a BIND logs two lines: count each conn/op once).
         const m = /conn=(\d+) op=(\d+) (BIND|SRCH|ADD|MOD|DEL|MODRDN|CMP|EXT|UNBIND) /.exec(line);
         if (m && !seen.has(`${m[1]}/${m[2]}`)) {
@@ -212,8 +227,27 @@ ${service}  ${read}
     ca: pems.cert,
     ops: () => ({ ...counts }),
     async settle() {
-      const deadline = Date.now() + 3000;
-      while (Date.now() - lastLine < 150 && Date.now() < deadline) await sleep(50);
+      // slapd logs an operation when it starts it; what the caller waits on was answered, hence
+      // logged, before the marker was sent, so its line is behind theirs in the same log stream.
+      const token = `parley-settle-${++settles}-${process.pid}`;
+      const logged = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          markers.delete(token);
+          reject(new Error(`slapd did not log the settle() marker within 5 s; log tail: ${logTail.slice(-2000)}`));
+        }, 5000);
+        markers.set(token, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      const { Client } = await import('ldapts');
+      const c = new Client({ url: `ldap://127.0.0.1:${port}` });
+      try {
+        await c.search(suffix, { scope: 'base', filter: `(uid=${token})` }).catch(() => undefined);
+      } finally {
+        await c.unbind().catch(() => undefined);
+      }
+      await logged;
     },
     resetOps: () => {
       for (const k of Object.keys(counts)) delete counts[k];

@@ -5,7 +5,7 @@
 // XEP-0133 announce command to online sessions, and bad forms.
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 import type { AccessControl, ServiceRight } from '../../src/core/acl.js';
 import type { Jid } from '../../src/xmpp/jid.js';
@@ -15,7 +15,6 @@ const SEND = 'urn:parley:alerts:send';
 const REPORT = 'urn:parley:alerts:report';
 const ANNOUNCE = 'http://jabber.org/protocol/admin#announce';
 const DATA = 'jabber:x:data';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function submit(fields: Record<string, string | string[]>, formType = 'urn:parley:alerts:0'): Element {
   const all: Record<string, string | string[]> = { FORM_TYPE: formType, ...fields };
@@ -223,7 +222,7 @@ describe('alerts (issue 7) over ad-hoc commands', () => {
 
     // The offline recipient: connected but not yet available gets nothing; initial presence delivers it, delayed.
     const off = await login(offline, { available: false });
-    await sleep(300);
+    await barrier(off); // binding (and what it triggers) is handled before the ping
     expect(off.received.filter(isAlert)).toEqual([]);
     await off.send(xml('presence'));
     const held = await off.waitFor(isAlert);
@@ -232,7 +231,7 @@ describe('alerts (issue 7) over ad-hoc commands', () => {
     expect(held.getChild('delay', 'urn:xmpp:delay')?.attrs.from).toBe('localhost');
     // Delivered once: a second login gets nothing more.
     const again = await login(offline, { resource: 'second' });
-    await sleep(300);
+    await barrier(again); // held alerts go out while initial presence is handled, before the pong
     expect(again.received.filter(isAlert)).toEqual([]);
 
     rep = await report(s, id);
@@ -331,7 +330,7 @@ describe('alerts (issue 7) over ad-hoc commands', () => {
       expect(m.getChildText('body')).toBe('Server restart\nin 5 minutes');
     }
     const late = await login(absent);
-    await sleep(300);
+    await barrier(late);
     expect(late.received.filter(isAlert)).toEqual([]);
 
     // An empty announcement is a bad payload.

@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const PUBSUB = 'http://jabber.org/protocol/pubsub';
@@ -95,11 +95,6 @@ describe('avatar conversion (XEP-0398, XEP-0153)', () => {
     await srv.storage.roster.setItem(b, { jid: a, subscription: 'both', ask: false, approved: false, groups: [] });
   }
 
-  const settle = async (c: TestClient) => {
-    await c.iq(xml('iq', { type: 'get' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
-    await new Promise((r) => setTimeout(r, 300));
-  };
-
   async function publishAvatar(c: TestClient, bytes: Buffer, type = 'image/png', id = sha1(bytes)): Promise<void> {
     await c.iq(publishIq(DATA, id, xml('data', { xmlns: DATA }, bytes.toString('base64'))));
     await c.iq(publishIq(METADATA, id, xml('metadata', { xmlns: METADATA }, xml('info', { id, bytes: String(bytes.length), type, width: '1', height: '1' }))));
@@ -155,7 +150,7 @@ describe('avatar conversion (XEP-0398, XEP-0153)', () => {
     // The contact sees the client's publish once; the vCard write does not publish again (no loop).
     const ev = await b.waitFor(isMetaEvent);
     expect(eventItems(ev)?.getChild('item')?.attrs.id).toBe(hash);
-    await settle(b);
+    await barrier(a, b); // what Alice's requests published to Bob has arrived
     expect(b.received.filter(isMetaEvent)).toHaveLength(1);
 
     // XEP-0153: the next presence has the hash, for the user's resources and contacts.
@@ -188,7 +183,7 @@ describe('avatar conversion (XEP-0398, XEP-0153)', () => {
 
     // Setting the same vCard again publishes nothing; the stored vCard is the client's own.
     await a.iq(vcardSet(xml('FN', {}, 'Alice'), photo('image/jpg', image.toString('base64'))));
-    await settle(b);
+    await barrier(a, b); // what Alice's requests published to Bob has arrived
     expect(b.received.filter(isMetaEvent)).toHaveLength(1);
     expect((await vcardOf(a)).getChild('PHOTO')?.getChildText('TYPE')).toBe('image/jpg');
     expect(updateHash(await presenceEcho(a))).toBe(hash);
@@ -221,7 +216,7 @@ describe('avatar conversion (XEP-0398, XEP-0153)', () => {
     // A vCard that never had a PHOTO leaves the PEP avatar alone.
     const count = b.received.filter(isMetaEvent).length;
     await a.iq(vcardSet(xml('NICKNAME', {}, 'alice')));
-    await settle(b);
+    await barrier(a, b); // what Alice's requests published to Bob has arrived
     expect(b.received.filter(isMetaEvent)).toHaveLength(count);
   });
 

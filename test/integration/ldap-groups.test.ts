@@ -133,10 +133,11 @@ describe('LDAP groups and shared rosters (issue 8)', () => {
         },
       ],
       acl: { directory: aclDir, watch: false },
+      http: { address: '127.0.0.1', port: 0, tlsPort: 0, metrics: { allow: ['127.0.0.1'] } },
     });
     // Several logins from 127.0.0.1 in a row: no throttling delays here (tested elsewhere).
     const off = { maxFailures: 1_000_000 };
-    (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perAccount: off, delay: { freeFailures: 1_000_000 } });
+    (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perPair: off, accountDelay: { freeFailures: 1_000_000 }, addressDelay: { freeFailures: 1_000_000 } });
     port = srv.ports.c2s as number;
   });
   afterAll(async () => {

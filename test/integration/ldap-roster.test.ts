@@ -12,7 +12,7 @@ import { type Element, parse } from 'ltx';
 import { Attribute, Change, Client as LdapClient, NoSuchObjectError } from 'ldapts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, iqError, type TestClient, xml } from '../helpers/client.js';
-import { iqReplyPattern, RawClient } from '../helpers/raw.js';
+import { iqReplyPattern, RawClient, waitUntil } from '../helpers/raw.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { LDAP_PEOPLE, LDAP_SERVICE_DN, LDAP_TIMEOUTS, ldapHostConfig, ldapPerson, ldapSkeleton, startSlapd, type SlapdServer } from '../helpers/slapd.js';
 import { LoginThrottle } from '../../src/auth/index.js';
@@ -57,7 +57,7 @@ describe('the directory as system of record (issue 8)', () => {
     });
     // Deliberate failures from 127.0.0.1: no bans or delays (throttling is tested elsewhere).
     const off = { maxFailures: 1_000_000 };
-    (s.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perAccount: off, delay: { freeFailures: 1_000_000 } });
+    (s.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perPair: off, accountDelay: { freeFailures: 1_000_000 }, addressDelay: { freeFailures: 1_000_000 } });
     return s;
   }
 
@@ -232,11 +232,24 @@ describe('the directory as system of record (issue 8)', () => {
     const carol = await RawClient.login(port(), 'carol', 'carol-pw', { presence: true });
     try {
       await slapd.pause();
+      // The barrier: count the server's periodic directory session checks that start from now on,
+      // once each has run to its end (a sleep would prove nothing if the checks ran late).
+      const server = srv.server as unknown as { checkDirectoryUsers(...args: unknown[]): Promise<void> };
+      const check = server.checkDirectoryUsers;
+      let checks = 0;
+      server.checkDirectoryUsers = async function (this: unknown, ...args: unknown[]) {
+        try {
+          await check.apply(this, args);
+        } finally {
+          checks++;
+        }
+      };
       try {
-        // Two check periods with the directory unreachable: nobody is logged out.
-        await new Promise((r) => setTimeout(r, 2 * TTL_SECONDS * 1000 + 500));
+        // Two checks with the directory unreachable: nobody is logged out.
+        await waitUntil(() => checks >= 2, 10 * TTL_SECONDS * 1000, 'two directory session checks');
         await carol.ping();
       } finally {
+        delete (server as { checkDirectoryUsers?: unknown }).checkDirectoryUsers; // the prototype's again
         await slapd.resume();
       }
       // A fresh cache entry for carol, so the next checks see her as enabled until it ages out.

@@ -40,7 +40,7 @@ const SEARCH_FIELDS = { name: 'cn', first: 'givenName', last: 'sn', email: 'mail
 /** Many logins from 127.0.0.1: no bans and no response delays (tested in test/auth). */
 function lenient(srv: TestServer): void {
   const off = { maxFailures: 1_000_000 };
-  (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perAccount: off, delay: { freeFailures: 1_000_000 } });
+  (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perPair: off, accountDelay: { freeFailures: 1_000_000 }, addressDelay: { freeFailures: 1_000_000 } });
 }
 
 const iq = (type: 'get' | 'set', to: string, child: Element) => xml('iq', { type, to }, child);
@@ -237,12 +237,8 @@ describe('directory user search and vCards (issue 8, XEP-0055/XEP-0054)', () => 
 
   /** SRCH operations slapd logged, once its log has caught up (lines arrive after the answers). */
   async function searches(): Promise<number> {
-    for (let last = -1; ; ) {
-      const n = slapd.ops().SRCH ?? 0;
-      if (n === last) return n;
-      last = n;
-      await new Promise((r) => setTimeout(r, 150));
-    }
+    await slapd.settle();
+    return slapd.ops().SRCH ?? 0;
   }
 
   it('caches vCard look-ups (counted in the directory log)', async () => {

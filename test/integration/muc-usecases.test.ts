@@ -5,7 +5,7 @@
 // and nick lock-down, unique room names (muc#unique) and the room directory paged with XEP-0059.
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, iqError, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, iqError, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 import {
   adminSet, adminSetError, bodyFrom, configure, createInstant, errorCondition, groupchat, item, join, NS_MUC_ADMIN, NS_XDATA, statusCodes,
@@ -29,7 +29,6 @@ let idSeq = 0;
 const newRoom = () => `uc${process.pid}x${++roomSeq}@${SERVICE}`;
 const nextId = () => `uc-${++idSeq}`;
 const bareOf = (c: TestClient) => c.jid.split('/')[0] as string;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function client(): Promise<TestClient> {
   const u = uniqueUser('mucu');
@@ -81,10 +80,10 @@ describe('leaving by broadcast unavailable presence (RFC 6121 §4.6.3, XEP-0045 
     await join(erin, `${room}/erin`);
     await presenceFrom(alice, `${room}/erin`, (el) => !el.attrs.type);
     // §7.3: a broadcast change of availability is not sent to the room.
+    // The groupchat after it is the barrier: same sender, same room, same recipient, in order.
     await dave.send(xml('presence', {}, xml('show', {}, 'away')));
     await groupchat(dave, room, 'after-away');
     await bodyFrom(alice, `${room}/dave`, 'after-away');
-    await sleep(100);
     expect(alice.received.some((el) => el.name === 'presence' && el.attrs.from === `${room}/dave` && el.getChildText('show') === 'away')).toBe(false);
 
     await dave.send(xml('presence', { type: 'unavailable' }, xml('status', {}, 'gone fishing')));
@@ -182,15 +181,15 @@ describe('voice requests (§7.13, §8.6)', () => {
     expect(field(x, 'muc#roomnick')).toBe('bob');
     expect(field(x, 'muc#jid')).toBe(bob.jid);
     expect(field(x, 'muc#request_allow')).toBe('false');
-    // Only moderators get it.
-    await sleep(100);
+    // Only moderators get it: nothing by the time an iq Bob sends after it through the room reaches Carol.
+    await barrier(bob, carol, { via: `${room}/carol` });
     expect(carol.received.some((el) => el.name === 'message' && el.attrs.from === room && el.attrs.type !== 'error' && el.getChild('x', NS_XDATA) !== undefined)).toBe(false);
     // Asking again at once is refused (rate limit).
     expect(await sendForm(bob, room, NS_REQUEST, { 'muc#role': 'participant' }, true)).toBe('resource-constraint');
 
     const approval = { 'muc#role': 'participant', 'muc#jid': bob.jid, 'muc#roomnick': 'bob', 'muc#request_allow': 'true' };
     expect(await sendForm(carol, room, NS_REQUEST, approval, true)).toBe('forbidden');
-    await sleep(100);
+    await barrier(carol); // a role change would have been broadcast while the room handled Carol's form
     expect(carol.received.some((el) => el.name === 'presence' && el.attrs.from === `${room}/bob` && item(el)?.attrs.role === 'participant')).toBe(false);
     expect(await sendForm(alice, room, NS_REQUEST, { ...approval, 'muc#roomnick': 'nobody' }, true)).toBe('item-not-found');
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join as pathJoin } from 'node:path';
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, iqError, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, iqError, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 import {
   bodyFrom, configure, createInstant, errorCondition, groupchat, item, join, NS_MUC_OWNER, NS_MUC_USER, NS_OCCUPANT_ID, NS_XDATA, statusCodes, subject,
@@ -207,7 +207,8 @@ describe('talking in a room (§7.3-§7.9, XEP-0421, XEP-0410)', () => {
     await bob.send(xml('message', { to: `${room}/nobody`, type: 'chat' }, xml('body', {}, 'lost')));
     const e = await bob.waitFor((el) => el.name === 'message' && el.attrs.type === 'error' && el.attrs.from === `${room}/nobody`);
     expect(errorCondition(e)).toBe('item-not-found');
-    await new Promise((r) => setTimeout(r, 100));
+    // Through the room, after Bob's private messages: had one gone to Alice, it would be there.
+    await barrier(bob, alice, { via: `${room}/al` });
     expect(alice.received.some((el) => el.getChildText('body') === 'psst')).toBe(false);
   });
 

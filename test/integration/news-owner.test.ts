@@ -9,7 +9,7 @@ import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AccessControl, ServiceRight, VenueRight } from '../../src/core/acl.js';
 import type { Jid } from '../../src/xmpp/jid.js';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const PUBSUB = 'http://jabber.org/protocol/pubsub';
@@ -74,13 +74,6 @@ const affiliationNotice = (node: string, affiliation: string) => (el: Element) =
   return a?.attrs.node === node && a.getChild('affiliation')?.attrs.affiliation === affiliation;
 };
 const configEvent = (node: string) => (el: Element) => eventOf(el)?.getChild('configuration')?.attrs.node === node;
-
-/** Sends a marker message to oneself and waits for it: everything routed before it has arrived. */
-async function settle(c: TestClient): Promise<void> {
-  const id = `marker-${Math.random().toString(36).slice(2)}`;
-  await c.send(xml('message', { to: c.jid, id, type: 'chat' }, xml('body', {}, 'marker')));
-  await c.waitFor((el) => el.name === 'message' && el.attrs.id === id);
-}
 
 describe('news channels: owners (XEP-0060 §8)', () => {
   let srv: TestServer;
@@ -201,7 +194,7 @@ describe('news channels: owners (XEP-0060 §8)', () => {
     // Unchanged affiliations are not announced again; a removed one is announced as none.
     await alice.iq(affiliationsIq(node, { [bare(dave)]: 'member', [bare(bob)]: 'none' }));
     await bob.waitFor(affiliationNotice(node, 'none'));
-    await settle(dave);
+    await barrier(alice, dave); // notices go out while Alice's change is handled
     expect(dave.received.filter(affiliationNotice(node, 'member'))).toHaveLength(1);
     const subs = await alice.iq(own('get', xml('subscriptions', { node })));
     expect(subs.getChild('pubsub')?.getChild('subscriptions')?.getChildren('subscription').map((s) => [s.attrs.jid, s.attrs.subscription])).toEqual([[bare(bob), 'subscribed']]);
@@ -234,7 +227,7 @@ describe('news channels: owners (XEP-0060 §8)', () => {
     await bob.waitFor((el) => eventOf(el)?.getChild('items')?.getChild('item')?.attrs.id === 'one');
     await alice.iq(ps('set', xml('retract', { node }, xml('item', { id: 'one' }))));
     await alice.iq(own('set', xml('delete', { node })));
-    await settle(bob);
+    await barrier(alice, bob);
     expect(bob.received.filter(configEvent(node))).toHaveLength(2);
     expect(bob.received.filter((el) => !!eventOf(el)?.getChild('items')?.getChild('retract'))).toHaveLength(0);
     expect(bob.received.filter((el) => !!eventOf(el)?.getChild('delete'))).toHaveLength(0);

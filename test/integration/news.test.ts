@@ -8,7 +8,7 @@ import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AccessControl, ServiceRight, VenueRight } from '../../src/core/acl.js';
 import type { Jid } from '../../src/xmpp/jid.js';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const PUBSUB = 'http://jabber.org/protocol/pubsub';
@@ -55,13 +55,6 @@ const eventOf = (el: Element) => (el.name === 'message' ? el.getChild('event', E
 const itemsEvent = (node: string) => (el: Element) => eventOf(el)?.getChild('items')?.attrs.node === node && !!eventOf(el)?.getChild('items')?.getChild('item');
 const retractEvent = (node: string) => (el: Element) => eventOf(el)?.getChild('items')?.attrs.node === node && !!eventOf(el)?.getChild('items')?.getChild('retract');
 const subscriptionEvent = (node: string) => (el: Element) => eventOf(el)?.getChild('subscription')?.attrs.node === node;
-
-/** Sends a marker message to oneself and waits for it: everything routed before it has arrived. */
-async function settle(c: TestClient): Promise<void> {
-  const id = `marker-${Math.random().toString(36).slice(2)}`;
-  await c.send(xml('message', { to: c.jid, id, type: 'chat' }, xml('body', {}, 'marker')));
-  await c.waitFor((el) => el.name === 'message' && el.attrs.id === id);
-}
 
 describe('news channels (XEP-0060 service)', () => {
   let srv: TestServer;
@@ -340,8 +333,7 @@ describe('news channels (XEP-0060 service)', () => {
     // deliver=false on the remaining subscription: no more notifications.
     await bob.iq(ps('set', xml('options', { node, jid: bare(bob), subid: first }, form(`${PUBSUB}#subscribe_options`, { 'pubsub#deliver': 'false' }))));
     await alice.iq(publishIq(node, 'n2', entry('Not delivered')));
-    await settle(alice);
-    await settle(bob);
+    await barrier(alice, bob); // notifications go out while the publish is handled
     expect(bob.received.some((el) => eventOf(el)?.getChild('items')?.getChild('item')?.attrs.id === 'n2')).toBe(false);
   });
 

@@ -40,7 +40,7 @@ describe('SASL OAUTHBEARER with XMPP tokens', () => {
     );
     // Several refusals come from one address on purpose: no backoff delays or bans here.
     const off = { maxFailures: 1_000_000, windowMs: 1000, banMs: 1000 };
-    (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perAccount: off, delay: { freeFailures: 1_000_000 } });
+    (srv.server as unknown as { throttle: LoginThrottle }).throttle = new LoginThrottle({ perAddress: off, perPair: off, accountDelay: { freeFailures: 1_000_000 }, addressDelay: { freeFailures: 1_000_000 } });
     port = srv.ports.c2s as number;
   });
   afterAll(async () => {

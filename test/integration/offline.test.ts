@@ -3,12 +3,11 @@
 // what is not stored, the per-user quota and storage failures reported to the sender.
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { errorCondition } from '../helpers/scram-client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const QUOTA = 3;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function chat(to: string, body: string, type = 'chat'): Element {
   return xml('message', { to, type, id: `m-${body}` }, xml('body', {}, body));
@@ -40,11 +39,6 @@ describe('offline messages (XEP-0160)', () => {
     return c;
   }
 
-  /** Resolves once everything `sender` sent before has been processed by the server. */
-  async function barrier(sender: TestClient): Promise<void> {
-    await sender.iq(xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
-  }
-
   beforeAll(async () => {
     srv = await startTestServer({ limits: { offlineQuota: QUOTA } });
     port = srv.ports.c2s as number;
@@ -68,7 +62,7 @@ describe('offline messages (XEP-0160)', () => {
 
     // Connected but not yet available: nothing yet.
     const b = await login(bob, { resource: 'phone', priority: null });
-    await sleep(150);
+    await barrier(b); // resource binding (and whatever it triggers) is handled before the ping
     expect(b.received.filter(isMessage)).toEqual([]);
     await b.send(xml('presence'));
     const msgs: Element[] = [];
@@ -87,10 +81,10 @@ describe('offline messages (XEP-0160)', () => {
     expect(msgs[1]?.attrs.type).toBe('normal');
 
     // Delivered means removed: the next session gets nothing.
-    await sleep(100);
+    await barrier(b); // the removal is part of handling Bob's initial presence
     expect(await srv.storage.offline.count(bob)).toBe(0);
     const b2 = await login(bob, { resource: 'tablet' });
-    await sleep(200);
+    await barrier(b2);
     expect(b2.received.filter(isMessage)).toEqual([]);
   });
 
@@ -101,7 +95,7 @@ describe('offline messages (XEP-0160)', () => {
     await a.send(chat(bob, 'patience'));
     await barrier(a);
     const neg = await login(bob, { resource: 'neg', priority: -1 });
-    await sleep(200);
+    await barrier(neg);
     expect(neg.received.filter(isMessage)).toEqual([]);
     // While only a negative resource is available, new messages are stored as well (RFC 6121 §8.5.2.1.1).
     await a.send(chat(bob, 'still patient'));
@@ -110,7 +104,7 @@ describe('offline messages (XEP-0160)', () => {
     const pos = await login(bob, { resource: 'pos', priority: 1 });
     expect((await pos.waitFor(isMessage)).getChildText('body')).toBe('patience');
     expect((await pos.waitFor(isMessage)).getChildText('body')).toBe('still patient');
-    await sleep(100);
+    await barrier(pos, neg); // after the delivery at Pos's initial presence, through to Neg
     expect(neg.received.filter(isMessage)).toEqual([]);
   });
 
@@ -132,7 +126,7 @@ describe('offline messages (XEP-0160)', () => {
     const b = await login(bob);
     const m = await b.waitFor(isMessage);
     expect(m.attrs.id).toBe('st');
-    await sleep(150);
+    await barrier(b);
     expect(b.received.filter(isMessage)).toHaveLength(1);
   });
 

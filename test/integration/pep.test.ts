@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const PUBSUB = 'http://jabber.org/protocol/pubsub';
@@ -99,12 +99,6 @@ describe('PEP (XEP-0163)', () => {
     await srv.storage.roster.setItem(b, { jid: a, subscription: 'both', ask: false, approved: false, groups: [] });
   }
 
-  /** Lets in-flight routing settle before asserting that something did not arrive. */
-  const settle = async (c: TestClient) => {
-    await c.iq(xml('iq', { type: 'get' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
-    await new Promise((r) => setTimeout(r, 300));
-  };
-
   it('publishes with an item id and retrieves it (all, by id, max_items)', async () => {
     const alice = await newUser('pa');
     const a = await login(alice);
@@ -160,7 +154,7 @@ describe('PEP (XEP-0163)', () => {
     expect(ev.attrs.to).toBe(b.jid);
     expect(itemsOf(ev)?.getChild('item')?.attrs.id).toBe('n2');
     expect(itemsOf(ev)?.getChild('item')?.getChildText('nick', NICK)).toBe('After');
-    await settle(c);
+    await barrier(a, c); // notifications go out while the publish is handled, before this iq
     expect(c.received.filter(isEvent(NICK))).toHaveLength(0);
   });
 

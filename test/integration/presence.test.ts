@@ -4,12 +4,11 @@
 // when a session ends, gracefully or not.
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
-import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
+import { afterSessionClosed, startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 import type { Subscription } from '../../src/storage/types.js';
 
 const NS_ROSTER = 'jabber:iq:roster';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function isPushFor(jid: string, pred: (item: Element) => boolean = () => true) {
   return (el: Element) => {
@@ -162,8 +161,10 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     await b2.send(xml('presence', { type: 'unavailable' }, xml('status', {}, 'bye')));
     const bye = await a.waitFor(isPresence(b2.jid, 'unavailable'));
     expect(bye.getChildText('status')).toBe('bye');
+    const b2Closed = afterSessionClosed(srv, b2.jid);
     await b2.stop();
-    await sleep(200);
+    await b2Closed;
+    await barrier(a);
     // Only one unavailable for the clean resource: it was already unavailable.
     expect(a.received.filter(isPresence(b2.jid, 'unavailable'))).toHaveLength(1);
 
@@ -222,7 +223,8 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     expect(fromPush.attrs.approved).toBeUndefined();
     // Bob is current presence is sent on approval, and the request itself never reached Bob.
     await a.waitFor(isPresence(b.jid));
-    await sleep(200);
+    await barrier(a, b);
+    await barrier(b, a);
     expect(b.received.some(isPresence(alice, 'subscribe'))).toBe(false);
     // The pre-approval itself was not routed to Alice: she got exactly one 'subscribed'.
     expect(a.received.filter(isPresence(bob, 'subscribed'))).toHaveLength(1);
@@ -241,7 +243,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     expect(cancelled.attrs.subscription).toBe('none');
     await d.send(xml('presence', { to: alice, type: 'subscribe' }));
     await a.waitFor(isPresence(dave, 'subscribe'));
-    await sleep(200);
+    await barrier(a, d);
     // §3.2.2 #2: neither the pre-approval nor its cancellation was routed to Dave.
     expect(d.received.some((el) => el.name === 'presence' && el.attrs.from === alice)).toBe(false);
     expect((await rosterItem(d, alice))?.attrs).toMatchObject({ subscription: 'none', ask: 'subscribe' });
@@ -259,7 +261,8 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     const b1 = await login(bob);
     const req = await b1.waitFor(isPresence(alice, 'subscribe'));
     expect(['it is me', 'me again']).toContain(req.getChildText('status'));
-    await sleep(200);
+    // Stored requests are sent while the server handles Bob's initial presence, before the pong.
+    await barrier(b1);
     expect(b1.received.filter(isPresence(alice, 'subscribe'))).toHaveLength(1);
     await b1.stop();
 
@@ -271,7 +274,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
 
     const b3 = await login(bob);
     await a.waitFor(isPresence(b3.jid));
-    await sleep(200);
+    await barrier(b3);
     expect(b3.received.some(isPresence(alice, 'subscribe'))).toBe(false);
   });
 
@@ -283,9 +286,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     await a.send(xml('presence', { to: bob, type: 'subscribe' }));
     await b.waitFor(isPresence(alice, 'subscribe'));
     await a.send(xml('presence', { to: bob, type: 'subscribe' }));
-    await a.send(xml('presence', {}, xml('status', {}, 'marker')));
-    await a.waitFor((el) => isPresence(a.jid)(el) && el.getChildText('status') === 'marker');
-    await sleep(200);
+    await barrier(a, b);
     expect(b.received.filter(isPresence(alice, 'subscribe'))).toHaveLength(1);
     // It is still pending: approving it works.
     await b.send(xml('presence', { to: alice, type: 'subscribed' }));
@@ -299,7 +300,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     const b = await login(bob, { presence: false });
     await a.send(xml('presence', { to: bob, type: 'subscribe' }));
     await a.waitFor(isPushFor(bob));
-    await sleep(200);
+    await barrier(a, b);
     expect(b.received.some(isPresence(alice, 'subscribe'))).toBe(false);
     await b.send(xml('presence'));
     await b.waitFor(isPresence(alice, 'subscribe'));
@@ -328,7 +329,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
       await b.send(xml('presence', {}, xml('status', {}, 'secret')));
       await a.send(xml('presence', {}, xml('status', {}, 'public')));
       await b.waitFor((el) => isPresence(a.jid)(el) && el.getChildText('status') === 'public');
-      await sleep(200);
+      await barrier(b, a);
       expect(a.received.some((el) => isPresence(b.jid)(el) && el.getChildText('status') === 'secret')).toBe(false);
     });
 
@@ -353,7 +354,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
       expect(indexOf(b, cancel)).toBeLessThan(indexOf(b, push));
 
       await a.send(xml('presence', {}, xml('status', {}, 'not for bob')));
-      await sleep(200);
+      await barrier(a, b);
       expect(b.received.some((el) => isPresence(a.jid)(el) && el.getChildText('status') === 'not for bob')).toBe(false);
     });
 
@@ -372,7 +373,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
       // The denial leaves no roster item on Alice's side, and the request is no longer pending.
       expect(await rosterItem(a, carol)).toBeUndefined();
       const a2 = await login(alice, { resource: 'later' });
-      await sleep(200);
+      await barrier(a2);
       expect(a2.received.some(isPresence(carol, 'subscribe'))).toBe(false);
     });
 
@@ -384,7 +385,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
       await a.iq(xml('iq', { type: 'set' }, xml('query', { xmlns: NS_ROSTER }, xml('item', { jid: eve }))));
       await a.waitFor(isPushFor(eve));
       await a.send(xml('presence', { to: eve, type: 'unsubscribed' }));
-      await sleep(250);
+      await barrier(a, e);
       expect(e.received.some(isPresence(alice, 'unsubscribed'))).toBe(false);
     });
 
@@ -423,7 +424,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     // §4.6.2 #2: a later broadcast goes to subscribers (Bob) but not to Carol.
     await a.send(xml('presence', {}, xml('show', {}, 'xa')));
     await b.waitFor((el) => isPresence(a.jid)(el) && el.getChildText('show') === 'xa');
-    await sleep(200);
+    await barrier(a, c);
     expect(c.received.filter(isPresence(a.jid))).toHaveLength(1);
 
     // The session ends: Carol gets unavailable, as does Bob.
@@ -441,8 +442,10 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     await c.waitFor(isPresence(a.jid));
     await a.send(xml('presence', { to: carol, type: 'unavailable' }));
     await c.waitFor(isPresence(a.jid, 'unavailable'));
+    const aClosed = afterSessionClosed(srv, a.jid);
     await a.stop();
-    await sleep(250);
+    await aClosed;
+    await barrier(c);
     expect(c.received.filter(isPresence(a.jid, 'unavailable'))).toHaveLength(1);
   });
 
@@ -455,7 +458,8 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     const m = await login(mallory);
     await m.send(xml('presence', { to: alice, type: 'probe' }));
     await a.send(xml('presence', {}, xml('status', {}, 'still private')));
-    await sleep(300);
+    await barrier(m); // the probe is answered while Mallory's session handles it
+    await barrier(a, m); // Alice's broadcast
     expect(m.received.filter(presenceFromAccount(alice))).toEqual([]);
     // A subscription claimed only on Mallory's side ('to') does not help either: the probe at
     // login is answered with 'unsubscribed', not with presence (§4.3.2).
@@ -464,7 +468,7 @@ describe('presence and subscriptions (RFC 6121 §3, §4)', () => {
     const answer = await m2.waitFor(presenceFromAccount(alice));
     expect(answer.attrs.type).toBe('unsubscribed');
     expect(answer.attrs.from).toBe(alice);
-    await sleep(200);
+    await barrier(m2);
     expect(m2.received.filter(presenceFromAccount(alice)).every((p) => p.attrs.type === 'unsubscribed')).toBe(true);
   });
 

@@ -116,10 +116,10 @@ describe('SOCKS5 bytestreams proxy (XEP-0065)', () => {
 
   it('relays a file from alice to bob once alice activates, and nothing before', async () => {
     const { sid, a, b } = await negotiate();
-    // Nothing crosses before activation: what alice sends now is dropped (§9.1).
-    a.sock.write('early:');
-    await new Promise((r) => setTimeout(r, 300));
-    expect(b.reader.buf.length).toBe(0);
+    // Nothing crosses before activation: what alice sends now is dropped (§9.1). Checked below by
+    // what reaches Bob first once the stream is active; the round trips to the server in between
+    // let the proxy read these bytes (already in its socket when the write completes) first.
+    await new Promise((r) => a.sock.write('early:', r));
 
     // Outsiders cannot activate it: another local user (her hash names nobody's stream), a
     // remote JID, a wrong target.
@@ -130,6 +130,11 @@ describe('SOCKS5 bytestreams proxy (XEP-0065)', () => {
 
     const res = await alice.iq(activateIq(proxy.jid, sid, bob.jid));
     expect(res.attrs.type).toBe('result');
+    // The barrier on the same path: bytes sent now cross; had the early ones crossed (then or
+    // now), Bob would read them first.
+    a.sock.write('late:');
+    expect((await b.reader.take(5)).toString()).toBe('late:');
+    expect(b.reader.buf.length).toBe(0);
     // §6.3.5: a second activation is refused.
     expect((await iqError(alice, activateIq(proxy.jid, sid, bob.jid))).condition).toBe('not-allowed');
     // §9.1: no third party joins an active stream.
@@ -156,13 +161,23 @@ describe('SOCKS5 bytestreams proxy (XEP-0065)', () => {
     const sid = randomBytes(8).toString('hex');
     // Nobody connected with this hash.
     expect((await iqError(alice, activateIq(proxy.jid, sid, bob.jid))).condition).toBe('item-not-found');
-    // Only the target connected (§6.3.5: not-allowed).
-    const b = await socks5Connect(proxy.port, s5bHash(sid, alice.jid, bob.jid));
+    // Only the target connected (§6.3.5: not-allowed): alice offers, bob connects, alice does not.
+    await alice.iq(xml('iq', { type: 'set', to: bob.jid }, xml('query', { xmlns: NS_BS, sid }, xml('streamhost', { jid: proxy.jid, host: proxy.host, port: String(proxy.port) }))));
+    const b = await offers.next();
     open.push(b.sock);
     expect((await iqError(alice, activateIq(proxy.jid, sid, bob.jid))).condition).toBe('not-allowed');
     // Malformed requests.
     expect((await iqError(alice, xml('iq', { type: 'set', to: proxy.jid }, xml('query', { xmlns: NS_BS }, xml('activate', {}, bob.jid))))).condition).toBe('bad-request');
     expect((await iqError(alice, activateIq(proxy.jid, sid, '@@bad'))).condition).toBe('jid-malformed');
+  });
+
+  it('refuses a connection for a stream nobody offered through the server (issue 16 §4)', async () => {
+    // The right hash of a real pair of users, but alice never sent the offer: refused at once.
+    const err = await socks5Connect(proxy.port, s5bHash(randomBytes(8).toString('hex'), alice.jid, bob.jid)).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err?.message).toBe('CONNECT refused with 2'); // RFC 1928: connection not allowed by ruleset
   });
 
   it('serves its address to local users only', async () => {
@@ -228,17 +243,30 @@ describe('SOCKS5 proxy limits and timeouts', () => {
   let srv: TestServer;
   let alice: TestClient;
   let bob: TestClient;
+  let carol: TestClient;
   let port: number;
   const open: net.Socket[] = [];
 
+  /** `from` offers the proxy to `to` for `sid` (the offer passes the server, which is what counts; `to` need not accept). */
+  async function offer(sid: string, from: TestClient = alice, to: TestClient = bob): Promise<string | null> {
+    const iq = xml('iq', { type: 'set', to: to.jid }, xml('query', { xmlns: NS_BS, sid }, xml('streamhost', { jid: `proxy.${srv.domain}`, host: '127.0.0.1', port: String(port) })));
+    return from.iq(iq).then(
+      () => null,
+      (e: { condition?: string }) => e.condition ?? 'error',
+    );
+  }
+
   beforeAll(async () => {
     srv = await startTestServer({
-      modules: { proxy65: { port: 0, maxPendingPerAddress: 3, handshakeTimeoutSeconds: 1, activationTimeoutSeconds: 1, maxBytesPerStream: 100_000, publicHost: 'files.example.net' } },
+      modules: {
+        proxy65: { port: 0, maxPendingPerAddress: 3, handshakeTimeoutSeconds: 1, pairTimeoutSeconds: 1, activationTimeoutSeconds: 1, maxBytesPerStream: 100_000, maxStreamsPerUser: 5, publicHost: 'files.example.net' },
+      },
     });
-    const [a, b] = [uniqueUser('alice'), uniqueUser('bob')];
-    for (const u of [a, b]) await srv.addUser(u);
+    const [a, b, c] = [uniqueUser('alice'), uniqueUser('bob'), uniqueUser('carol')];
+    for (const u of [a, b, c]) await srv.addUser(u);
     alice = await connect({ port: srv.ports.c2s as number, username: a });
     bob = await connect({ port: srv.ports.c2s as number, username: b });
+    carol = await connect({ port: srv.ports.c2s as number, username: c });
     const res = await alice.iq(xml('iq', { type: 'get', to: `proxy.${srv.domain}` }, xml('query', { xmlns: NS_BS })));
     const sh = (res.getChild('query', NS_BS) as Element).getChild('streamhost') as Element;
     // The announced host is the configured public one; the port is the bound one.
@@ -247,8 +275,23 @@ describe('SOCKS5 proxy limits and timeouts', () => {
   });
   afterAll(async () => {
     for (const s of open) s.destroy();
-    for (const c of [alice, bob]) await c?.stop();
+    for (const c of [alice, bob, carol]) await c?.stop();
     await srv?.close();
+  });
+
+  it('caps the streams one user may offer through the proxy at once', async () => {
+    // bob's client does not take S5B offers: it answers service-unavailable, after the server saw the offer.
+    for (let i = 0; i < 5; i++) expect(await offer(`cap${i}`, carol)).toBe('service-unavailable');
+    expect(await offer('cap5', carol)).toBe('resource-constraint');
+    // Others are not affected.
+    expect(await offer('other-user', alice)).toBe('service-unavailable');
+  });
+
+  it('closes the first connection of a stream when the second does not come in time', async () => {
+    await offer('unpaired');
+    const lone = await socks5Connect(port, s5bHash('unpaired', alice.jid, bob.jid));
+    open.push(lone.sock);
+    await lone.reader.waitClosed(4000);
   });
 
   it('closes a connection that does not finish the handshake', async () => {
@@ -261,6 +304,7 @@ describe('SOCKS5 proxy limits and timeouts', () => {
 
   it('closes a stream that is never activated', async () => {
     const sid = randomBytes(8).toString('hex');
+    await offer(sid);
     const h = s5bHash(sid, alice.jid, bob.jid);
     const a = await socks5Connect(port, h);
     const b = await socks5Connect(port, h);
@@ -272,7 +316,10 @@ describe('SOCKS5 proxy limits and timeouts', () => {
 
   it('caps pending connections per address', async () => {
     const conns = [];
-    for (let i = 0; i < 3; i++) conns.push(await socks5Connect(port, s5bHash(`p${i}`, alice.jid, bob.jid)));
+    for (let i = 0; i < 3; i++) {
+      await offer(`p${i}`);
+      conns.push(await socks5Connect(port, s5bHash(`p${i}`, alice.jid, bob.jid)));
+    }
     for (const c of conns) open.push(c.sock);
     const extra = await tcpConnect(port);
     open.push(extra);
@@ -282,13 +329,23 @@ describe('SOCKS5 proxy limits and timeouts', () => {
     expect(r.buf.length).toBe(0);
     for (const c of conns) c.sock.destroy();
     for (const c of conns) await c.reader.waitClosed();
-    // Closed ones no longer count.
-    await new Promise((res) => setTimeout(res, 50));
-    const again = await socks5Connect(port, s5bHash('again', alice.jid, bob.jid));
-    again.sock.destroy();
+    // Closed ones no longer count, once the proxy has seen them close (it is told asynchronously;
+    // until then a new one is refused like `extra`).
+    await offer('again');
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      try {
+        const again = await socks5Connect(port, s5bHash('again', alice.jid, bob.jid));
+        again.sock.destroy();
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+      }
+    }
   });
 
   it('cuts a connection that streams data before activation', async () => {
+    await offer('flood');
     const { sock, reader } = await socks5Connect(port, s5bHash('flood', alice.jid, bob.jid));
     open.push(sock);
     sock.write(randomBytes(200 * 1024));
@@ -297,6 +354,7 @@ describe('SOCKS5 proxy limits and timeouts', () => {
 
   it('closes a stream past its byte limit', async () => {
     const sid = randomBytes(8).toString('hex');
+    await offer(sid);
     const h = s5bHash(sid, alice.jid, bob.jid);
     const b = await socks5Connect(port, h);
     const a = await socks5Connect(port, h);

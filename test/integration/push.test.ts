@@ -4,7 +4,8 @@
 // goes offline (summary form, no body by default, publish options echoed, offline storage still
 // done), rate limiting folding messages into one trailing notification, the count reset when the
 // user comes online, disable (all nodes or one), an app server's error disabling the registration,
-// malformed and unauthorized requests, the registration limit, and persistence across a restart.
+// malformed and unauthorized requests, the registration limit, app servers on other domains refused
+// (no federation yet), and persistence across a restart.
 // With stream management and a full offline store: no notification for a message storage refused,
 // and a message held for a hibernated session is notified once, not again when the hibernation
 // times out and it goes to offline storage (a message written to the live session and never
@@ -312,12 +313,48 @@ describe('push notifications (XEP-0357)', () => {
     await expect(c.iq(enable('push.example.net', 'n', undefined, bob))).rejects.toSatisfy((e) => errorCondition(e) === 'forbidden');
 
     // maxRegistrations: 3; re-enabling the same jid+node replaces and does not count twice.
-    for (const n of ['a', 'b', 'c', 'c']) await b.iq(enable('push.example.net', n));
-    expect(await err(enable('push.example.net', 'd'))).toBe('resource-constraint');
+    const app = `${uniqueUser('app')}@localhost/push`;
+    for (const n of ['a', 'b', 'c', 'c']) await b.iq(enable(app, n));
+    expect(await err(enable(app, 'd'))).toBe('resource-constraint');
     const stored = JSON.parse((await srv.storage.keyval.get(bob, 'push', 'registrations')) as string) as { node: string }[];
     expect(stored.map((r) => r.node)).toEqual(['a', 'b', 'c']);
     // Still serving.
     await b.iq(xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
+  });
+});
+
+describe('push app servers on other domains (no federation yet)', () => {
+  let srv: TestServer;
+  const clients: TestClient[] = [];
+  beforeAll(async () => {
+    srv = await startTestServer();
+  });
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.stop()));
+    await srv?.close();
+  });
+
+  it('refuses an app server on a domain this server does not host, saying why; local ones and hosted services are accepted', async () => {
+    const bob = await srv.addUser(uniqueUser('bob'));
+    const b = await connect({ port: srv.ports.c2s as number, username: bob.split('@')[0] as string, mechanism: 'PLAIN' });
+    clients.push(b);
+    for (const remote of ['push.example.net', 'app@push.example.net/x', 'localhost.example.org']) {
+      let caught: { condition?: string; type?: string; text?: string } | undefined;
+      try {
+        await b.iq(enable(remote, 'n', publishOptions('s')));
+      } catch (e) {
+        caught = e as typeof caught;
+      }
+      expect(caught?.condition, remote).toBe('feature-not-implemented');
+      expect(caught?.type).toBe('cancel');
+      expect(caught?.text).toMatch(/remote push services need server-to-server federation/);
+    }
+    // Nothing was stored for the refused app servers.
+    expect(await srv.storage.keyval.get(bob, 'push', 'registrations')).toBeNull();
+    // An app server on this server: an account (any resource), the host itself, a hosted service.
+    for (const local of [`${uniqueUser('app')}@localhost/push`, 'localhost', 'conference.localhost']) await b.iq(enable(local, 'n'));
+    const stored = JSON.parse((await srv.storage.keyval.get(bob, 'push', 'registrations')) as string) as { jid: string }[];
+    expect(stored.map((r) => r.jid)).toHaveLength(3);
   });
 });
 

@@ -2,7 +2,7 @@
 // versioning (§2.6) and the error cases of §2.3.3 / §2.5.3.
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS_ROSTER = 'jabber:iq:roster';
@@ -44,7 +44,6 @@ async function iqError(c: TestClient, el: Element): Promise<string> {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('roster (RFC 6121 §2)', () => {
   let srv: TestServer;
@@ -135,7 +134,7 @@ describe('roster (RFC 6121 §2)', () => {
     expect(pb.attrs.to).toBe(`${u}@localhost/two`);
     expect(pushedItem(pb).attrs.name).toBe('F');
     expect(pa.getChild('query', NS_ROSTER)?.attrs.ver).toBe(pb.getChild('query', NS_ROSTER)?.attrs.ver);
-    await sleep(200);
+    await barrier(a, quiet); // the pushes go out while the server handles the set, before this iq
     expect(quiet.received.some(isPushFor(contact))).toBe(false);
   });
 

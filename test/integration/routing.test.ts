@@ -3,11 +3,9 @@
 // 'from' stamping, resource conflicts, server-generated resources and the legacy session iq.
 import { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { errorCondition, NS_STREAMS, RawXmppClient } from '../helpers/scram-client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function chat(to: string, body: string, type = 'chat'): Element {
   return xml('message', { to, type, id: `m-${body}` }, xml('body', {}, body));
@@ -90,7 +88,7 @@ describe('routing (RFC 6121 §8.5)', () => {
       await a.send(chat(bob, 'two'));
       await high.waitFor(hasBody('two'));
       await low.waitFor(hasBody('two'));
-      await sleep(150);
+      await barrier(a, low);
       expect(low.received.some(hasBody('one'))).toBe(false);
     });
 
@@ -104,7 +102,7 @@ describe('routing (RFC 6121 §8.5)', () => {
       await a.send(chat(bob, 'news', 'headline'));
       await b1.waitFor(hasBody('news'));
       await b2.waitFor(hasBody('news'));
-      await sleep(150);
+      await barrier(a, neg);
       expect(neg.received.some(hasBody('news'))).toBe(false);
     });
 
@@ -118,13 +116,13 @@ describe('routing (RFC 6121 §8.5)', () => {
       // Addressed to its full JID, the negative resource does get messages (§8.5.3.1).
       await a.send(chat(neg.jid, 'direct'));
       await neg.waitFor(hasBody('direct'));
-      await sleep(150);
+      await barrier(a, neg);
       expect(neg.received.some(hasBody('for later'))).toBe(false);
       expect(neg.received.some(hasBody('normal for later'))).toBe(false);
       expect(a.received.some((el) => el.attrs.type === 'error')).toBe(false);
       // A changed priority is not a new presence session: nothing is flushed to it now.
       await neg.send(xml('presence', {}, xml('priority', {}, '-5')));
-      await sleep(150);
+      await barrier(neg);
       expect(neg.received.some(hasBody('for later'))).toBe(false);
       // A non-negative resource logging in gets them.
       const pos = await login(bob, 'pos', 0);
@@ -157,7 +155,7 @@ describe('routing (RFC 6121 §8.5)', () => {
       const err = await a.waitFor(isErrorFor('m-normal to gone'));
       expect(err.attrs.from).toBe(`${bob}/gone`);
       expect(errorCondition(err)).toBe('service-unavailable');
-      await sleep(100);
+      await barrier(a, b);
       expect(b.received.some(hasBody('normal to gone'))).toBe(false);
     });
 
@@ -165,20 +163,20 @@ describe('routing (RFC 6121 §8.5)', () => {
       await a.send(chat(`${bob}/gone`, 'gc', 'groupchat'));
       const err = await a.waitFor(isErrorFor('m-gc'));
       expect(errorCondition(err)).toBe('service-unavailable');
+      await barrier(a, b);
       expect(b.received.some(hasBody('gc'))).toBe(false);
     });
 
     it('groupchat to the bare JID is answered with service-unavailable too (§8.5.2.1.1)', async () => {
       await a.send(chat(bob, 'gc-bare', 'groupchat'));
       expect(errorCondition(await a.waitFor(isErrorFor('m-gc-bare')))).toBe('service-unavailable');
+      await barrier(a, b);
       expect(b.received.some(hasBody('gc-bare'))).toBe(false);
     });
 
     it('headline is silently dropped', async () => {
       await a.send(chat(`${bob}/gone`, 'headline to gone', 'headline'));
-      await a.send(chat(bob, 'marker'));
-      await b.waitFor(hasBody('marker'));
-      await sleep(150);
+      await barrier(a, b);
       expect(b.received.some(hasBody('headline to gone'))).toBe(false);
       expect(a.received.some(isErrorFor('m-headline to gone'))).toBe(false);
     });
@@ -240,9 +238,8 @@ describe('routing (RFC 6121 §8.5)', () => {
       await a.send(xml('message', { to: `${bob}/nowhere`, type: 'error', id: 'err-2' }));
       await a.send(xml('message', { to: 'x@example.invalid', type: 'error', id: 'err-3' }));
       await a.send(xml('iq', { to: ghost, type: 'error', id: 'err-4' }));
-      // A later request/response proves the earlier stanzas were processed.
-      await a.iq(xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
-      await sleep(100);
+      // A later request/response proves the earlier stanzas were processed (and any error sent).
+      await barrier(a);
       expect(a.received.filter((el) => el.attrs.id?.startsWith('err-'))).toEqual([]);
     });
   });

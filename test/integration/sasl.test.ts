@@ -87,12 +87,12 @@ describe('SASL', () => {
       if (!r.ok) expect(r.condition).toBe('encryption-required');
     });
 
-    it('after STARTTLS with TLS 1.3: mechanisms in preference order, both binding types advertised (XEP-0440)', async () => {
+    it('after STARTTLS with TLS 1.3: mechanisms in preference order, every binding type advertised (XEP-0440)', async () => {
       const c = await raw();
       expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.3');
       expect(c.features?.getChild('starttls')).toBeUndefined();
       expect(c.mechanisms()).toEqual(['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN', 'OAUTHBEARER']);
-      expect(cbTypes(c.features)).toEqual(['tls-exporter', 'tls-server-end-point']);
+      expect(cbTypes(c.features)).toEqual(['tls-exporter', 'tls-server-end-point', 'tls-unique']);
     });
 
     it('direct TLS offers the same mechanisms', async () => {
@@ -128,6 +128,10 @@ describe('SASL', () => {
       { mechanism: 'SCRAM-SHA-1-PLUS', cbType: 'tls-server-end-point' },
       { mechanism: 'SCRAM-SHA-256-PLUS', cbType: 'tls-exporter' },
       { mechanism: 'SCRAM-SHA-256-PLUS', cbType: 'tls-server-end-point' },
+      // tls-unique on TLS 1.3: the client's Finished, as OpenSSL-based clients (Python's ssl,
+      // hence slixmpp and Poezio) compute it and ejabberd accepts it.
+      { mechanism: 'SCRAM-SHA-1-PLUS', cbType: 'tls-unique' },
+      { mechanism: 'SCRAM-SHA-256-PLUS', cbType: 'tls-unique' },
     ];
     for (const { mechanism, cbType } of cases) {
       it(`${mechanism}${cbType ? ` with ${cbType}` : ''} over STARTTLS (TLS 1.3)`, async () => {
@@ -140,39 +144,45 @@ describe('SASL', () => {
       });
     }
 
-    it('SCRAM-SHA-256-PLUS with tls-exporter over direct TLS', async () => {
-      const c = await raw({ port: srv.ports.c2sDirectTls as number, directTls: true });
-      expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.3');
-      const r = await c.scram({ mechanism: 'SCRAM-SHA-256-PLUS', username: user, password: PASSWORD, cbType: 'tls-exporter' });
-      expect(r).toMatchObject({ ok: true, serverSignatureValid: true });
-      await c.restart();
-      await bindAndPing(c, user);
-    });
+    for (const cbType of ['tls-exporter', 'tls-unique'] as const) {
+      it(`SCRAM-SHA-256-PLUS with ${cbType} over direct TLS`, async () => {
+        const c = await raw({ port: srv.ports.c2sDirectTls as number, directTls: true });
+        expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.3');
+        const r = await c.scram({ mechanism: 'SCRAM-SHA-256-PLUS', username: user, password: PASSWORD, cbType });
+        expect(r).toMatchObject({ ok: true, serverSignatureValid: true });
+        await c.restart();
+        await bindAndPing(c, user);
+      });
+    }
 
     describe('TLS 1.2 (no tls-exporter, RFC 9266 §3)', () => {
-      it('still offers -PLUS, but advertises only tls-server-end-point', async () => {
+      it('still offers -PLUS, and advertises tls-unique (RFC 5929) and tls-server-end-point', async () => {
         const c = await raw({ maxVersion: 'TLSv1.2' });
         expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.2');
         expect(c.mechanisms()).toEqual(['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS', 'SCRAM-SHA-256', 'SCRAM-SHA-1', 'PLAIN', 'OAUTHBEARER']);
-        expect(cbTypes(c.features)).toEqual(['tls-server-end-point']);
+        expect(cbTypes(c.features)).toEqual(['tls-unique', 'tls-server-end-point']);
       });
 
       for (const mechanism of ['SCRAM-SHA-256-PLUS', 'SCRAM-SHA-1-PLUS'] as const) {
-        it(`${mechanism} with tls-server-end-point succeeds`, async () => {
-          const c = await raw({ maxVersion: 'TLSv1.2' });
-          const r = await c.scram({ mechanism, username: user, password: PASSWORD, cbType: 'tls-server-end-point' });
-          expect(r).toMatchObject({ ok: true, serverSignatureValid: true });
-          await c.restart();
-          await bindAndPing(c, user);
-        });
+        for (const cbType of ['tls-server-end-point', 'tls-unique'] as const) {
+          it(`${mechanism} with ${cbType} succeeds`, async () => {
+            const c = await raw({ maxVersion: 'TLSv1.2' });
+            const r = await c.scram({ mechanism, username: user, password: PASSWORD, cbType });
+            expect(r).toMatchObject({ ok: true, serverSignatureValid: true });
+            await c.restart();
+            await bindAndPing(c, user);
+          });
+        }
       }
 
-      it('direct TLS 1.2 with tls-server-end-point succeeds', async () => {
-        const c = await raw({ port: srv.ports.c2sDirectTls as number, directTls: true, maxVersion: 'TLSv1.2' });
-        expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.2');
-        expect(cbTypes(c.features)).toEqual(['tls-server-end-point']);
-        const r = await c.scram({ mechanism: 'SCRAM-SHA-256-PLUS', username: user, password: PASSWORD, cbType: 'tls-server-end-point' });
-        expect(r).toMatchObject({ ok: true, serverSignatureValid: true });
+      it('direct TLS 1.2 with tls-server-end-point and with tls-unique succeeds', async () => {
+        for (const cbType of ['tls-server-end-point', 'tls-unique'] as const) {
+          const c = await raw({ port: srv.ports.c2sDirectTls as number, directTls: true, maxVersion: 'TLSv1.2' });
+          expect(c.tlsSocket?.getProtocol()).toBe('TLSv1.2');
+          expect(cbTypes(c.features)).toEqual(['tls-unique', 'tls-server-end-point']);
+          const r = await c.scram({ mechanism: 'SCRAM-SHA-256-PLUS', username: user, password: PASSWORD, cbType });
+          expect(r).toMatchObject({ ok: true, serverSignatureValid: true });
+        }
       });
 
       it('asking for tls-exporter is refused', async () => {

@@ -2,8 +2,8 @@
 // acks in both directions, resumption after the client's socket is killed mid-conversation with
 // nothing lost or duplicated, hibernation that ends in offline storage, and the error cases.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawClient, sleep, waitUntil } from '../helpers/raw.js';
-import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
+import { RawClient, waitUntil } from '../helpers/raw.js';
+import { afterSessionClosed, hibernated, startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const SM = 'urn:xmpp:sm:3';
 const PW = 'secret-password';
@@ -107,7 +107,7 @@ describe('XEP-0198 stream management', () => {
     await a.send(`<a xmlns='${SM}' h='1'/>`); // only the first one was "handled" by the client
     await a.ping(); // the ack is processed before the socket dies
     a.destroy();
-    await sleep(100);
+    await hibernated(srv, a.jid);
     // While Alice is away, more arrive: they wait in her hibernated session, not in offline storage.
     for (let i = 4; i <= 6; i++) await b.send(chat(a.jid, `m:${i}`));
     await b.ping();
@@ -142,7 +142,7 @@ describe('XEP-0198 stream management', () => {
     const b = await RawClient.login(port, bob, PW, { resource: 'r', presence: true });
     const { id } = await enable(a, true);
     a.destroy();
-    await sleep(100);
+    await hibernated(srv, a.jid);
     const a2 = await authenticate(port, alice);
     await a2.send(`<resume xmlns='${SM}' previd='${id}' h='0'/>${chat(b.jid, 'p:1')}${chat(b.jid, 'p:2')}<r xmlns='${SM}'/>`);
     await b.waitFor(/p:2</);
@@ -194,12 +194,13 @@ describe('XEP-0198 stream management', () => {
     await enable(a, true);
     await b.send(chat(a.jid, 'o:1'));
     await a.waitFor(/o:1</);
+    const ended = afterSessionClosed(srv, a.jid);
     a.destroy(); // never acknowledged
-    await sleep(100);
+    await hibernated(srv, a.jid);
     await b.send(chat(a.jid, 'o:2')); // held by the hibernated session
     await b.ping();
-    // resumeSeconds is 2 in this server.
-    await sleep(2600);
+    // resumeSeconds is 2 in this server: the session ends by itself.
+    await ended;
     const a2 = await RawClient.login(port, alice, PW, { resource: 'again', presence: true });
     await a2.waitFor(/o:2</);
     expect(bodies(a2.text, 'o')).toEqual(['o:1', 'o:2']);

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HANDLED } from '../../src/core/hooks.js';
 import { parseElement } from '../../src/xmpp/parser.js';
 import { connect, type TestClient, xml } from '../helpers/client.js';
+import { waitUntil } from '../helpers/raw.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS_UP = 'urn:xmpp:http:upload:0';
@@ -85,21 +86,32 @@ function rawGet(port: number, path: string, method = 'GET'): Promise<{ status: n
   });
 }
 
-/** A PUT with a declared Content-Length that the body does not honour (fetch would not allow it). */
-function rawPut(url: string, declared: number, body: Buffer): Promise<number> {
+/**
+ * A PUT with a declared Content-Length that the body does not honour (fetch would not allow it):
+ * writes `body`, then drops the connection once `started()` says the server is writing it.
+ */
+function rawPut(url: string, declared: number, body: Buffer, started: () => boolean): Promise<number> {
   return new Promise((resolve) => {
     const u = new URL(url);
+    const done = (status: number) => {
+      clearInterval(poll);
+      resolve(status);
+    };
     const req = https.request(
       { host: u.hostname, port: u.port, path: u.pathname + u.search, method: 'PUT', rejectUnauthorized: false, headers: { 'Content-Length': String(declared) } },
       (res) => {
         res.resume();
-        resolve(res.statusCode ?? 0);
+        done(res.statusCode ?? 0);
       },
     );
-    req.on('error', () => resolve(0));
+    req.on('error', () => done(0));
     req.write(body);
     // Leave the body short and end the connection: the server must not keep a partial file.
-    setTimeout(() => req.destroy(), 200);
+    const poll = setInterval(() => {
+      if (!started()) return;
+      clearInterval(poll);
+      req.destroy();
+    }, 5);
   });
 }
 
@@ -271,9 +283,10 @@ describe('HTTP file upload (XEP-0363)', () => {
     expect((await putFile(s.put, body.subarray(0, 299))).status).toBe(400);
     expect((await putFile(s.put, Buffer.concat([body, Buffer.from('x')]))).status).toBe(413);
     // A body shorter than its declared length, then a dropped connection.
-    await rawPut(s.put, 300, body.subarray(0, 100));
-    await new Promise((r) => setTimeout(r, 100));
-    expect(readdirSync(dir).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    // Dropped once the partial file exists, so that its removal (not its absence) is what is seen.
+    const temps = () => readdirSync(dir).filter((f) => f.startsWith('.tmp-'));
+    await rawPut(s.put, 300, body.subarray(0, 100), () => temps().length > 0);
+    await waitUntil(() => temps().length === 0, 5000, 'the partial upload to be removed');
     expect((await fetch(s.get)).status).toBe(404);
     // The slot is still usable with the right body.
     expect((await putFile(s.put, body)).status).toBe(201);

@@ -4,9 +4,9 @@
 // TCP client resumes the session and receives them.
 import { createClient, type Agent } from 'stanza';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, xml, type TestClient } from '../helpers/client.js';
-import { RawClient, sleep } from '../helpers/raw.js';
-import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
+import { barrier, connect, xml, type TestClient } from '../helpers/client.js';
+import { RawClient } from '../helpers/raw.js';
+import { hibernated, startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
 import { WsClient } from '../helpers/ws.js';
 import { Jid } from '../../src/xmpp/jid.js';
 
@@ -104,11 +104,11 @@ describe('WebSocket with StanzaJS and resumption to TCP', () => {
     await ws.waitFor(/^<a xmlns=/);
 
     ws.terminate(); // the browser tab's network dies: no <close/>
-    await sleep(200);
     const jid = ws.jid;
+    await hibernated(srv, jid);
     expect(srv.server.sessions.count(`${alice}@localhost`)).toBe(1); // hibernated, still bound
     for (let i = 1; i <= 3; i++) await b.send(xml('message', { to: jid, type: 'chat' }, xml('body', {}, `during:${i}`)));
-    await sleep(200);
+    await barrier(b); // the three are handled (held by the hibernated session) before the pong
 
     const tcp = await RawClient.connect(srv.ports.c2s as number);
     await tcp.authenticate(alice, PW);

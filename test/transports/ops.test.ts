@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, validateConfig } from '../../src/core/config.js';
 import { addressAllowed, compileAllowList, startOps, tokenMatches } from '../../src/transports/ops.js';
 import type { WebContainer } from '../../src/transports/web.js';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const TOKEN = 'metrics-token-0123456789abcdef';
@@ -71,7 +71,8 @@ describe('operations endpoints', () => {
 
   beforeAll(async () => {
     srv = await startTestServer({
-      http: { address: '127.0.0.1', port: 0, tlsPort: 0, metrics: { probeSeconds: 0, storageTimeoutMs: 300 } },
+      // /metrics is closed to every address by default (issue 16 §3): this scraper is allowed by name.
+      http: { address: '127.0.0.1', port: 0, tlsPort: 0, metrics: { allow: ['127.0.0.1'], probeSeconds: 0, storageTimeoutMs: 300 } },
     });
     base = `http://127.0.0.1:${srv.ports.http}`;
   });
@@ -197,7 +198,8 @@ describe('operations endpoints', () => {
     const sender = await login(s);
     await sender.send(xml('message', { to: `${r}@localhost`, type: 'chat', id: 'ops-off' }, xml('body', {}, 'while you were away')));
     await sender.send(xml('message', { to: `${r}@localhost`, type: 'chat', id: 'ops-off2' }, xml('body', {}, 'and again')));
-    for (let i = 0; i < 100 && (await srv.storage.offline.count(`${r}@localhost`)) < 2; i++) await new Promise((res) => setTimeout(res, 20));
+    await barrier(sender); // both are stored before the pong
+    expect(await srv.storage.offline.count(`${r}@localhost`)).toBe(2);
     expect(value(await scrape(), 'parley_offline_messages')).toBe(before + 2);
     await sender.stop();
   });
@@ -235,9 +237,25 @@ describe('operations endpoints', () => {
     }
   });
 
-  it('/metrics ignores X-Forwarded-For when no proxy is trusted: the loopback socket address counts', async () => {
-    const res = await fetch(`${base}/metrics`, { headers: { 'X-Forwarded-For': '203.0.113.9' } });
-    expect(res.status).toBe(200);
+  it('refuses requests with forwarding headers from a proxy on this machine that is not trusted, saying what to configure', async () => {
+    for (const path of ['/metrics', '/healthz', '/']) {
+      const res = await fetch(`${base}${path}`, { headers: { 'X-Forwarded-For': '203.0.113.9' } });
+      expect(res.status, path).toBe(403);
+      expect(await res.text()).toMatch(/not in http\.trustedProxies/);
+    }
+  });
+});
+
+describe('/metrics by default', () => {
+  it('is closed to every address without a token, loopback included', async () => {
+    const srv = await startTestServer({ http: { address: '127.0.0.1', port: 0, tlsPort: 0 } });
+    try {
+      const res = await fetch(`http://127.0.0.1:${srv.ports.http}/metrics`);
+      expect(res.status).toBe(403);
+      expect((await fetch(`http://127.0.0.1:${srv.ports.http}/healthz`)).status).toBe(200);
+    } finally {
+      await srv.close();
+    }
   });
 });
 
@@ -334,7 +352,7 @@ describe('readiness of listeners and mux links', () => {
   const links: { name: string; connections: number }[] = [];
 
   beforeAll(async () => {
-    srv = await startTestServer({ http: { address: '127.0.0.1', port: null, tlsPort: null } });
+    srv = await startTestServer({ http: { address: '127.0.0.1', port: null, tlsPort: null, metrics: { allow: ['127.0.0.1'] } } });
     // A second ops instance on its own express app, with listener and link state under test control.
     const app = express();
     const web = {
@@ -381,7 +399,7 @@ describe('metrics configuration and helpers', () => {
   it('validates the allow list and the token length', () => {
     const ok = validateConfig({ http: { metrics: { allow: ['10.0.0.0/8', '192.0.2.1', '::1', 'fd00::/8'], token: TOKEN } } });
     expect(ok.http.metrics.allow).toHaveLength(4);
-    expect(validateConfig({}).http.metrics).toMatchObject({ enabled: true, allow: ['127.0.0.0/8', '::1'], probeSeconds: 15 });
+    expect(validateConfig({}).http.metrics).toMatchObject({ enabled: true, allow: [], probeSeconds: 15 });
     for (const bad of ['10.0.0.0/33', 'fd00::/129', 'example.com', '10.0.0.1/8/1', '10.0.0.0/', '10.0.0.0/-1', '']) {
       expect(() => validateConfig({ http: { metrics: { allow: [bad] } } }), bad).toThrow(ConfigError);
     }

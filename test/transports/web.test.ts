@@ -8,7 +8,7 @@ describe('web container', () => {
   let srv: TestServer;
 
   beforeAll(async () => {
-    srv = await startTestServer({ http: { address: '127.0.0.1', port: 0, tlsPort: 0, trustedProxies: ['127.0.0.2'] } });
+    srv = await startTestServer({ http: { address: '127.0.0.1', port: 0, tlsPort: 0, trustedProxies: ['127.0.0.2', '10.0.0.0/8'] } });
   });
   afterAll(async () => {
     await srv?.close();
@@ -21,6 +21,10 @@ describe('web container', () => {
       expect(r.headers.get('content-type')).toMatch(/^text\/html/);
       expect(r.headers.get('x-content-type-options')).toBe('nosniff');
       expect(r.headers.get('x-powered-by')).toBeNull();
+      // Issue 16 §7: a CSP on every page, no framing, HSTS on HTTPS only.
+      expect(r.headers.get('content-security-policy')).toBe("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'");
+      expect(r.headers.get('x-frame-options')).toBe('DENY');
+      expect(r.headers.get('strict-transport-security')).toBe(base.startsWith('https:') ? 'max-age=31536000' : null);
       expect(await r.text()).toContain('Parley');
       const missing = await fetch(`${base}/no/such/file`);
       expect(missing.status).toBe(404);
@@ -52,20 +56,44 @@ describe('web container', () => {
         res.end();
       },
     });
-    const get = (localAddress: string) =>
-      new Promise<void>((resolve, reject) => {
-        const req = http.get({ host: '127.0.0.1', port: srv.ports.http as number, path: '/whoami', localAddress, headers: { 'X-Forwarded-For': '203.0.113.7', 'X-Forwarded-Proto': 'https' } }, (res) => {
+    const get = (localAddress: string, xff = '203.0.113.7') =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.get({ host: '127.0.0.1', port: srv.ports.http as number, path: '/whoami', localAddress, headers: { 'X-Forwarded-For': xff, 'X-Forwarded-Proto': 'https' } }, (res) => {
           res.resume();
-          res.on('end', () => resolve());
+          res.on('end', () => resolve(res.statusCode ?? 0));
         });
         req.on('error', reject);
       });
     await get('127.0.0.2'); // the trusted proxy
-    await get('127.0.0.3'); // anyone else on loopback
+    // Another proxy on this machine (loopback, forwarding headers, not trusted): refused (issue 16 §3).
+    expect(await get('127.0.0.3')).toBe(403);
+    // Two trusted proxies in a row (the portal gateway in front of the company proxy): the chain
+    // is walked back to the first untrusted hop (proxy-addr), not just the last entry taken.
+    await get('127.0.0.2', '203.0.113.8, 10.1.2.3');
+    // What a client puts in front of the header is not believed past an untrusted hop.
+    await get('127.0.0.2', '10.9.9.9, 198.51.100.4, 10.1.2.3');
+    // Plain HTTP from loopback with no forwarding headers: secure (secureLoopback, a local TLS proxy).
+    await new Promise<void>((resolve, reject) => http.get({ host: '127.0.0.1', port: srv.ports.http as number, path: '/whoami', localAddress: '127.0.0.3' }, (res) => res.resume().on('end', resolve)).on('error', reject));
     undo();
     expect(seen[0]).toEqual({ addr: '203.0.113.7', secure: true });
-    // Not trusted: its own address; secure only because plain HTTP from loopback counts (secureLoopback).
-    expect(seen[1]).toEqual({ addr: '127.0.0.3', secure: true });
+    expect(seen[1]).toEqual({ addr: '203.0.113.8', secure: true });
+    expect(seen[2]).toEqual({ addr: '198.51.100.4', secure: true });
+    expect(seen[3]).toEqual({ addr: '127.0.0.3', secure: true });
+    expect(seen).toHaveLength(4);
+  });
+});
+
+describe('web container embedded by a portal', () => {
+  it('lets the configured origins frame its pages, and only those', async () => {
+    const srv = await startTestServer({ http: { address: '127.0.0.1', port: 0, tlsPort: 0, frameAncestors: ['https://intranet.example.com'], hstsSeconds: 0 } });
+    try {
+      const r = await fetch(`https://127.0.0.1:${srv.ports.https}/`);
+      expect(r.headers.get('content-security-policy')).toMatch(/frame-ancestors https:\/\/intranet\.example\.com$/);
+      expect(r.headers.get('x-frame-options')).toBeNull();
+      expect(r.headers.get('strict-transport-security')).toBeNull();
+    } finally {
+      await srv.close();
+    }
   });
 });
 

@@ -1,8 +1,9 @@
 // XMPP over WebSocket (RFC 7395) with a raw `ws` client, and XEP-0156 host-meta: framing, stream
 // restarts, the subprotocol, Origin and TLS checks, oversized and non-XMPP messages, see-other-uri,
 // ping liveness and per-address caps. The server must keep serving other clients after each error.
+import { get as httpGet } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseStreamError, plainPayload, sleep } from '../helpers/raw.js';
+import { parseStreamError, plainPayload, sleep, waitUntil } from '../helpers/raw.js';
 import { startTestServer, uniqueUser, type TestServer } from '../helpers/server.js';
 import { NS_FRAMING, WsClient, openFrame } from '../helpers/ws.js';
 
@@ -161,19 +162,22 @@ describe('XMPP over WebSocket (RFC 7395)', () => {
   });
 
   it('pings every pingSeconds and drops a connection that stops answering', async () => {
+    // A client that keeps reading (ws answers the pings itself), connected first.
+    const d = await login();
     const c = await login();
-    const before = srv.server.connectionCount;
     // Stop reading: our pongs stop too (ws answers pings only as it reads).
     c.ws.pause();
-    await sleep(3500);
-    expect(srv.server.connectionCount).toBe(before - 1);
+    const slash = c.jid.indexOf('/');
+    const key = { bare: c.jid.slice(0, slash), resource: c.jid.slice(slash + 1) };
+    await waitUntil(() => srv.server.sessions.get(key) === undefined, 10_000, 'the silent connection to be dropped');
+    // The barrier: one sweep pings and checks every connection, so D has been through every
+    // round that dropped C; had its answers not counted, it would have gone in the same sweep.
+    expect(d.closeCode).toBeNull();
+    d.send(`<iq xmlns='jabber:client' type='get' id='alive' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
+    await d.waitFor(/id=["']alive["']/);
+    d.terminate();
     c.ws.resume();
     await c.waitClosed();
-    // A client that keeps reading stays (ws answers the pings itself).
-    const d = await login();
-    await sleep(2500);
-    expect(d.closeCode).toBeNull();
-    d.terminate();
   });
 });
 
@@ -213,17 +217,22 @@ describe('WebSocket policies: Origin allow-list, TLS, see-other-uri, connection 
     expect(err?.status).toBe(403);
   });
 
-  it('closes connections above the per-address pre-auth cap with 1013', async () => {
+  it('a full per-address pre-auth quota closes the oldest waiting connection (with a stream error) to admit the newcomer', async () => {
     const wss = `wss://127.0.0.1:${srv.ports.https}/xmpp-websocket`;
-    const held = await Promise.all([0, 1, 2].map(() => WsClient.connect(wss)));
+    const held: WsClient[] = [];
+    for (let i = 0; i < 3; i++) held.push(await WsClient.connect(wss)); // waiting, no stream opened
     const extra = await WsClient.connect(wss);
-    expect(await extra.waitClosed()).toBe(1013);
-    for (const h of held) h.terminate();
-    await sleep(100);
-    const again = await WsClient.connect(wss);
-    again.send(openFrame());
-    await again.waitFor(/^<stream:features\b/);
-    again.terminate();
+    extra.send(openFrame());
+    await extra.waitFor(/^<stream:features\b/);
+    // The oldest waiting one made room, and was told why.
+    await held[0]!.waitClosed();
+    expect(held[0]!.messages.join('')).toMatch(/policy-violation[\s\S]*too many unauthenticated connections from your address/);
+    // The others are still there and can open their streams.
+    for (const h of held.slice(1)) {
+      h.send(openFrame());
+      await h.waitFor(/^<stream:features\b/);
+    }
+    for (const h of [...held, extra]) h.terminate();
   });
 });
 
@@ -243,6 +252,19 @@ describe('see-other-uri (RFC 7395 §3.6.1)', () => {
     expect(c.messages).toEqual([`<close xmlns='${NS_FRAMING}' see-other-uri='wss://other.example/xmpp-websocket'/>`]);
   });
 });
+
+/** GET /.well-known/host-meta with a chosen Host header (fetch does not let a caller set Host). */
+function getWithHost(port: number, host: string): Promise<{ body: string; cacheControl: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet({ host: '127.0.0.1', port, path: '/.well-known/host-meta', headers: { Host: host } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ body, cacheControl: res.headers['cache-control'] }));
+    });
+    req.on('error', reject);
+  });
+}
 
 describe('XEP-0156 host-meta', () => {
   let srv: TestServer;
@@ -295,6 +317,14 @@ describe('XEP-0156 host-meta', () => {
       // A hostile Host header never reaches the document.
       const res = await fetch(`http://127.0.0.1:${plain.ports.http}/.well-known/host-meta`, { headers: { Host: "x'/><Link rel='evil" } }).catch(() => null);
       if (res) expect(await res.text()).not.toContain('evil');
+      // A well-formed Host naming another server is not advertised either (issue 16 §6): a shared
+      // cache would hand that answer to other clients; the answer is private to the requester.
+      const forged = await getWithHost(plain.ports.http as number, 'attacker.example:443');
+      expect(forged.body).not.toContain('attacker');
+      expect(forged.body).toContain(`href='ws://localhost:${plain.ports.http}/xmpp-websocket'`);
+      expect(forged.cacheControl).toBe('private, max-age=300');
+      // The served domain itself is advertised as asked.
+      expect((await getWithHost(plain.ports.http as number, `LOCALHOST:${plain.ports.http}`)).body).toContain(`href='ws://LOCALHOST:${plain.ports.http}/xmpp-websocket'`);
     } finally {
       await pub.close();
       await plain.close();

@@ -89,7 +89,7 @@ class OauthBearerServerSession implements SaslServerSession {
     this.state = 'done'; // before any await: a step is never replayed
     if (state === 'error-sent') {
       // §3.2.2: the client acknowledges the error with %x01; then the exchange fails.
-      if (input.length === 1 && input[0] === 1) return fail('not-authorized', 'invalid token');
+      if (input.length === 1 && input[0] === 1) return { kind: 'failure', condition: 'not-authorized', text: 'invalid token', wrongCredentials: true };
       return fail('malformed-request', 'expected %x01 after the error response');
     }
     if (state === 'done') return fail('malformed-request', 'unexpected message');

@@ -78,7 +78,7 @@ class PlainServerSession implements SaslServerSession {
     } catch {
       return fail('temporary-auth-failure', 'account lookup failed', username);
     }
-    if (!ok) return fail('not-authorized', 'invalid credentials', username);
+    if (!ok) return { kind: 'failure', condition: 'not-authorized', text: 'invalid credentials', username, wrongCredentials: true };
     return { kind: 'success', username };
   }
 }

@@ -323,7 +323,7 @@ class ScramServerSession implements SaslServerSession {
     for (let i = 0; i < proof.length; i++) clientKey[i] = proof[i] ^ signature[i];
     const match = timingSafeEqual(scramH(ex.hash, clientKey), ex.storedKey);
     // Same work and same answer for an unknown user as for a wrong password.
-    if (!match || !ex.real) return fail('not-authorized', 'invalid-proof', ex.username);
+    if (!match || !ex.real) return { ...fail('not-authorized', 'invalid-proof', ex.username), wrongCredentials: true };
 
     const verifier = scramHmac(ex.hash, ex.serverKey, authMessage).toString('base64');
     return { kind: 'success', username: ex.username, data: Buffer.from(`v=${verifier}`, 'utf8') };

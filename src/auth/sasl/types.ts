@@ -6,7 +6,10 @@ export type SaslFailureCondition =
   | 'incorrect-encoding' | 'invalid-authzid' | 'invalid-mechanism' | 'malformed-request'
   | 'mechanism-too-weak' | 'not-authorized' | 'temporary-auth-failure';
 
-export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point';
+export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point' | 'tls-unique';
+
+/** Every channel-binding type the server knows (a client naming another gets a clear failure). */
+export const CHANNEL_BINDING_TYPES: readonly ChannelBindingType[] = ['tls-exporter', 'tls-server-end-point', 'tls-unique'];
 
 /** What a mechanism may ask of the session and the account provider. */
 export interface SaslContext {
@@ -42,7 +45,18 @@ export interface TokenLogin {
 export type SaslStep =
   | { kind: 'challenge'; data: Buffer }
   | { kind: 'success'; username: string; data?: Buffer; credential?: string }
-  | { kind: 'failure'; condition: SaslFailureCondition; text?: string; username?: string };
+  | {
+      kind: 'failure';
+      condition: SaslFailureCondition;
+      text?: string;
+      username?: string;
+      /**
+       * The credentials were checked and are wrong (a wrong password or proof, an unknown user, a
+       * bad token): the only failures the login throttle counts. A failed channel-binding
+       * negotiation, a malformed message or a directory that is down is not password guessing.
+       */
+      wrongCredentials?: true;
+    };
 
 export interface SaslServerSession {
   /** Feeds the client's data (initial response, or a response to a challenge). */

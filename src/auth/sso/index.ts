@@ -5,7 +5,8 @@
 // Routes on the web container (all under /sso; HTTPS is required: the cookies are `__Host-`):
 //   GET  /sso/providers[?host=]       the sign-in choices (JSON), for a login page
 //   GET  /sso/login?provider=&return= starts a sign-in: a flow cookie binds the browser, then the
-//                                      provider redirects to the IdP; `return` must be on the
+//                                      provider redirects to the IdP; `return` (a URL, or a path on
+//                                      our origin as the sign-in page sends it) must be on the
 //                                      exact-match allow-list (sso.returnUrls, the base URL, /signin/)
 //   /sso/oidc/<name>/..., /sso/saml/<name>/...   the protocol endpoints (callback, ACS, metadata, SLO)
 //   GET  /sso/session                 who is signed in, and the CSRF token (JSON, no-store)
@@ -291,7 +292,9 @@ export class SsoService {
         const name = typeof req.query.provider === 'string' ? req.query.provider : '';
         const provider = this.providers.get(name);
         if (!provider) return this.fail(req, res, 404, 'unknown provider', { provider: name.slice(0, 64) }, 'Unknown identity provider.');
-        const ret = typeof req.query.return === 'string' ? req.query.return : `${this.baseUrl}/`;
+        // A page of ours passes its own path (`/signin/`): taken on our origin, then the same exact match.
+        const given = typeof req.query.return === 'string' ? req.query.return : `${this.baseUrl}/`;
+        const ret = /^\/(?![/\\])/.test(given) ? `${this.origin}${given}` : given;
         if (!this.returnUrls.has(ret)) return this.fail(req, res, 400, 'return URL not on the allow-list', { return: ret.slice(0, 256) });
         if (!this.allowStart(req)) {
           res.setHeader('Retry-After', '60');

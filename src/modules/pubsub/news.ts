@@ -234,6 +234,47 @@ export default defineModule({
       }
     }
 
+    /**
+     * Whether a subscription still has the access it needs (issue 16 §2): a subscribed one must be
+     * able to read the channel now (presence access: an owner still shares presence with it;
+     * whitelist: still a member; never an outcast). A pending one waits for the owners unless its
+     * JID was made an outcast.
+     */
+    async function keepsAccess(ch: Channel, s: Subscription): Promise<boolean> {
+      const j = Jid.tryParse(s.jid);
+      if (!j) return false;
+      if (s.state === 'pending') return affiliationOf(ch, j) !== 'outcast';
+      return (await readAccess(ch, j, false)) === null;
+    }
+
+    /** The subscriptions of `ch` that lost their access. */
+    async function lostAccess(ch: Channel): Promise<Subscription[]> {
+      const lost: Subscription[] = [];
+      for (const s of ch.subscriptions) if (!(await keepsAccess(ch, s))) lost.push(s);
+      return lost;
+    }
+
+    /**
+     * Cancels subscriptions that lost access (found outside the channel's serial section, e.g.
+     * while notifying) and tells each subscriber (§8.8.4, subscription='none').
+     */
+    async function revoke(service: string, name: string, subids: Set<string>): Promise<void> {
+      const removed = await serial(service, async () => {
+        const ch = await load(service, name);
+        if (!ch) return null;
+        // Re-checked on the current record: access may have come back meanwhile.
+        const gone: Subscription[] = [];
+        for (const s of ch.subscriptions) if (subids.has(s.subid) && !(await keepsAccess(ch, s))) gone.push(s);
+        if (!gone.length) return null;
+        ch.subscriptions = ch.subscriptions.filter((s) => !gone.includes(s));
+        await save(service, ch);
+        return { ch, gone };
+      });
+      if (!removed) return;
+      ctx.log.info({ channel: name, subscriptions: removed.gone.length }, 'news subscriptions cancelled: access lost');
+      for (const s of removed.gone) await subscriptionNotice(service, removed.ch, s, 'none');
+    }
+
     /** Visible in disco: not to outcasts, nor whitelist channels to non-members. */
     function visible(ch: Channel, who: Jid): boolean {
       const aff = affiliationOf(ch, who);
@@ -312,9 +353,16 @@ export default defineModule({
         if (list) list.push(s);
         else byJid.set(s.jid, [s]);
       }
+      const lost = new Set<string>();
       for (const [jid, subs] of byJid) {
         const j = Jid.tryParse(jid);
-        if (!j || affiliationOf(ch, j) === 'outcast') continue; // an access file may have banned them since
+        if (!j) continue;
+        // Read access is checked for each recipient at each notification: an owner's roster (or
+        // the directory behind it), an access file or an affiliation may have changed since.
+        if (!(await keepsAccess(ch, subs[0] as Subscription))) {
+          for (const s of subs) lost.add(s.subid);
+          continue;
+        }
         const msg = message(service, jid, 'headline');
         if (body && subs.some((s) => s.includeBody)) msg.c('body').t(body);
         msg.cnode(clone(event));
@@ -324,6 +372,7 @@ export default defineModule({
         }
         await send(msg);
       }
+      if (lost.size) await revoke(service, ch.name, lost);
     }
 
     /** §6.1.7 / §12.3: the newest items, one message each with its <delay/>, to one JID. */
@@ -615,15 +664,10 @@ export default defineModule({
         const ch = await requireChannel(req.service, name);
         requireOwner(ch, req.from);
         ch.config = applyChannelFields(ch.config, fields, opts.maxItems);
-        // A channel turned whitelist keeps only subscribers who are members or better (§4.5).
-        let gone: Subscription[] = [];
-        if (ch.config.accessModel === 'whitelist') {
-          gone = ch.subscriptions.filter((s) => {
-            const j = Jid.tryParse(s.jid);
-            return !j || ['none', 'publish-only', 'outcast'].includes(affiliationOf(ch, j));
-          });
-          ch.subscriptions = ch.subscriptions.filter((s) => !gone.includes(s));
-        }
+        // Subscribers the new access model shuts out lose their subscriptions (§4.5 for
+        // whitelist; presence: those no owner shares presence with).
+        const gone = await lostAccess(ch);
+        ch.subscriptions = ch.subscriptions.filter((s) => !gone.includes(s));
         await save(req.service, ch);
         // A lower max_items applies at once, not only at the next publish.
         const keep = ch.config.persistItems ? ch.config.maxItems : 1;
@@ -770,9 +814,10 @@ export default defineModule({
         // §8.9.2.4: a channel never loses its last owner (an ownerless one, see above, may stay so).
         if (owners(ch).length > 0 && ![...next.values()].includes('owner')) throw stanzaError('not-acceptable', 'a channel needs at least one owner');
         ch.affiliations = next;
-        // §4.1: outcasts lose their subscriptions; §8.7: pending requests of new owners and
-        // publishers are approved, those of outcasts denied.
-        const removed = ch.subscriptions.filter((s) => next.get(bareOf(s.jid)) === 'outcast');
+        // §4.1: outcasts lose their subscriptions, and so does anyone whose new affiliation no
+        // longer grants read access (a member removed from a whitelist channel); §8.7: pending
+        // requests of new owners and publishers are approved, those of outcasts denied.
+        const removed = await lostAccess(ch);
         ch.subscriptions = ch.subscriptions.filter((s) => !removed.includes(s));
         const approved = ch.subscriptions.filter((s) => s.state === 'pending' && ['owner', 'publisher'].includes(next.get(bareOf(s.jid)) ?? 'none'));
         for (const s of approved) s.state = 'subscribed';
@@ -1031,7 +1076,12 @@ export default defineModule({
         if (ch.config.sendLast !== 'on_sub_and_presence') continue;
         // A subscription of the bare JID, or of this very resource, wants the items.
         const wants = ch.subscriptions.some((s) => s.state === 'subscribed' && s.deliver && (s.jid === full.bare || s.jid === full.full));
-        if (!wants || affiliationOf(ch, full) === 'outcast') continue;
+        if (!wants) continue;
+        const mine = ch.subscriptions.filter((s) => s.state === 'subscribed' && (s.jid === full.bare || s.jid === full.full));
+        if (!(await keepsAccess(ch, mine[0] as Subscription))) {
+          await revoke(service, ch.name, new Set(mine.map((s) => s.subid)));
+          continue;
+        }
         await sendLast(service, ch, full.full, opts.lastItemsOnLogin);
       }
     }
@@ -1061,6 +1111,21 @@ export default defineModule({
           ch.affiliations.delete(j.bare);
           await save(service, ch);
         });
+      }
+      return undefined;
+    });
+
+    // An owner stopped sharing presence with a contact: on channels with the presence access
+    // model, that contact's subscriptions end now (with the notice), not at the next item.
+    ctx.hook('roster.changed', async ({ user, contact, subscription }) => {
+      if (subscription === 'from' || subscription === 'both') return undefined;
+      const u = Jid.tryParse(user);
+      const service = u ? `${opts.subdomain}.${u.domain}` : '';
+      if (!u || !services.has(service)) return undefined;
+      for (const ch of await all(service)) {
+        if (ch.config.accessModel !== 'presence' || ch.affiliations.get(u.bare) !== 'owner') continue;
+        const theirs = ch.subscriptions.filter((s) => bareOf(s.jid) === contact);
+        if (theirs.length) await revoke(service, ch.name, new Set(theirs.map((s) => s.subid)));
       }
       return undefined;
     });

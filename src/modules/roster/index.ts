@@ -19,6 +19,11 @@ declare module '../../core/hooks.js' {
   interface HookMap {
     /** The contacts (bare JIDs) a user's presence broadcast goes to; modules may remove some (blocking). */
     'roster.broadcast-targets': { user: Jid; targets: Set<string> };
+    /**
+     * A roster item was stored or removed (`subscription: 'remove'`): features that grant access by
+     * presence subscription (news channels' presence access model) re-check what `contact` may see.
+     */
+    'roster.changed': { user: string; contact: string; subscription: Subscription | 'remove' };
   }
 }
 
@@ -117,6 +122,7 @@ export default defineModule({
       // A shared group contact shows as `both` whatever is stored (as in a roster get).
       const shown = (await shared.isShared(user, item.jid)) ? { ...item, subscription: 'both' as const, ask: false } : item;
       push(user, itemElement(shown), ver);
+      await ctx.fire('roster.changed', { user: user.bare, contact: item.jid, subscription: item.subscription });
     }
 
     /** Roster push (RFC 6121 §2.1.6) to every interested resource. */
@@ -135,6 +141,7 @@ export default defineModule({
       const ver = await storage.removeItem(user.bare, contact.bare);
       await storage.removePendingIn(user.bare, contact.bare);
       if (ver !== null) push(user, new Element('item', { jid: contact.bare, subscription: 'remove' }), ver);
+      await ctx.fire('roster.changed', { user: user.bare, contact: contact.bare, subscription: 'remove' });
       // RFC 6121 §2.5.2: cancel both directions.
       if (item.subscription === 'to' || item.subscription === 'both' || item.ask) {
         await send(presence(user.bare, contact.bare, 'unsubscribe'));

@@ -1,5 +1,5 @@
 // The sign-in page (issue 9). Without a browser session it lists the identity providers
-// (GET /sso/providers) as links to /sso/login; with one (GET /sso/session) it asks for an XMPP
+// (GET /sso/providers) as links to /sso/login that return here; with one (GET /sso/session) it asks for an XMPP
 // token (POST /sso/token with the session's CSRF token) and logs in over WebSocket (RFC 7395) with
 // SASL OAUTHBEARER (RFC 7628), binds a resource and sends presence. "Sign out" posts /sso/logout
 // and follows the identity provider's logout URL when there is one. Tests read window.parleySso.
@@ -32,7 +32,8 @@
       for (const p of providers) {
         const li = document.createElement('li');
         const a = document.createElement('a');
-        a.href = '/sso/login?provider=' + encodeURIComponent(p.name);
+        // Back to this very page after the identity provider (the server allows only known pages).
+        a.href = '/sso/login?provider=' + encodeURIComponent(p.name) + '&return=' + encodeURIComponent(location.pathname);
         a.textContent = 'Sign in with ' + p.label; // text, never markup
         li.appendChild(a);
         $('providers').appendChild(li);
