@@ -155,7 +155,7 @@ export async function startParley(config: Readonly<ResolvedConfig>, opts: StartO
     // their own on 127.0.0.1, so the default deployment keeps its fast loopback link.
     if (useMux || config.mux.linkPort !== 0 || unixSocketPath(config.mux.linkAddress)) {
       const m = config.mux;
-      muxLink = new MuxLinkServer(server, muxSecret(config), m.auth);
+      muxLink = new MuxLinkServer(server, muxSecret(config), m.auth, m.reportedAddresses);
       const linkTls = muxLinkEncrypted(m.linkTls, m.linkAddress);
       const tlsOpts = linkTls
         ? { cert: readFileSync(tls.certPath), key: readFileSync(tls.keyPath), clientCa: m.linkClientCa ? readPem(m.linkClientCa) : undefined }

@@ -473,6 +473,10 @@ export const configSchema = z
           .enum(['secret', 'certificate', 'secret+certificate'])
           .default('secret')
           .describe('How a mux link is authenticated: the shared secret (HMAC challenge), a client certificate (TLS link, linkClientCa / server.cert), or both'),
+        reportedAddresses: z
+          .enum(['auto', 'trusted', 'scoped'])
+          .default('auto')
+          .describe("Client addresses a mux reports: trusted (quotas and login bans shared with every path), scoped (they count only for that mux's connections, so a mux cannot get an address banned elsewhere), auto: trusted for a mux on this machine, scoped for one on another host"),
         insecure: z
           .boolean()
           .default(false)

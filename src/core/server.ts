@@ -22,7 +22,7 @@ import { DefaultAccessControl, formatRule, type AccessControl } from './acl.js';
 import { SessionRegistry } from './sessions.js';
 import { ServerStats } from './stats.js';
 import { C2SSession } from './session.js';
-import type { Transport } from './transport.js';
+import { addressKey, type Transport } from './transport.js';
 import type { ModuleContext, ModuleDefinition, ModuleHost, ServiceHandler, ServiceOptions } from './module.js';
 
 declare module './hooks.js' {
@@ -116,7 +116,8 @@ export class Server implements ModuleHost {
       perAddress: { maxFailures: opts.config.auth.maxFailuresPerAddress, windowMs: ban, banMs: ban },
       trustedPerAddress: { maxFailures: opts.config.auth.trustedMaxFailuresPerAddress, windowMs: ban, banMs: ban },
       perPair: { maxFailures: opts.config.auth.maxFailuresPerPair, windowMs: ban, banMs: ban },
-      isTrusted: (addr) => this.trustedNetworks.has(addr),
+      // Keys of addresses a remote mux reported carry its name (addressKey): never trusted.
+      isTrusted: (addr) => !addr.includes('|') && this.trustedNetworks.has(addr),
     });
     this.moduleDefs = opts.modules;
     // Unknown users are shown the same iteration count as real ones (no account enumeration).
@@ -368,10 +369,11 @@ export class Server implements ModuleHost {
    * the unauthenticated quota.
    */
   acceptConnection(transport: Transport): C2SSession | null {
-    const addr = transport.remoteAddress;
+    const addr = addressKey(transport);
     const c = this.connections.get(addr) ?? { total: 0, preAuth: new Set<C2SSession>() };
     const l = this.config.limits;
-    const trusted = this.trustedNetworks.has(addr);
+    // An address a remote mux reports is not believed to be in a trusted network.
+    const trusted = !transport.reportedBy && this.trustedNetworks.has(transport.remoteAddress);
     const maxTotal = trusted ? l.trustedConnectionsPerAddress : l.connectionsPerAddress;
     const maxPreAuth = trusted ? l.trustedPreAuthPerAddress : l.preAuthPerAddress;
     const session = new C2SSession(this, transport);
@@ -398,7 +400,7 @@ export class Server implements ModuleHost {
 
   /** Called by the session when SASL succeeds. */
   preAuthDone(session: C2SSession): void {
-    this.connections.get(session.remoteAddress)?.preAuth.delete(session);
+    this.connections.get(session.addressKey)?.preAuth.delete(session);
   }
 
   /** XEP-0198: a bound session lost its connection and waits for resumption. */
@@ -414,8 +416,8 @@ export class Server implements ModuleHost {
   connectionTakenOver(fresh: C2SSession, resumed: C2SSession, previous: Transport): void {
     if (!this.hibernating.delete(resumed) && this.allConnections.delete(resumed)) {
       // Its old connection was still counted: it is dropped now.
-      const c = this.connections.get(previous.remoteAddress);
-      if (c && --c.total <= 0) this.connections.delete(previous.remoteAddress);
+      const c = this.connections.get(addressKey(previous));
+      if (c && --c.total <= 0) this.connections.delete(addressKey(previous));
     }
     // The new connection stays counted under its address, now on behalf of the resumed session.
     this.allConnections.delete(fresh);
@@ -426,11 +428,11 @@ export class Server implements ModuleHost {
   connectionClosed(session: C2SSession, _wasAuthenticated: boolean): void {
     this.hibernating.delete(session);
     if (!this.allConnections.delete(session)) return;
-    const c = this.connections.get(session.remoteAddress);
+    const c = this.connections.get(session.addressKey);
     if (!c) return;
     c.total--;
     c.preAuth.delete(session);
-    if (c.total <= 0) this.connections.delete(session.remoteAddress);
+    if (c.total <= 0) this.connections.delete(session.addressKey);
   }
 
   get connectionCount(): number {
@@ -700,3 +702,4 @@ function leastAdvanced(sessions: Set<C2SSession>): C2SSession | undefined {
   }
   return best;
 }
+

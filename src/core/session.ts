@@ -9,7 +9,7 @@ import { Jid, JidError } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
 import { errorReply, iqResult } from '../xmpp/stanza.js';
 import type { SaslContext, SaslServerSession } from '../auth/sasl/types.js';
-import type { Transport, TransportEvents } from './transport.js';
+import { addressKey, type Transport, type TransportEvents } from './transport.js';
 import type { Server } from './server.js';
 import type { Logger } from './logger.js';
 import { TokenBucket } from './bucket.js';
@@ -104,7 +104,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
   ) {
     this.transport = transport;
     const limits = server.config.limits;
-    this.log = server.log.child({ session: this.id, addr: transport.remoteAddress });
+    this.log = server.log.child({ session: this.id, addr: transport.remoteAddress, via: transport.reportedBy });
     this.parser = this.newParser();
     this.bytesBucket = new TokenBucket(limits.bytesPerSecond, limits.burstBytes);
     this.stanzaBucket = new TokenBucket(limits.stanzasPerSecond, limits.burstStanzas);
@@ -121,6 +121,11 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
 
   get remoteAddress(): string {
     return this.transport.remoteAddress;
+  }
+
+  /** The key of this connection's address for quotas and login bans (see addressKey in server.ts). */
+  get addressKey(): string {
+    return addressKey(this.transport);
   }
 
   get secure(): boolean {
@@ -413,7 +418,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
         return;
       }
       this.saslMechanism = ''; // a new exchange: a refusal before a mechanism is chosen is counted under "none"
-      const throttle = this.server.throttle.check(this.remoteAddress);
+      const throttle = this.server.throttle.check(this.addressKey);
       if (!throttle.allowed) {
         this.saslFailure('temporary-auth-failure', banText(throttle.scope, throttle.retryAfterMs));
         return;
@@ -447,7 +452,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     }
     this.sasl = null;
     const throttle = this.server.throttle;
-    const addr = this.remoteAddress;
+    const addr = this.addressKey;
     if (step.kind === 'failure') {
       const account = step.username ? (Jid.tryParse(`${step.username}@${this.host}`)?.bare ?? undefined) : undefined;
       this.log.info({ mechanism: this.saslMechanism, condition: step.condition, account }, 'authentication failed');

@@ -18,6 +18,12 @@ export interface Transport {
   readonly kind: TransportKind;
   /** The client's real address (never a proxy's or mux's). */
   readonly remoteAddress: string;
+  /**
+   * Who vouches for `remoteAddress` when it is not this process's own socket: a standalone mux on
+   * another host (its name). Per-address quotas and login bans are kept per voucher, so that a mux
+   * claiming someone's address cannot get that address banned on other paths (issue 16 §9).
+   */
+  readonly reportedBy?: string;
   readonly localPort: number;
   /** TLS is established on this connection. */
   readonly secure: boolean;
@@ -41,4 +47,13 @@ export interface Transport {
   close(): void;
   /** Closes at once, dropping unsent data. */
   destroy(): void;
+}
+
+/**
+ * The key per-address quotas and login bans use: the client's address, prefixed by the remote mux
+ * that reported it (Transport.reportedBy), so that a mux cannot get an address banned or its
+ * quota filled on other paths (issue 16 §9).
+ */
+export function addressKey(t: Pick<Transport, 'remoteAddress' | 'reportedBy'>): string {
+  return t.reportedBy ? `${t.reportedBy}|${t.remoteAddress}` : t.remoteAddress;
 }

@@ -13,7 +13,7 @@ import { TLS_BASE_OPTIONS, channelBindingTypesFor } from '../core/tls.js';
 import type { Logger } from '../core/logger.js';
 import type { Server } from '../core/server.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
-import { FrameDecoder, FrameError, FrameType, authProof, encodeFrame, encodeJson, parseJson, proofMatches } from '../xmpp/muxframe.js';
+import { FrameDecoder, FrameError, FrameType, MAX_FRAME_PAYLOAD, authProof, encodeFrame, encodeJson, parseJson, proofMatches } from '../xmpp/muxframe.js';
 
 /** Channel-binding data reported by the mux, base64. */
 export interface CbData {
@@ -43,7 +43,12 @@ export interface MuxStats {
   ports?: { c2s: number | null; c2sDirectTls: number | null };
 }
 
-const AUTH_TIMEOUT_MS = 10_000;
+/** Issue 16 §5: before authentication a link gets a few seconds, small frames, and company of few others. */
+const AUTH_TIMEOUT_MS = 5_000;
+/** HELLO/AUTH are a few hundred bytes: a larger frame before AUTH_OK is an attack. */
+const PREAUTH_MAX_FRAME = 4096;
+/** Unauthenticated link connections at once; the oldest goes when a new one comes. */
+const MAX_PREAUTH_LINKS = 16;
 const KEEPALIVE_MS = 10_000;
 const DEAD_AFTER_MS = 35_000;
 /** Bytes queued towards a mux that stopped reading before the link is dropped. */
@@ -73,6 +78,10 @@ class MuxTransport implements Transport {
 
   get remoteAddress(): string {
     return this.info.remoteAddress;
+  }
+
+  get reportedBy(): string | undefined {
+    return this.link.vouches ? undefined : `mux:${this.link.name}`;
   }
 
   get localPort(): number {
@@ -203,6 +212,12 @@ class MuxTransport implements Transport {
 export class MuxLink {
   name = '(unauthenticated)';
   authenticated = false;
+  /**
+   * A mux on this machine (loopback or a Unix socket: the embedded ones, or one the administrator
+   * runs here) is trusted like the server's own sockets; the addresses a mux on another host
+   * reports count only for that mux's connections (Transport.reportedBy).
+   */
+  readonly vouches: boolean;
   readonly conns = new Map<number, MuxTransport>();
   stats: MuxStats | null = null;
   readonly connectedAt = Date.now();
@@ -220,8 +235,10 @@ export class MuxLink {
     private readonly auth: MuxAuthMode = 'secret',
   ) {
     this.log = owner.log.child({ mux: socket.remoteAddress });
+    const local = socket.remoteAddress === undefined || isLoopback(socket.remoteAddress);
+    this.vouches = owner.reportedAddresses === 'trusted' || (owner.reportedAddresses === 'auto' && local);
     socket.setNoDelay(true);
-    this.decoder = new FrameDecoder((type, conn, payload) => this.onFrame(type, conn, payload));
+    this.decoder = new FrameDecoder((type, conn, payload) => this.onFrame(type, conn, payload), PREAUTH_MAX_FRAME);
     socket.on('data', (chunk: Buffer) => {
       this.lastSeen = Date.now();
       try {
@@ -293,9 +310,10 @@ export class MuxLink {
       }
       this.authenticated = true;
       this.name = name;
+      this.decoder.maxPayload = MAX_FRAME_PAYLOAD;
       this.send(encodeJson(FrameType.AUTH_OK, 0, { proof: authProof(this.owner.secret, 'parley-server-auth', muxNonce, this.nonce).toString('base64') }));
       this.owner.linkUp(this);
-      this.log.info({ name, tls: this.socket instanceof tls.TLSSocket ? this.socket.getProtocol() : 'off' }, 'mux link up');
+      this.log.info({ name, tls: this.socket instanceof tls.TLSSocket ? this.socket.getProtocol() : 'off', vouches: this.vouches }, 'mux link up');
       return;
     }
     switch (type) {
@@ -306,6 +324,8 @@ export class MuxLink {
         if (this.conns.has(conn)) throw new FrameError(`connection ${conn} already open`);
         const info = parseJson<OpenInfo>(payload);
         if (typeof info.remoteAddress !== 'string' || typeof info.localPort !== 'number') throw new FrameError('bad OPEN');
+        // Every address a mux reports is logged with the mux's name (issue 16 §9).
+        this.log.debug({ name: this.name, addr: info.remoteAddress, conn }, 'client connection reported');
         const t = new MuxTransport(this, conn, {
           remoteAddress: info.remoteAddress,
           remotePort: info.remotePort,
@@ -394,6 +414,8 @@ export class MuxLinkServer {
     readonly secret: Buffer,
     /** mux.auth: what a mux must prove (the secret, a client certificate, or both). */
     readonly auth: MuxAuthMode = 'secret',
+    /** mux.reportedAddresses: whose reported client addresses count on every path (see MuxLink.vouches). */
+    readonly reportedAddresses: 'auto' | 'trusted' | 'scoped' = 'auto',
   ) {
     this.log = server.log.child({ component: 'mux-link' });
   }
@@ -422,6 +444,12 @@ export class MuxLinkServer {
         this.log.warn({ local: sock.localAddress }, 'plaintext mux link on a non-loopback address refused');
         sock.destroy();
         return;
+      }
+      // Issue 16 §5: a bounded number of links may be waiting to authenticate; the oldest makes room.
+      const waiting = [...this.all].filter((l) => !l.authenticated);
+      if (waiting.length >= MAX_PREAUTH_LINKS) {
+        this.log.warn({ addr: sock.remoteAddress, waiting: waiting.length }, 'too many unauthenticated mux links: closing the oldest');
+        waiting[0]?.close();
       }
       const link = new MuxLink(this, sock, auth);
       // Every link, authenticated or not, so that close() need not wait for the auth timeout.

@@ -67,7 +67,11 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  constructor(private readonly onFrame: (type: number, conn: number, payload: Buffer) => void, private readonly maxPayload = MAX_FRAME_PAYLOAD) {}
+  constructor(
+    private readonly onFrame: (type: number, conn: number, payload: Buffer) => void,
+    /** Largest payload accepted; the link raises it after authentication (4 KiB before). */
+    public maxPayload = MAX_FRAME_PAYLOAD,
+  ) {}
 
   push(chunk: Buffer): void {
     this.chunks.push(chunk);

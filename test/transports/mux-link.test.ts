@@ -414,10 +414,43 @@ describe('mux link authentication (MuxLinkServer)', () => {
     await p.hello();
     const t0 = Date.now();
     await p.waitClosed(5000);
-    const waited = Date.now() - t0;
-    expect(waited).toBeGreaterThanOrEqual(300);
-    expect(waited).toBeLessThan(3000);
+    // Not before the timeout (500 ms here); how much later depends on the machine.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(400);
     expect(p.frames.map((f) => f.type)).toEqual([FrameType.HELLO]);
+  });
+
+  it('before authentication only small frames: a 4 KiB+ one drops the link; after it, large frames are fine (issue 16 §5)', async () => {
+    const p = await peer();
+    await p.hello();
+    const head = Buffer.alloc(HEADER_BYTES);
+    head.writeUInt8(FrameType.AUTH, 0);
+    head.writeUInt32BE(0, 1);
+    head.writeUInt32BE(4097, 5);
+    p.send(head); // the header alone is enough: nothing of the payload is buffered
+    await p.waitClosed();
+    expect(p.frames.map((f) => f.type)).toEqual([FrameType.HELLO]);
+    // An authenticated mux may send a 64 KiB frame (DATA for a connection it never opened is ignored).
+    const ok = await peer();
+    await ok.authenticate(SECRET, 'big-frames');
+    await ok.frame(FrameType.AUTH_OK);
+    ok.send(encodeFrame(FrameType.DATA, 99, Buffer.alloc(64 * 1024, 0x61)));
+    ok.send(encodeFrame(FrameType.PING, 0));
+    await ok.frame(FrameType.PONG);
+    expect(ok.closed).toBe(false);
+  });
+
+  it('at most 16 links wait to authenticate: the oldest makes room for a newcomer, which can still link', async () => {
+    const waiting: LinkPeer[] = [];
+    for (let i = 0; i < 16; i++) {
+      const p = await peer();
+      await p.hello();
+      waiting.push(p);
+    }
+    const late = await peer();
+    await waiting[0]!.waitClosed();
+    expect(waiting.slice(1).every((p) => !p.closed)).toBe(true);
+    await late.authenticate(SECRET, 'late');
+    await late.frame(FrameType.AUTH_OK);
   });
 
   it('garbage bytes are disconnected', async () => {
