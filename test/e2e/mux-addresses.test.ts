@@ -3,7 +3,6 @@
 // bans its reports earn apply to that mux's connections only: a mux cannot get an address banned
 // on other paths. With trusted (the default for a mux on this machine) they are shared.
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,17 +12,11 @@ import { addressKey } from '../../src/core/transport.js';
 import { runMux, type RunningMux } from '../../src/mux/index.js';
 import { RawClient } from '../helpers/raw.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { freePort } from '../helpers/ports.js';
 
 const PASSWORD = 'secret-password';
 const SECRET = 'a-shared-link-secret-for-tests';
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 /** One PLAIN attempt from `from`; 'success' or the SASL condition. */
 async function attempt(port: number, user: string, password: string, from: string): Promise<string> {

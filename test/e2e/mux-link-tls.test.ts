@@ -19,17 +19,11 @@ import { runMux, type RunningMux } from '../../src/mux/index.js';
 import { MuxLinkServer } from '../../src/transports/mux-link.js';
 import { RawClient, plainPayload, elementWith, sleep, waitUntil } from '../helpers/raw.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { freePort } from '../helpers/ports.js';
 
 const PASSWORD = 'secret-password';
 const SECRET = 'a-shared-link-secret-for-tests';
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 /** A TCP relay on loopback that records every byte crossing it, both ways. */
 async function captureRelay(targetPort: number) {

@@ -20,6 +20,7 @@ import { PARLEY_BIN, runCli, startServerProcess, tempConfig, waitExit, type Serv
 import { RawClient, assertServing, sleep, waitUntil } from '../helpers/raw.js';
 import { RawXmppClient } from '../helpers/scram-client.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { freePort } from '../helpers/ports.js';
 
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
 
@@ -502,13 +503,6 @@ describe('a slow reader behind the mux', () => {
 
 // ---- real processes -------------------------------------------------------------------------
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const p = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
 
 interface Proc {
   child: ChildProcess;

@@ -2,8 +2,8 @@
 // person sees or signs in through. A missing browser fails the test loudly: it is a broken test
 // environment, not a reason to skip.
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { chromium, type Browser } from 'playwright-core';
+export { freePort } from './ports.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -13,17 +13,3 @@ export async function launchBrowser(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--ignore-certificate-errors'] });
 }
 
-/**
- * A loopback port free right now, for servers whose URL must be known before they start (an
- * identity provider registers Parley's callback URL; Parley needs its public base URL).
- */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}

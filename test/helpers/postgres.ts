@@ -6,10 +6,10 @@
 // PostgreSQL refuses to run as root, so under root initdb/postgres run as the `postgres` user.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { freePort } from './ports.js';
 
 export interface PostgresServer {
   /** postgres://postgres@127.0.0.1:PORT/parley_test (trust auth, loopback only). */
@@ -52,17 +52,6 @@ function serverIdentity(): { uid: number; gid: number } | undefined {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Keeps the last ~64 KB of a stream, for error messages. */
 function tail(proc: ChildProcess): () => string {

@@ -7,7 +7,6 @@
 import { existsSync, readdirSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import net from 'node:net';
 import { join } from 'node:path';
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,20 +15,13 @@ import { parseElement } from '../../src/xmpp/parser.js';
 import { connect, type TestClient, xml } from '../helpers/client.js';
 import { waitUntil } from '../helpers/raw.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
+import { freePort } from '../helpers/ports.js';
 
 const NS_UP = 'urn:xmpp:http:upload:0';
 const NS_STANZAS = 'urn:ietf:params:xml:ns:xmpp-stanzas';
 const MAX = 1000;
 const QUOTA = 2500;
 
-/** A loopback port free right now (the base URL must name the HTTPS port before the server starts). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 async function start(upload: Record<string, unknown>): Promise<{ srv: TestServer; base: string }> {
   const port = await freePort();

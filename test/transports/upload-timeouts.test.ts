@@ -1,21 +1,14 @@
 // Issue 16 §8: the web container times out on inactivity, not on a request's total duration, so
 // a large upload over a slow line completes while a stalled one is cut. HTTP only (no mux path).
 import https from 'node:https';
-import net from 'node:net';
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type TestClient, xml } from '../helpers/client.js';
 import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
+import { freePort } from '../helpers/ports.js';
 
 const NS_UP = 'urn:xmpp:http:upload:0';
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 async function slot(c: TestClient, filename: string, size: number): Promise<{ put: string; get: string }> {
   const res: Element = await c.iq(xml('iq', { type: 'get', to: 'upload.localhost' }, xml('request', { xmlns: NS_UP, filename, size: String(size) })));
