@@ -300,10 +300,7 @@ describe('mux link authentication (MuxLinkServer)', () => {
     accepted.length = 0;
   });
   afterAll(async () => {
-    const t0 = Date.now();
     await link?.close();
-    // Closing the listener does not wait for links that never authenticated.
-    expect(Date.now() - t0).toBeLessThan(2000);
     rmSync(dataDir, { recursive: true, force: true });
   });
 
@@ -546,12 +543,12 @@ describe('mux link authentication (MuxLinkServer)', () => {
 describe('mux link shutdown', () => {
   it('MuxLinkServer.close() drops links that have not authenticated yet, without waiting for the auth timeout', async () => {
     const srv = new MuxLinkServer({ log: silentLogger(), acceptConnection: () => null } as unknown as Server, Buffer.from('x'.repeat(32)));
+    // An auth timeout longer than the test's own: had close() waited for it, the test would fail.
+    srv.authTimeoutMs = 10 * 60_000;
     const port = (await srv.listen('127.0.0.1', 0)).port;
     const p = await LinkPeer.connect(port);
     await p.hello();
-    const t0 = Date.now();
     await srv.close();
-    expect(Date.now() - t0).toBeLessThan(2000);
     await p.waitClosed(1000);
   });
 
