@@ -17,6 +17,7 @@ import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tl
 import { constants, createHash, X509Certificate } from 'node:crypto';
 import { generate } from 'selfsigned';
 import type { ResolvedConfig } from './config.js';
+import type { ChannelBindingType } from './transport.js';
 
 export interface TlsMaterial {
   /** SecureContext for a servername (falls back to the default). */
@@ -193,7 +194,7 @@ export function tlsUnique(tls: TLSSocket): Buffer | null {
 }
 
 /** Channel-binding types a TLS connection can provide, in the server's preference order. */
-export function channelBindingTypesFor(protocol: string | null): ('tls-exporter' | 'tls-server-end-point' | 'tls-unique')[] {
+export function channelBindingTypesFor(protocol: string | null): ChannelBindingType[] {
   // tls-exporter is only defined for TLS 1.3 here (RFC 9266 allows 1.2 only with the extended
   // master secret, which we cannot check); tls-server-end-point everywhere (XEP-0440 rule 1).
   return protocol === 'TLSv1.3' ? ['tls-exporter', 'tls-server-end-point', 'tls-unique'] : ['tls-unique', 'tls-server-end-point'];

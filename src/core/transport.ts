@@ -1,7 +1,11 @@
 // What a session needs from the connection under it. The TCP listener (src/transports/tcp.ts) and,
 // later, the mux link, BOSH and WebSocket implement it, so that every client speaks to the same
 // session code.
-import type { ChannelBindingType } from '../auth/sasl/types.js';
+/**
+ * Channel-binding types a TLS connection can provide (RFC 9266 tls-exporter, RFC 5929
+ * tls-server-end-point and tls-unique): a property of the transport, used by SASL -PLUS mechanisms.
+ */
+export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point' | 'tls-unique';
 
 export interface TransportEvents {
   onTransportData(chunk: Buffer): void;

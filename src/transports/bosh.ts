@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import express, { type Request, type Response, type Router } from 'express';
 import { Element } from 'ltx';
-import type { ChannelBindingType } from '../auth/sasl/types.js';
+import type { ChannelBindingType } from '../core/transport.js';
 import type { Server } from '../core/server.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
 import { parseElement } from '../xmpp/parser.js';

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
-import type { ChannelBindingType } from '../auth/sasl/types.js';
+import type { ChannelBindingType } from '../core/transport.js';
 import { isLocalLink, isLoopback, unixSocketPath } from '../core/addresses.js';
 import { writeCoalesced } from '../core/cork.js';
 import { TLS_BASE_OPTIONS, channelBindingTypesFor } from '../core/tls.js';

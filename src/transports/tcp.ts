@@ -2,7 +2,7 @@
 // Each accepted socket becomes a Transport handed to the server's session code.
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
-import type { ChannelBindingType } from '../auth/sasl/types.js';
+import type { ChannelBindingType } from '../core/transport.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
 import { writeCoalesced } from '../core/cork.js';
 import type { TlsMaterial } from '../core/tls.js';

@@ -29,7 +29,7 @@ import type { Duplex } from 'node:stream';
 import express, { type Request, type Response } from 'express';
 import type { Element } from 'ltx';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import type { ChannelBindingType } from '../auth/sasl/types.js';
+import type { ChannelBindingType } from '../core/transport.js';
 import type { Server } from '../core/server.js';
 import { C2SSession } from '../core/session.js';
 import type { Transport, TransportEvents } from '../core/transport.js';

@@ -1,15 +1,13 @@
 // Server-side SASL mechanism contract (RFC 6120 §6, RFC 4422).
+import type { ChannelBindingType } from '../../core/transport.js';
 import type { ScramHash, ScramSecret } from '../../storage/types.js';
+
+export type { ChannelBindingType };
 
 export type SaslFailureCondition =
   | 'aborted' | 'account-disabled' | 'credentials-expired' | 'encryption-required'
   | 'incorrect-encoding' | 'invalid-authzid' | 'invalid-mechanism' | 'malformed-request'
   | 'mechanism-too-weak' | 'not-authorized' | 'temporary-auth-failure';
-
-export type ChannelBindingType = 'tls-exporter' | 'tls-server-end-point' | 'tls-unique';
-
-/** Every channel-binding type the server knows (a client naming another gets a clear failure). */
-export const CHANNEL_BINDING_TYPES: readonly ChannelBindingType[] = ['tls-exporter', 'tls-server-end-point', 'tls-unique'];
 
 /** What a mechanism may ask of the session and the account provider. */
 export interface SaslContext {
