@@ -7,10 +7,10 @@ import type { Storage } from '../storage/types.js';
 import { Jid } from '../xmpp/jid.js';
 import type { ResolvedConfig } from './config.js';
 import type { UserDirectory } from './directory.js';
-import type { HookMap } from './hooks.js';
+import type { FoldMap } from './hooks.js';
 
 declare module './hooks.js' {
-  interface HookMap {
+  interface FoldMap {
     /**
      * The people of a venue (a conference room): the module that hosts `venue` sets `members` to
      * the real bare JIDs of its occupants and affiliated members. With an `asker`, it throws a
@@ -46,7 +46,7 @@ export interface AudienceContext {
   storage: Storage;
   config: Readonly<ResolvedConfig>;
   /** For `room:` specifications; without it they are refused. */
-  foldValue?: <K extends keyof HookMap & string>(name: K, value: HookMap[K]) => Promise<HookMap[K]>;
+  foldValue?: <K extends keyof FoldMap & string>(name: K, value: FoldMap[K]) => Promise<FoldMap[K]>;
   /** Who asks (checked by the room's module), or null for an administrative look-up. */
   asker?: Jid | null;
   /** The host's user directory (issue 8): its groups answer `group:NAME` when configuration has no such group. */

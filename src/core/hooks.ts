@@ -1,15 +1,19 @@
-// Typed hook bus. Owners declare their hooks by augmenting `HookMap` (declaration merging):
+// Typed hook bus. Owners declare their hooks by augmenting `HookMap` (fired events) or `FoldMap`
+// (values threaded through every handler), by declaration merging:
 //
-//   declare module '../core/hooks.js' { interface HookMap { 'roster.push': { user: string } } }
+//   declare module '../core/hooks.js' { interface HookMap { 'roster.changed': { user: string } } }
 //
-// `fire` runs handlers by descending priority and stops at the first that returns HANDLED;
-// `fold` threads a value through every handler. A failing handler is logged and skipped, except a
+// The two maps are disjoint, so a handler of the wrong kind does not compile. `fire` runs
+// handlers by descending priority and stops at the first that returns HANDLED; `fold` threads a
+// value through every handler. A failing handler is logged and skipped, except a
 // thrown StanzaError or StreamError, which is a deliberate veto and propagates to the caller.
 import { StanzaError, StreamError } from '../xmpp/errors.js';
 import type { Logger } from './logger.js';
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- augmented by every hook owner
 export interface HookMap {}
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- augmented by every fold owner
+export interface FoldMap {}
 
 /** Returned by a `fire` handler that took the event. */
 export const HANDLED = true;
@@ -29,9 +33,19 @@ export class HookBus {
 
   constructor(private readonly log: Logger) {}
 
-  on<K extends keyof HookMap & string>(name: K, fn: Handler<HookMap[K]> | Folder<HookMap[K]>, priority = 0, owner = ''): () => void {
+  /** Adds a handler of a fired hook; returns its removal. */
+  on<K extends keyof HookMap & string>(name: K, fn: Handler<HookMap[K]>, priority = 0, owner = ''): () => void {
+    return this.add(name, fn, priority, owner);
+  }
+
+  /** Adds a folder of a fold hook; returns its removal. */
+  onFold<K extends keyof FoldMap & string>(name: K, fn: Folder<FoldMap[K]>, priority = 0, owner = ''): () => void {
+    return this.add(name, fn, priority, owner);
+  }
+
+  private add(name: string, fn: (arg: never) => unknown, priority: number, owner: string): () => void {
     const list = this.handlers.get(name) ?? [];
-    const entry: Entry = { fn: fn as (arg: never) => unknown, priority, owner };
+    const entry: Entry = { fn, priority, owner };
     list.push(entry);
     list.sort((a, b) => b.priority - a.priority);
     this.handlers.set(name, list);
@@ -43,7 +57,7 @@ export class HookBus {
     };
   }
 
-  has(name: keyof HookMap & string): boolean {
+  has(name: (keyof HookMap | keyof FoldMap) & string): boolean {
     return (this.handlers.get(name)?.length ?? 0) > 0;
   }
 
@@ -64,13 +78,13 @@ export class HookBus {
   }
 
   /** Threads `value` through every handler (each returns the new value). */
-  async fold<K extends keyof HookMap & string>(name: K, value: HookMap[K]): Promise<HookMap[K]> {
+  async fold<K extends keyof FoldMap & string>(name: K, value: FoldMap[K]): Promise<FoldMap[K]> {
     const list = this.handlers.get(name);
     if (!list) return value;
     let v = value;
     for (const h of list.slice()) {
       try {
-        v = await (h.fn as Folder<HookMap[K]>)(v);
+        v = await (h.fn as Folder<FoldMap[K]>)(v);
       } catch (err) {
         if (err instanceof StanzaError || err instanceof StreamError) throw err;
         this.log.error({ err, hook: name, owner: h.owner }, 'hook folder failed');
@@ -80,13 +94,13 @@ export class HookBus {
   }
 
   /** Synchronous fold for hot paths; handlers must not be async. */
-  foldSync<K extends keyof HookMap & string>(name: K, value: HookMap[K]): HookMap[K] {
+  foldSync<K extends keyof FoldMap & string>(name: K, value: FoldMap[K]): FoldMap[K] {
     const list = this.handlers.get(name);
     if (!list) return value;
     let v = value;
     for (const h of list) {
       try {
-        v = (h.fn as (x: HookMap[K]) => HookMap[K])(v);
+        v = (h.fn as (x: FoldMap[K]) => FoldMap[K])(v);
       } catch (err) {
         if (err instanceof StanzaError || err instanceof StreamError) throw err;
         this.log.error({ err, hook: name, owner: h.owner }, 'hook folder failed');

@@ -5,7 +5,7 @@ import type { z } from 'zod';
 import type { Jid } from '../xmpp/jid.js';
 import type { Storage } from '../storage/types.js';
 import type { Logger } from './logger.js';
-import type { HookMap, HookResult } from './hooks.js';
+import type { FoldMap, HookMap, HookResult } from './hooks.js';
 import type { ResolvedConfig } from './config.js';
 import type { C2SSession } from './session.js';
 import type { SessionRegistry } from './sessions.js';
@@ -103,7 +103,7 @@ export interface ModuleContext<O = unknown> extends ModuleHost {
   addIdentity(identity: DiscoIdentity): void;
   iq(type: IqType, ns: string, name: string, handler: IqHandler, target?: IqTarget): void;
   hook<K extends keyof HookMap & string>(name: K, fn: (event: HookMap[K]) => HookResult | Promise<HookResult>, priority?: number): void;
-  fold<K extends keyof HookMap & string>(name: K, fn: (value: HookMap[K]) => HookMap[K] | Promise<HookMap[K]>, priority?: number): void;
+  fold<K extends keyof FoldMap & string>(name: K, fn: (value: FoldMap[K]) => FoldMap[K] | Promise<FoldMap[K]>, priority?: number): void;
   onUnload(fn: () => void | Promise<void>): void;
   /**
    * Runs `task` every `intervalMs` (and once at start with `atStart`) on unref'd timers, never two
@@ -127,5 +127,5 @@ export interface ModuleContext<O = unknown> extends ModuleHost {
   iqNamespaces(target: 'server' | 'account'): string[];
   /** Fires a hook (see HookBus.fire). */
   fire<K extends keyof HookMap & string>(name: K, event: HookMap[K]): Promise<boolean>;
-  foldValue<K extends keyof HookMap & string>(name: K, value: HookMap[K]): Promise<HookMap[K]>;
+  foldValue<K extends keyof FoldMap & string>(name: K, value: FoldMap[K]): Promise<FoldMap[K]>;
 }

@@ -47,6 +47,8 @@ declare module './hooks.js' {
      * XEP-0359 stanza-id here). Handlers may add children; a thrown StanzaError refuses the message.
      */
     'message.inbound': { stanza: Element; to: Jid; from: Jid | null };
+  }
+  interface FoldMap {
     /**
      * Synchronous: `stanza` was just written to these local sessions of `to.bare` (XEP-0280 copies
      * it to the account's other carbons-enabled sessions). Not fired when it went offline.
@@ -298,7 +300,7 @@ export class Server implements ModuleHost {
       addIdentity: (id) => undo(this.disco.addIdentity(id)),
       iq: (type, ns, elName, handler, target = 'server') => undo(this.iqs.register(type, ns, elName, handler, target, name)),
       hook: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
-      fold: (hook, fn, priority) => undo(this.hooks.on(hook, fn, priority, name)),
+      fold: (hook, fn, priority) => undo(this.hooks.onFold(hook, fn, priority, name)),
       onUnload: (fn) => undo(fn),
       every: (intervalMs, what, task, o = {}) => undo(every(intervalMs, what, task, log, o)),
       discoRegistry: () => this.disco,

@@ -16,8 +16,6 @@ import { TokenBucket } from './bucket.js';
 
 declare module './hooks.js' {
   interface HookMap {
-    /** Stream features offered at a negotiation stage; modules append children. */
-    'c2s.features': { session: C2SSession; features: Element; stage: 'pre-tls' | 'pre-auth' | 'post-auth' };
     /** A stanza received before authentication (e.g. XEP-0077 registration); unhandled ones end the stream. */
     'c2s.preauth': { session: C2SSession; stanza: Element };
     /** A top-level non-stanza element after authentication, bound or not yet (XEP-0198, XEP-0352 ...). */
@@ -28,14 +26,18 @@ declare module './hooks.js' {
     'session.bound': { session: C2SSession };
     /** A bound session ended (already removed from the registry). */
     'session.closed': { session: C2SSession; reason: string };
-    /** Every stanza written to a client passes here (sync); return null to hold it back. */
-    'c2s.send': { session: C2SSession; stanza: Element | null };
     /** XEP-0198: the session lost its connection and waits for resumption (still bound, sends are queued). */
     'session.hibernated': { session: C2SSession };
     /** XEP-0198: a hibernated session was resumed on a new connection. */
     'session.resumed': { session: C2SSession };
     /** XEP-0198: a stanza was queued for a hibernated session (XEP-0357 push notifies here). */
     'session.held': { session: C2SSession; stanza: Element };
+  }
+  interface FoldMap {
+    /** Stream features offered at a negotiation stage; modules append children. */
+    'c2s.features': { session: C2SSession; features: Element; stage: 'pre-tls' | 'pre-auth' | 'post-auth' };
+    /** Every stanza written to a client passes here (sync); return null to hold it back. */
+    'c2s.send': { session: C2SSession; stanza: Element | null };
   }
 }
 

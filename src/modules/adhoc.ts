@@ -54,7 +54,7 @@ export interface AdhocCommand {
 }
 
 declare module '../core/hooks.js' {
-  interface HookMap {
+  interface FoldMap {
     /** XEP-0050: the commands a local host offers; modules push their descriptors. */
     'adhoc.commands': { host: string; commands: AdhocCommand[] };
     /**

@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { Element } from 'ltx';
 import { z } from 'zod';
 import { defineModule, type ModuleContext } from '../core/module.js';
-import { HANDLED, type HookMap } from '../core/hooks.js';
+import { HANDLED, type FoldMap } from '../core/hooks.js';
 import { AudienceError, resolveAudience, type AudienceContext } from '../core/audience.js';
 import { StanzaError } from '../xmpp/errors.js';
 import { Jid } from '../xmpp/jid.js';
@@ -39,7 +39,7 @@ const NS_RECEIPTS = 'urn:xmpp:receipts';
 export const PRIORITIES: readonly AlertPriority[] = ['low', 'medium', 'high'];
 
 // The command descriptor types come from the hook adhoc.ts declares (modules do not import each other).
-type AdhocCommand = HookMap['adhoc.commands']['commands'][number];
+type AdhocCommand = FoldMap['adhoc.commands']['commands'][number];
 type AdhocStage = Parameters<AdhocCommand['run']>[0];
 type AdhocReply = Awaited<ReturnType<AdhocCommand['run']>>;
 

@@ -42,7 +42,7 @@ const NS_CONFERENCE = 'jabber:x:conference';
 const ENABLED = Symbol('carbons.enabled');
 
 declare module '../core/hooks.js' {
-  interface HookMap {
+  interface FoldMap {
     /**
      * Fold: `copy` (a clone of `original`, the message `session` sent) is about to be wrapped in
      * <sent/> carbons for the account's other resources; handlers may add children to `copy` only

@@ -8,7 +8,7 @@ import type { Jid } from '../xmpp/jid.js';
 import { NS } from '../xmpp/ns.js';
 
 declare module '../core/hooks.js' {
-  interface HookMap {
+  interface FoldMap {
     /**
      * disco#items of a local host (components, services); handlers append <item/> children. `from`
      * is the requester (XEP-0050 lists only the commands it may run).

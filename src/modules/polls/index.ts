@@ -21,7 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { Element } from 'ltx';
 import { z } from 'zod';
 import { defineModule, type ModuleContext } from '../../core/module.js';
-import type { HookMap } from '../../core/hooks.js';
+import type { FoldMap } from '../../core/hooks.js';
 import { formatRule } from '../../core/acl.js';
 import { AudienceError, resolveAudience } from '../../core/audience.js';
 import { TokenBucket } from '../../core/bucket.js';
@@ -55,7 +55,7 @@ const ID_RE = /^poll-[0-9a-f]{20}$/;
 /** setTimeout's ceiling; a later deadline is re-armed when this fires. */
 const MAX_TIMER = 2 ** 31 - 1;
 
-type AdhocCommand = HookMap['adhoc.commands']['commands'][number];
+type AdhocCommand = FoldMap['adhoc.commands']['commands'][number];
 
 const optionsSchema = z
   .object({

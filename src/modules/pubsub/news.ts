@@ -41,7 +41,7 @@ import { randomBytes } from 'node:crypto';
 import { clone, Element, parse } from 'ltx';
 import { z } from 'zod';
 import { formatRule } from '../../core/acl.js';
-import type { HookMap } from '../../core/hooks.js';
+import type { FoldMap } from '../../core/hooks.js';
 import { defineModule } from '../../core/module.js';
 import { serializer } from '../../core/serializer.js';
 import type { PubsubItem } from '../../storage/types.js';
@@ -137,7 +137,7 @@ interface Req {
 const bareOf = (jid: string) => Jid.tryParse(jid)?.bare ?? jid;
 
 // The command descriptor types come from the hook adhoc.ts declares (modules do not import each other).
-type AdhocCommand = HookMap['adhoc.commands']['commands'][number];
+type AdhocCommand = FoldMap['adhoc.commands']['commands'][number];
 type AdhocStage = Parameters<AdhocCommand['run']>[0];
 const NODE_GET_PENDING = `${NS_PUBSUB}#get-pending`;
 

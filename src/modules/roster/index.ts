@@ -16,9 +16,11 @@ import type { RosterItem, Subscription } from '../../storage/types.js';
 import { mergeShared, sharedRoster } from './shared.js';
 
 declare module '../../core/hooks.js' {
-  interface HookMap {
+  interface FoldMap {
     /** The contacts (bare JIDs) a user's presence broadcast goes to; modules may remove some (blocking). */
     'roster.broadcast-targets': { user: Jid; targets: Set<string> };
+  }
+  interface HookMap {
     /**
      * A roster item was stored or removed (`subscription: 'remove'`): features that grant access by
      * presence subscription (news channels' presence access model) re-check what `contact` may see.
