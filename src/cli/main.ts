@@ -60,6 +60,9 @@ async function readPassword(prompt: string): Promise<string> {
  * characters do not appear on screen nor in a terminal recording. Backspace and Ctrl-U edit,
  * Enter ends, Ctrl-C aborts (exit 130), Ctrl-D on an empty line ends with nothing.
  */
+/** Typed ahead of the prompt that reads it (a pasted "pw\rpw\r" answers both prompts). */
+let typedAhead = '';
+
 function readHidden(prompt: string): Promise<string> {
   const input = process.stdin;
   // Echo off before the prompt shows: a person (or a paste) may start typing as soon as it does.
@@ -67,7 +70,12 @@ function readHidden(prompt: string): Promise<string> {
   process.stderr.write(prompt);
   return new Promise((resolve) => {
     let value = '';
+    // Terminal escape sequences (arrow keys, Home, function keys, Alt+key) are not password
+    // characters: ESC, then for CSI/SS3 ("ESC [", "ESC O") everything up to a final byte 0x40-0x7E.
+    let escape: 'none' | 'esc' | 'seq' = 'none';
+    let done = false;
     const finish = () => {
+      done = true;
       input.off('data', onData);
       input.off('end', finish);
       input.setRawMode(false);
@@ -76,8 +84,27 @@ function readHidden(prompt: string): Promise<string> {
       resolve(value);
     };
     const onData = (chunk: string) => {
-      for (const ch of chunk) {
-        if (ch === '\r' || ch === '\n') return finish();
+      const chars = [...chunk];
+      for (let i = 0; i < chars.length; i++) {
+        const ch = chars[i] as string;
+        if (escape === 'esc') {
+          escape = ch === '[' || ch === 'O' ? 'seq' : 'none';
+          continue;
+        }
+        if (escape === 'seq') {
+          if (ch >= '@' && ch <= '~') escape = 'none';
+          continue;
+        }
+        if (ch === '\u001b') {
+          escape = 'esc';
+          continue;
+        }
+        if (ch === '\r' || ch === '\n') {
+          // What follows belongs to the next prompt (a "\r\n" pair counts as one Enter).
+          const rest = chars.slice(i + 1).join('');
+          typedAhead = ch === '\r' && rest.startsWith('\n') ? rest.slice(1) : rest;
+          return finish();
+        }
         if (ch === '\u0003') {
           input.setRawMode(false);
           process.stderr.write('\n');
@@ -95,7 +122,12 @@ function readHidden(prompt: string): Promise<string> {
     input.setEncoding('utf8');
     input.on('data', onData);
     input.once('end', finish); // the terminal went away: what was typed so far
-    input.resume();
+    if (typedAhead) {
+      const ahead = typedAhead;
+      typedAhead = '';
+      onData(ahead);
+    }
+    if (!done) input.resume();
   });
 }
 

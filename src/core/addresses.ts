@@ -60,3 +60,21 @@ export function addressInList(list: net.BlockList, address: string): boolean {
   if (family === 0) return false;
   return list.check(a, family === 6 ? 'ipv6' : 'ipv4');
 }
+
+/**
+ * The network an address stands for when counting clients: an IPv4 address (IPv4-mapped included)
+ * as is; IPv6 by its /64, since one subscriber usually holds a whole /64 (billions of addresses).
+ */
+export function networkKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1] as string;
+  if (net.isIPv6(address)) {
+    // Expand "::" to get the first four groups.
+    const [head = '', tail = ''] = address.split('::');
+    const h = head ? head.split(':') : [];
+    const t = address.includes('::') ? (tail ? tail.split(':') : []) : [];
+    const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
+    return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
+  }
+  return address;
+}

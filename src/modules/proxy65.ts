@@ -33,6 +33,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Element } from 'ltx';
 import { z } from 'zod';
+import { networkKey } from '../core/addresses.js';
 import { TokenBucket } from '../core/bucket.js';
 import { defineModule } from '../core/module.js';
 import { StanzaError, stanzaError } from '../xmpp/errors.js';
@@ -286,7 +287,7 @@ export default defineModule({
 
     /** What a connection counts against: its IPv4 address, or its IPv6 /64. */
     function addrOf(sock: net.Socket): string {
-      return addressKey(sock.remoteAddress ?? 'unknown');
+      return networkKey(sock.remoteAddress ?? 'unknown');
     }
 
     function uncountPending(sock: net.Socket): void {
@@ -508,18 +509,3 @@ function listen(server: net.Server, address: string, port: number): Promise<Addr
 
 const NS_JINGLE = 'urn:xmpp:jingle:1';
 const NS_JINGLE_S5B = 'urn:xmpp:jingle:transports:s5b:1';
-
-/** IPv4 address (IPv4-mapped included) as is; IPv6 by its /64 network. */
-export function addressKey(address: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return mapped[1] as string;
-  if (net.isIPv6(address)) {
-    // Expand "::" to get the first four groups.
-    const [head = '', tail = ''] = address.split('::');
-    const h = head ? head.split(':') : [];
-    const t = address.includes('::') ? (tail ? tail.split(':') : []) : [];
-    const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
-    return `${groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':')}::/64`;
-  }
-  return address;
-}

@@ -51,7 +51,19 @@ export interface WebContainer {
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
 /** Headers a proxy adds to say who the client is or how it came. */
-const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip'];
+const FORWARDING_HEADERS = [
+  'forwarded',
+  'via',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'x-forwarded-ssl',
+  'x-forwarded-scheme',
+  'x-real-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+];
 function forwarded(req: http.IncomingMessage): boolean {
   return FORWARDING_HEADERS.some((h) => req.headers[h] !== undefined);
 }

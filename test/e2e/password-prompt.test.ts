@@ -82,6 +82,17 @@ describe('password prompts', () => {
     expect(passwd.screen).toContain('password changed for alice@localhost');
     expect(passwd.screen).not.toContain('second-pass');
 
+    // Arrow keys are not password characters (their escape sequences are dropped), and a paste of
+    // both answers at the first prompt answers both prompts.
+    const arrows = await onTerminal([...c, 'user', 'add', 'dave@localhost'], [
+      { after: /Password: $/, type: 'arrow\u001b[Dkeys\u001bOH\r' },
+      { after: /Repeat it: $/, type: 'arrowkeys\r' },
+    ]);
+    expect(arrows.code).toBe(0);
+    const pasted = await onTerminal([...c, 'user', 'add', 'erin@localhost'], [{ after: /Password: $/, type: 'pasted-pw\rpasted-pw\r' }]);
+    expect(pasted.code).toBe(0);
+    expect(pasted.screen).not.toContain('pasted-pw');
+
     // Scripts: $PARLEY_PASSWORD, and a pipe.
     expect((await runCli([...c, 'user', 'add', 'bob@localhost'], { env: { PARLEY_PASSWORD: 'bob-from-env' } })).code).toBe(0);
     const piped = await runCli([...c, 'user', 'add', 'carol@localhost'], { input: 'carol-from-pipe\n', env: { PARLEY_PASSWORD: '' } });
@@ -90,7 +101,7 @@ describe('password prompts', () => {
 
     const srv = await startServerProcess(config);
     try {
-      for (const [username, password] of [['alice', 'second-pass'], ['bob', 'bob-from-env'], ['carol', 'carol-from-pipe']]) {
+      for (const [username, password] of [['alice', 'second-pass'], ['bob', 'bob-from-env'], ['carol', 'carol-from-pipe'], ['dave', 'arrowkeys'], ['erin', 'pasted-pw']]) {
         const client = await connect({ port: srv.c2sPort, username: username as string, password: password as string });
         await client.stop();
       }

@@ -1,7 +1,7 @@
 // Issue 16 §4: the SOCKS5 proxy counts waiting connections per IPv4 address and per IPv6 /64,
 // since one IPv6 subscriber holds a whole /64 (billions of addresses).
 import { describe, expect, it } from 'vitest';
-import { addressKey } from '../../src/modules/proxy65.js';
+import { networkKey as addressKey } from '../../src/core/addresses.js';
 
 describe('proxy65 addressKey', () => {
   it('keeps IPv4 addresses, IPv4-mapped ones included', () => {

@@ -243,6 +243,13 @@ describe('operations endpoints', () => {
       expect(res.status, path).toBe(403);
       expect(await res.text()).toMatch(/not in http\.trustedProxies/);
     }
+    // Whatever the proxy's dialect.
+    const dialects: Record<string, string>[] = [{ Forwarded: 'for=203.0.113.9' }, { Via: '1.1 proxy' }, { 'X-Real-IP': '203.0.113.9' }, { 'X-Forwarded-Proto': 'https' }, { 'X-Forwarded-Ssl': 'on' }];
+    for (const headers of dialects) {
+      expect((await fetch(`${base}/metrics`, { headers })).status, JSON.stringify(headers)).toBe(403);
+    }
+    // Without forwarding headers the same scraper is served.
+    expect((await fetch(`${base}/metrics`)).status).toBe(200);
   });
 });
 

@@ -21,6 +21,7 @@ import type { HostConfig, ResolvedConfig, SsoProviderConfig } from '../../core/c
 import type { Logger } from '../../core/logger.js';
 import type { Storage, WebSessionRecord } from '../../storage/types.js';
 import type { AccountService } from '../index.js';
+import { networkKey } from '../../core/addresses.js';
 import { TokenBucket } from '../../core/bucket.js';
 import { every } from '../../core/every.js';
 import { CookieSigner, FLOW_COOKIE, SESSION_COOKIE, clearCookie, readCookies, safeEqual, setCookie } from './cookies.js';
@@ -79,9 +80,11 @@ export class SsoService {
   constructor(private readonly deps: SsoDeps) {
     const { config } = deps;
     this.log = deps.log.child({ component: 'sso' });
-    this.baseUrl = (config.sso.baseUrl ?? config.http.publicUrl ?? 'https://localhost').replace(/\/+$/, '');
+    // Normalized (https://Chat.Example.com:443/ -> https://chat.example.com), as URLs built from
+    // it are compared with what browsers send.
+    this.baseUrl = normalUrl(config.sso.baseUrl ?? config.http.publicUrl ?? 'https://localhost').replace(/\/+$/, '');
     this.origin = new URL(this.baseUrl).origin;
-    this.returnUrls = new Set([`${this.baseUrl}/`, `${this.baseUrl}/signin/`, ...config.sso.returnUrls]);
+    this.returnUrls = new Set([`${this.baseUrl}/`, `${this.baseUrl}/signin/`, ...config.sso.returnUrls.map(normalUrl)]);
     this.signer = new CookieSigner(deps.secret);
     const hosts = new Map<string, HostConfig>(config.hosts.map((h) => [h.domain, h]));
     this.mapper = new IdentityMapper(deps.storage, deps.accounts, hosts, (bare) => deps.invalidateAccount(bare));
@@ -263,7 +266,7 @@ export class SsoService {
   private allowStart(req: Request): boolean {
     const addr = this.deps.remoteAddress(req);
     // One IPv6 client usually holds a whole /64: count it as one address.
-    const key = addr.includes(':') ? addr.split(':').slice(0, 4).join(':') : addr;
+    const key = networkKey(addr);
     if (!take(this.buckets, key, () => new TokenBucket(LOGINS_PER_MINUTE / 60, LOGIN_BURST))) return false;
     return takeOne(this.allLogins);
   }
@@ -422,4 +425,13 @@ function takeOne(b: TokenBucket): boolean {
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** A URL as the WHATWG parser writes it (lower-case host, default port dropped), or as given when it does not parse. */
+function normalUrl(u: string): string {
+  try {
+    return new URL(u).href;
+  } catch {
+    return u;
+  }
 }
