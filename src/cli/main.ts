@@ -13,7 +13,7 @@ import { CACHE_STATUS_FILE, openConfiguredStorage, startParley, type CacheFlushR
 import type { Storage } from '../storage/types.js';
 import { runMux } from '../mux/index.js';
 import { muxSecret } from './secrets.js';
-import { dataDirWarning } from './datadir.js';
+import { dataDirWarning, ensurePrivateDataDir } from './datadir.js';
 import { modulesReference } from './modules-doc.js';
 import { ldapTest } from './ldap-test.js';
 import { AlertInputError, PRIORITIES, storeAlert } from '../modules/alerts.js';
@@ -209,6 +209,8 @@ program
     const log = createLogger({ level: cfg.log.level }).child({ mux: name });
     process.on('uncaughtException', (err) => log.fatal({ err }, 'uncaught exception (kept running)'));
     process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+    // Its data directory holds the link secret and TLS keys: private, like the server's.
+    ensurePrivateDataDir(cfg.dataDir, log);
     const mux = await runMux({ config: cfg, link: cfg.mux.server, secret: muxSecret(cfg), name, log });
     process.stdout.write(
       `parley mux ${name}: client ports STARTTLS ${mux.ports.c2s ?? 'off'}, direct TLS ${mux.ports.c2sDirectTls ?? 'off'}; server link ${cfg.mux.server.host}:${cfg.mux.server.port} (${muxLinkEncrypted(cfg.mux.server.tls, cfg.mux.server.host) ? 'TLS' : 'plaintext'})\n`,
