@@ -1,11 +1,12 @@
 // Issue 15 §4: the generated certificate is one that NSS clients (Pidgin/finch, Firefox) can be made
 // to trust: a local CA in dataDir/tls (ca.pem, ca-key.pem 0600) signs a server certificate (every
-// host and *.host, serverAuth, not a CA) sent with its chain. `parley start` prints the CA's path
+// host and *.host, serverAuth, not a CA) sent with its chain. The CA may sign only for the
+// configured hosts (test/core/tls-ca.test.ts checks its constraints, the lock and an offline key). `parley start` prints the CA's path
 // and SHA-256 fingerprint. Checked with openssl itself and with a Node TLS client that verifies
 // everything against ca.pem only; an install from before the CA keeps its certificate.
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -45,6 +46,10 @@ describe('generated certificates: a local CA and a server certificate it signs',
       const cert = join(tlsDir, 'cert.pem');
       // openssl: the chain verifies against the CA alone, for TLS server use.
       expect(execFileSync('openssl', ['verify', '-purpose', 'sslserver', '-CAfile', ca, cert], { encoding: 'utf8' }).trim()).toBe(`${cert}: OK`);
+      // ...also for strict verifiers (Python 3.13's default VERIFY_X509_STRICT): the leaf alone, not the chain file.
+      const leafPem = join(dir, 'leaf.pem');
+      writeFileSync(leafPem, `${(readFileSync(cert, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/) ?? [''])[0]}\n`);
+      expect(execFileSync('openssl', ['verify', '-x509_strict', '-purpose', 'sslserver', '-CAfile', ca, leafPem], { encoding: 'utf8' }).trim()).toBe(`${leafPem}: OK`);
       // Private keys are the owner's only.
       expect(statSync(join(tlsDir, 'ca-key.pem')).mode & 0o777).toBe(0o600);
       expect(statSync(join(tlsDir, 'key.pem')).mode & 0o777).toBe(0o600);
@@ -52,7 +57,9 @@ describe('generated certificates: a local CA and a server certificate it signs',
       const caCert = new X509Certificate(readFileSync(ca));
       expect(caCert.ca).toBe(true);
       const text = execFileSync('openssl', ['x509', '-in', ca, '-noout', '-text'], { encoding: 'utf8' });
-      expect(text).toMatch(/Key Usage: critical\s+[^\n]*Certificate Sign/);
+      expect(text).toMatch(/Key Usage: critical\s+Certificate Sign, CRL Sign\n/);
+      expect(text).toMatch(/Name Constraints: critical\s+Permitted:\s+DNS:localhost\s+DNS:example\.org\s/);
+      for (const s of ['ca.pem', 'ca-key.pem', 'cert.pem', 'key.pem']) expect(statSync(join(tlsDir, s)).mode & 0o777).toBe(0o600);
       const blocks = readFileSync(cert, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
       expect(blocks).toHaveLength(2); // leaf, then the CA: a chain
       const leaf = new X509Certificate(blocks[0] as string);
@@ -84,7 +91,7 @@ describe('generated certificates: a local CA and a server certificate it signs',
     }
   }, 60_000);
 
-  it('keeps the CA across restarts and re-issues the server certificate from it when a host is added', async () => {
+  it('keeps the CA across restarts and re-issues the server certificate from it; a host outside its name constraints needs a new CA', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'parley-ca-'));
     dirs.push(dir);
     const first = await ensureSelfSigned(dir, ['localhost']);
@@ -95,11 +102,21 @@ describe('generated certificates: a local CA and a server certificate it signs',
     expect(again.generated).toBe(false);
     expect(readFileSync(first.certPath, 'utf8')).toBe(certPem);
     expect(again.ca?.fingerprint256).toBe(first.ca?.fingerprint256);
+    // Lost (or mismatched) server certificate: re-issued from the same CA, which clients keep trusting.
+    rmSync(first.certPath);
+    const reissued = await ensureSelfSigned(dir, ['localhost']);
+    expect(reissued.generated).toBe(true);
+    expect(readFileSync(join(dir, 'tls', 'ca.pem'), 'utf8')).toBe(caPem);
+    execFileSync('openssl', ['verify', '-x509_strict', '-CAfile', join(dir, 'tls', 'ca.pem'), reissued.certPath]);
+    // The CA may only sign for the hosts it was made for (nameConstraints): a new host needs a new CA.
+    await expect(ensureSelfSigned(dir, ['localhost', 'example.com'])).rejects.toThrow(/new CA/);
+    expect(readFileSync(join(dir, 'tls', 'ca.pem'), 'utf8')).toBe(caPem);
+    renameSync(join(dir, 'tls'), join(dir, 'tls.old'));
     const more = await ensureSelfSigned(dir, ['localhost', 'example.com']);
     expect(more.generated).toBe(true);
-    expect(readFileSync(join(dir, 'tls', 'ca.pem'), 'utf8')).toBe(caPem); // clients keep trusting it
+    expect(readFileSync(join(dir, 'tls', 'ca.pem'), 'utf8')).not.toBe(caPem);
     expect(new X509Certificate(readFileSync(more.certPath)).subjectAltName).toContain('DNS:*.example.com');
-    execFileSync('openssl', ['verify', '-CAfile', join(dir, 'tls', 'ca.pem'), more.certPath]);
+    execFileSync('openssl', ['verify', '-x509_strict', '-CAfile', join(dir, 'tls', 'ca.pem'), more.certPath]);
   });
 
   it('leaves an existing certificate from before the CA alone', async () => {
