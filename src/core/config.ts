@@ -299,8 +299,17 @@ export const configSchema = z
             trusted: z
               .array(z.string().refine(isAddressOrCidr, 'expected an IP address or a CIDR range'))
               .describe('Load balancers (addresses or CIDR ranges) whose PROXY protocol header is believed; a header from any other address closes the connection'),
-            required: z.boolean().default(true).describe('A connection from a trusted address must start with a header (false: optional)'),
-            timeoutMs: z.number().int().min(100).max(60000).default(5000).describe('Deadline for the whole header; a connection still without one is closed'),
+            required: z
+              .boolean()
+              .default(true)
+              .describe('A connection from a trusted address must start with a header. false (optional) is for a balancer that also passes connections without one: then anyone whose connection reaches the port from a trusted address without a header (another path through the balancer, a host in the trusted range) can send a header claiming any client address'),
+            timeoutMs: z
+              .number()
+              .int()
+              .min(100)
+              .max(60000)
+              .default(5000)
+              .describe('Applies to trusted addresses only: how long their header may take; a connection that must send one (required), or has begun one, and has not completed it by then is closed; with required: false a silent one goes on without a header. Other addresses never wait'),
           })
           .strict()
           .optional()
@@ -683,6 +692,18 @@ function muxLinkProblems(mux: ParleyConfig['mux']): string[] {
     problems.push(`mux.server.tls: a plaintext link to ${mux.server.host}, which is not a loopback address, ${danger}; use tls: on (or auto), or set mux.insecure: true to accept that`);
   }
   if (!!mux.server.cert !== !!mux.server.key) problems.push('mux.server: cert and key must be given together');
+  // A certificate mode on a mux (a configuration without linkClientCa cannot be a server's, and one
+  // with mux.server.cert is a mux's): the link must be TLS, with a client certificate. Otherwise
+  // the mux could not authenticate, and nothing would authenticate the server but a secret that
+  // certificate mode need not share.
+  if (mux.auth !== 'secret' && (!mux.linkClientCa || mux.server.cert || mux.server.key)) {
+    if (!muxLinkEncrypted(mux.server.tls, mux.server.host)) {
+      problems.push(`mux.auth: ${mux.auth} on a mux needs a TLS link to the server (mux.server.tls: on), which verifies the server's certificate; ${mux.server.host} is reached in plaintext (on the server, certificate authentication needs mux.linkClientCa)`);
+    }
+    if (!mux.server.cert || !mux.server.key) {
+      problems.push(`mux.auth: ${mux.auth} on a mux needs mux.server.cert and mux.server.key, the client certificate it presents (on the server, certificate authentication needs mux.linkClientCa)`);
+    }
+  }
   return problems;
 }
 

@@ -106,9 +106,15 @@ function ipv4(b: Buffer): string {
 function ipv6(b: Buffer): string {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
-  // Canonical form through the URL parser's IPv6 serializer (RFC 5952 compression), then
-  // IPv4-mapped addresses as plain IPv4 like the listeners report them.
-  const canonical = new URL(`http://[${groups.join(':')}]/`).hostname.slice(1, -1);
+  return canonicalIpv6(groups.join(':'));
+}
+
+/**
+ * One spelling per IPv6 address, whichever header carried it: the URL parser's serializer (RFC 5952
+ * compression, lower case), then IPv4-mapped addresses as plain IPv4 like the listeners report them.
+ */
+function canonicalIpv6(text: string): string {
+  const canonical = new URL(`http://[${text}]/`).hostname.slice(1, -1);
   return normalizeAddress(canonical.replace(/^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/, (_m, hi: string, lo: string) => {
     const h = parseInt(hi, 16);
     const l = parseInt(lo, 16);
@@ -131,13 +137,16 @@ function parseV1(buf: Buffer): { header: ProxyHeader; length: number } | null {
   const [, proto, src = '', dst = '', sport = '', dport = ''] = parts;
   const family = proto === 'TCP4' ? 4 : proto === 'TCP6' ? 6 : 0;
   if (family === 0) throw new ProxyHeaderError(`unknown v1 protocol ${proto}`);
+  // A zone id (fe80::1%eth0) names an interface of the balancer, not a client: refused.
+  if (src.includes('%') || dst.includes('%')) throw new ProxyHeaderError('v1 address with a zone id');
   if (net.isIP(src) !== family || net.isIP(dst) !== family) throw new ProxyHeaderError('v1 address does not match its protocol');
+  const addr = (a: string) => (family === 6 ? canonicalIpv6(a) : normalizeAddress(a));
   const port = (p: string) => {
     if (!/^(?:0|[1-9]\d{0,4})$/.test(p) || Number(p) > 65535) throw new ProxyHeaderError(`bad v1 port ${JSON.stringify(p)}`);
     return Number(p);
   };
   return {
-    header: { version: 1, command: 'PROXY', source: { address: normalizeAddress(src), port: port(sport) }, destination: { address: normalizeAddress(dst), port: port(dport) } },
+    header: { version: 1, command: 'PROXY', source: { address: addr(src), port: port(sport) }, destination: { address: addr(dst), port: port(dport) } },
     length,
   };
 }
@@ -158,31 +167,102 @@ export interface PeerAddress {
   header?: ProxyHeader;
 }
 
-export type ProxyGate = (sock: net.Socket) => Promise<PeerAddress>;
-
 /**
- * The gate a listener puts in front of every connection: it resolves the real peer address, or
- * rejects (the caller destroys the socket) when a header is missing from a trusted address, sent
- * from an untrusted one, malformed or late. Bytes after the header are unshifted back into the
- * socket, which is left paused: the caller attaches its reader (or wraps it in TLS) and resumes.
+ * Connections of trusted proxies waiting for their header, per gate; the oldest is closed for a
+ * newcomer. A balancer sends its header with the first segment, so only a flood waits here.
  */
-export function proxyGate(opts: ProxyProtocolOptions): ProxyGate {
+export const MAX_GATE_WAITING = 1024;
+
+export interface ProxyGate {
+  /**
+   * Whether the socket comes from a trusted proxy. Only those go through `read`; any other
+   * connection is handed on at once (so the per-address limits count it like any other), behind
+   * an UntrustedHeaderFilter.
+   */
+  trusts(sock: net.Socket): boolean;
+  /**
+   * Reads a trusted proxy's header: resolves the real peer address, or rejects (the caller destroys
+   * the socket) when a required header is missing, malformed or late, or when the socket is closed
+   * while waiting. Bytes after the header are unshifted back into the socket, which is left paused:
+   * the caller attaches its reader (or wraps it in TLS) and resumes.
+   */
+  read(sock: net.Socket): Promise<PeerAddress>;
+  /** Sockets waiting for their header now. */
+  readonly waiting: number;
+  /** Closes every socket waiting for its header (its `read` rejects). */
+  destroyAll(): void;
+}
+
+export function proxyGate(opts: ProxyProtocolOptions, maxWaiting = MAX_GATE_WAITING): ProxyGate {
   const trusted = compileAddressList(opts.trusted);
-  return (sock) => {
-    const socketPeer: PeerAddress = { address: normalizeAddress(sock.remoteAddress ?? 'unknown'), port: sock.remotePort };
-    const isTrusted = addressInList(trusted, socketPeer.address);
-    return readHeader(sock, opts.timeoutMs, isTrusted ? (opts.required ? 'required' : 'optional') : 'forbidden').then((r) => {
-      if (!r) return socketPeer;
-      if (r.command === 'LOCAL' || !r.source) return { ...socketPeer, header: r };
-      return { address: r.source.address, port: r.source.port, header: r };
-    });
+  /** Waiting sockets, oldest first, with what ends their wait. */
+  const waiting = new Map<net.Socket, (err: Error) => void>();
+  const peerOf = (sock: net.Socket): PeerAddress => ({ address: normalizeAddress(sock.remoteAddress ?? 'unknown'), port: sock.remotePort });
+  return {
+    trusts: (sock) => addressInList(trusted, peerOf(sock).address),
+    read(sock) {
+      const socketPeer = peerOf(sock);
+      if (waiting.size >= maxWaiting) {
+        const [oldest, abort] = waiting.entries().next().value as [net.Socket, (err: Error) => void];
+        waiting.delete(oldest);
+        abort(new ProxyHeaderError(`more than ${maxWaiting} connections waiting for a PROXY protocol header: the oldest is closed`));
+      }
+      const header = readHeader(sock, opts.timeoutMs, opts.required ? 'required' : 'optional', (abort) => waiting.set(sock, abort));
+      const done = () => waiting.delete(sock);
+      header.then(done, done);
+      return header.then((r) => {
+        if (!r) return socketPeer;
+        if (r.command === 'LOCAL' || !r.source) return { ...socketPeer, header: r };
+        return { address: r.source.address, port: r.source.port, header: r };
+      });
+    },
+    get waiting() {
+      return waiting.size;
+    },
+    destroyAll() {
+      for (const [sock, abort] of [...waiting]) {
+        waiting.delete(sock);
+        abort(new ProxyHeaderError('listener closing'));
+      }
+    },
   };
 }
 
-function readHeader(sock: net.Socket, timeoutMs: number, mode: 'required' | 'optional' | 'forbidden'): Promise<ProxyHeader | null> {
+/**
+ * The first bytes of a connection from an untrusted address: passed on unchanged, unless the stream
+ * starts with a PROXY protocol header (nobody else may claim an address), which `push` refuses with
+ * a ProxyHeaderError. While the first bytes cannot tell yet ("PRO", "\r\n\r\n"), at most 11 bytes
+ * are held back; after that the filter is a no-op. No timer: a silent client is left to the
+ * stream's own deadline, and the connection already counts against the per-address limits.
+ */
+export class UntrustedHeaderFilter {
+  private held: Buffer | null = Buffer.alloc(0);
+
+  /** The bytes to pass on now (possibly none). Throws ProxyHeaderError for a header. */
+  push(chunk: Buffer): Buffer {
+    if (this.held === null) return chunk;
+    const buf = this.held.length ? Buffer.concat([this.held, chunk]) : chunk;
+    if (!startsLikeProxyHeader(buf)) {
+      this.held = null;
+      return buf;
+    }
+    // "PROXY " in full, or the v2 signature up to its NUL byte (no XML stream holds one): refused.
+    if ((buf[0] !== 0x0d && buf.length >= V1_PREFIX.length) || (buf[0] === 0x0d && buf.length >= 5)) {
+      this.held = null;
+      throw new ProxyHeaderError('PROXY protocol header from an untrusted address');
+    }
+    this.held = buf;
+    return Buffer.alloc(0);
+  }
+}
+
+function readHeader(sock: net.Socket, timeoutMs: number, mode: 'required' | 'optional', onAbort: (abort: (err: Error) => void) => void): Promise<ProxyHeader | null> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
+    let settled = false;
     const finish = (err: Error | null, header: ProxyHeader | null, rest: Buffer) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       sock.off('data', onData);
       sock.off('close', onClose);
@@ -202,13 +282,6 @@ function readHeader(sock: net.Socket, timeoutMs: number, mode: 'required' | 'opt
         else finish(null, null, buf);
         return;
       }
-      if (mode === 'forbidden') {
-        // Undecided prefix ("PRO", "\r\n"): wait for more bytes; a full signature is refused.
-        if (buf.length >= V1_PREFIX.length && (buf[0] !== 0x0d || buf.length >= V2_SIGNATURE.length)) {
-          finish(new ProxyHeaderError('PROXY protocol header from an untrusted address'), null, buf);
-        }
-        return;
-      }
       let parsed: ReturnType<typeof parseProxyHeader>;
       try {
         parsed = parseProxyHeader(buf);
@@ -219,13 +292,18 @@ function readHeader(sock: net.Socket, timeoutMs: number, mode: 'required' | 'opt
       if (parsed) finish(null, parsed.header, buf.subarray(parsed.length));
     };
     const onClose = () => finish(new ProxyHeaderError('connection closed before the PROXY protocol header'), null, buf);
-    // A silent client from an address that need not send a header is left to the stream's own
-    // negotiation deadline; a trusted proxy that must send one and does not is cut off here.
+    // timeoutMs: a trusted proxy that must send a header, or has begun one, and has not finished it
+    // in time is cut off; with required: false, a trusted connection silent that long goes on
+    // without a header (to the stream's own deadline).
     const timer = setTimeout(() => {
       if (mode === 'required' || buf.length) finish(new ProxyHeaderError('PROXY protocol header timeout'), null, buf);
       else finish(null, null, buf);
     }, timeoutMs);
     timer.unref();
+    onAbort((err) => {
+      finish(err, null, buf);
+      sock.destroy();
+    });
     sock.on('data', onData);
     sock.once('close', onClose);
     sock.resume();

@@ -2,17 +2,17 @@
 // raw bytes to exactly one server over one authenticated link. It never parses XMPP and never
 // authenticates anyone. If the server goes away, its clients are closed (with a stream error when
 // the server had opened a stream) and the link is re-established with backoff.
-import { randomBytes } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { isLocalLink, normalizeAddress } from '../core/addresses.js';
 import type { ResolvedConfig } from '../core/config.js';
-import { proxyGate, type PeerAddress } from '../core/proxy-protocol.js';
+import { proxyGate, UntrustedHeaderFilter, type PeerAddress } from '../core/proxy-protocol.js';
 import { writeCoalesced } from '../core/cork.js';
 import type { Logger } from '../core/logger.js';
 import { loadTlsMaterial, TLS_BASE_OPTIONS, tlsServerEndPoint, tlsUnique, type TlsMaterial } from '../core/tls.js';
 import { FrameDecoder, FrameType, authProof, encodeFrame, encodeJson, parseJson, proofMatches } from '../xmpp/muxframe.js';
-import { linkTlsFromConfig, openLink, type LinkTlsClient } from './link-tls.js';
+import { certificateNames, linkTlsFromConfig, openLink, type LinkTlsClient } from './link-tls.js';
 
 export interface MuxOptions {
   config: Readonly<ResolvedConfig>;
@@ -66,19 +66,28 @@ interface ClientConn {
 
 export async function runMux(opts: MuxOptions): Promise<RunningMux> {
   const { config, log } = opts;
+  // The link settings first: a missing mux.server.ca / fingerprint must fail here, with its clear
+  // error, before loadTlsMaterial generates this mux's own CA into dataDir/tls/ca.pem (which the
+  // default `ca` would then wrongly take for the server's).
+  const linkTls = opts.linkTls === 'off' ? null : (opts.linkTls ?? linkTlsFromConfig(config, opts.link.host));
   const material: TlsMaterial = await loadTlsMaterial(config);
   const listen = opts.listen ?? config.listen;
   const maxBacklog = config.limits.outputBufferBytes * 2 + 1024 * 1024;
-  const linkTls = opts.linkTls === 'off' ? null : (opts.linkTls ?? linkTlsFromConfig(config, opts.link.host));
   if (!linkTls && !isLocalLink(opts.link.host)) {
     if (!config.mux.insecure) {
       throw new Error(`refusing a plaintext link to ${opts.link.host}, which is not a loopback address: it would carry every client's decrypted traffic in the clear (set mux.server.tls: on, or mux.insecure: true)`);
     }
     log.warn({ server: opts.link.host }, 'INSECURE: plaintext link to a non-loopback server (mux.insecure): client traffic, passwords included, crosses the network in the clear');
   }
-  // auth: certificate: the server is authenticated by its certificate, not by the AUTH_OK proof.
-  const checkServerProof = opts.linkTls === 'off' || config.mux.auth !== 'certificate';
+  // auth: certificate: a server verified by its certificate (CA or pin) needs no AUTH_OK proof
+  // (the mux may not even share its secret). Anything less, a plaintext link above all, must prove
+  // the secret: otherwise an impostor on the link's address would get every client.
+  const linkVerified = !!linkTls && (!!linkTls.ca || !!linkTls.fingerprint);
+  const checkServerProof = !(linkVerified && config.mux.auth === 'certificate');
+  const name = linkName(opts.name, config.mux.auth, linkTls, log);
   const gate = config.listen.proxyProtocol ? proxyGate(config.listen.proxyProtocol) : null;
+  /** Client sockets waiting in the PROXY gate (stop() closes them). */
+  const gated = new Set<net.Socket>();
   const conns = new Map<number, ClientConn>();
   let nextId = 1;
   let link: net.Socket | null = null;
@@ -142,7 +151,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
           const hello = parseJson<{ nonce?: string }>(payload);
           const serverNonce = String(hello.nonce ?? '');
           (sock as net.Socket & { serverNonce?: string }).serverNonce = serverNonce;
-          sock.write(encodeJson(FrameType.AUTH, 0, { name: opts.name, nonce, proof: authProof(opts.secret, 'parley-mux-auth', serverNonce, nonce, opts.name).toString('base64') }));
+          sock.write(encodeJson(FrameType.AUTH, 0, { name, nonce, proof: authProof(opts.secret, 'parley-mux-auth', serverNonce, nonce, name).toString('base64') }));
           return;
         }
         if (type === FrameType.AUTH_OK) {
@@ -226,7 +235,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
   function stats() {
     const mem = process.memoryUsage();
     const cpu = process.cpuUsage();
-    return { name: opts.name, pid: process.pid, connections: conns.size, rss: mem.rss, cpu: (cpu.user + cpu.system) / 1e6, ports };
+    return { name, pid: process.pid, connections: conns.size, rss: mem.rss, cpu: (cpu.user + cpu.system) / 1e6, ports };
   }
 
   function onServerFrame(type: number, id: number, payload: Buffer): void {
@@ -306,9 +315,21 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
     } else c.sock.destroy();
   }
 
-  function attach(c: ClientConn, sock: net.Socket): void {
+  function attach(c: ClientConn, sock: net.Socket, headerFilter: UntrustedHeaderFilter | null = null): void {
+    let filter = headerFilter;
     sock.on('data', (chunk: Buffer) => {
       if (c.sock !== sock || c.closed || c.tlsPending) return;
+      if (filter) {
+        try {
+          chunk = filter.push(chunk);
+        } catch (err) {
+          log.info({ addr: normalizeAddress(sock.remoteAddress ?? 'unknown'), reason: (err as Error).message }, 'connection refused: PROXY protocol');
+          closeClient(c, true, false);
+          return;
+        }
+        if (!chunk.length) return;
+        filter = null;
+      }
       sendLink(encodeFrame(FrameType.DATA, c.id, chunk));
     });
     sock.on('drain', () => {
@@ -377,25 +398,30 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
       raw.destroy();
       return;
     }
-    if (!gate) {
-      start(raw, directTls, localPort);
+    // Only trusted balancers wait for a PROXY header; anyone else is OPENed at once, so the server's
+    // per-address limits count it (a header it sends is refused by the filter, or by TLS).
+    if (!gate?.trusts(raw)) {
+      start(raw, directTls, localPort, undefined, !!gate);
       return;
     }
     // PROXY protocol (listen.proxyProtocol): the real client address goes to the server in OPEN.
-    gate(raw).then(
+    gated.add(raw);
+    gate.read(raw).then(
       (peer) => {
+        gated.delete(raw);
         if (raw.destroyed) return;
-        if (!linkReady) raw.destroy();
+        if (stopping || !linkReady) raw.destroy();
         else start(raw, directTls, localPort, peer);
       },
       (err: Error) => {
-        log.info({ addr: normalizeAddress(raw.remoteAddress ?? 'unknown'), reason: err.message }, 'connection refused: PROXY protocol');
+        gated.delete(raw);
+        if (!stopping) log.info({ addr: normalizeAddress(raw.remoteAddress ?? 'unknown'), reason: err.message }, 'connection refused: PROXY protocol');
         raw.destroy();
       },
     );
   }
 
-  function start(raw: net.Socket, directTls: boolean, localPort: number, peer?: PeerAddress): void {
+  function start(raw: net.Socket, directTls: boolean, localPort: number, peer?: PeerAddress, refuseHeader = false): void {
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 60_000);
     const remoteAddress = peer?.address ?? normalizeAddress(raw.remoteAddress ?? 'unknown');
@@ -403,7 +429,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
     conns.set(c.id, c);
     const open = { remoteAddress, remotePort: peer ? peer.port : raw.remotePort, localPort, starttls: true };
     if (!directTls) {
-      attach(c, raw);
+      attach(c, raw, refuseHeader ? new UntrustedHeaderFilter() : null);
       sendLink(encodeJson(FrameType.OPEN, c.id, { ...open, tls: false }));
       if (linkPaused) raw.pause();
       else if (peer) raw.resume(); // the PROXY gate left it paused
@@ -473,6 +499,11 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
       if (reconnectTimer) clearTimeout(reconnectTimer);
       process.off('message', onIpc);
       const closed = listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
+      // Sockets still waiting for their PROXY header would keep the listeners open (and, resolved
+      // later, be OPENed on the server): closed now.
+      gate?.destroyAll();
+      for (const s of gated) s.destroy();
+      gated.clear();
       for (const c of [...conns.values()]) closeClient(c, true, c.streamOpen);
       await Promise.all(closed);
       link?.end();
@@ -480,4 +511,23 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
       connecting?.destroy();
     },
   };
+}
+
+/**
+ * The name this mux announces. With a client certificate (mux.auth: certificate or
+ * secret+certificate) the server accepts only a name the certificate carries (its CN or a DNS
+ * subjectAltName): the given name if it is one of them, else the certificate's CN (or first DNS name).
+ */
+function linkName(given: string, auth: ResolvedConfig['mux']['auth'], t: LinkTlsClient | null, log: Logger): string {
+  if (auth === 'secret' || !t?.cert) return given;
+  let names: string[];
+  try {
+    names = certificateNames(new X509Certificate(t.cert));
+  } catch {
+    return given;
+  }
+  if (names.length === 0 || names.includes(given)) return given;
+  const name = names[0] as string;
+  log.info({ given, name }, 'mux name taken from the client certificate (the server accepts only a name it carries)');
+  return name;
 }

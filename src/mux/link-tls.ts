@@ -2,6 +2,7 @@
 // server is TLS, how the server's certificate is verified (a CA file, a SHA-256 pin, or the
 // server's generated CA in dataDir), the optional client certificate, and the connect-time refusal
 // of a plaintext link to a non-loopback address.
+import type { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -50,6 +51,17 @@ export function linkTlsFromConfig(config: Readonly<ResolvedConfig>, host: string
     cert: s.cert ? readFileSync(s.cert) : undefined,
     key: s.key ? readFileSync(s.key) : undefined,
   };
+}
+
+/**
+ * The names a mux's client certificate carries: its subject CN, then its DNS subjectAltNames. In the
+ * certificate modes of mux.auth the server accepts only one of them as the mux's name.
+ */
+export function certificateNames(cert: X509Certificate): string[] {
+  const names: string[] = [];
+  for (const line of cert.subject.split('\n')) if (line.startsWith('CN=')) names.push(line.slice(3));
+  for (const part of (cert.subjectAltName ?? '').split(', ')) if (part.startsWith('DNS:')) names.push(part.slice(4));
+  return names;
 }
 
 export function normalizeFingerprint(f: string): string {

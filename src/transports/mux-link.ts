@@ -47,8 +47,13 @@ export interface MuxStats {
 const AUTH_TIMEOUT_MS = 5_000;
 /** HELLO/AUTH are a few hundred bytes: a larger frame before AUTH_OK is an attack. */
 const PREAUTH_MAX_FRAME = 4096;
-/** Unauthenticated link connections at once; the oldest goes when a new one comes. */
-const MAX_PREAUTH_LINKS = 16;
+/**
+ * Link connections not yet authenticated, counted from the raw TCP connection (so a TLS handshake
+ * in progress counts too): at most this many at once; the oldest goes when a new one comes.
+ */
+export const MAX_PENDING_LINKS = 64;
+/** Repeated warnings (failed TLS handshakes, evicted pending links): at most one per this period. */
+const WARN_EVERY_MS = 5_000;
 const KEEPALIVE_MS = 10_000;
 const DEAD_AFTER_MS = 35_000;
 /** Bytes queued towards a mux that stopped reading before the link is dropped. */
@@ -233,6 +238,8 @@ export class MuxLink {
     readonly socket: net.Socket,
     /** What this link's mux must prove (its listener's setting). */
     private readonly auth: MuxAuthMode = 'secret',
+    /** Called once the mux has authenticated (it no longer counts as pending). */
+    private readonly onAuthenticated: () => void = () => {},
   ) {
     this.log = owner.log.child({ mux: socket.remoteAddress });
     const local = socket.remoteAddress === undefined || isLoopback(socket.remoteAddress);
@@ -308,8 +315,25 @@ export class MuxLink {
         this.close();
         return;
       }
+      // With a client certificate the name is the certificate's, not a claim (issue: a mux could
+      // otherwise pass for a colleague in logs, `parley status` and scoped quotas).
+      if (mode !== 'secret') {
+        const names = peerCertificateNames(this.socket as TLSSocket);
+        if (!names.includes(name)) {
+          this.log.warn({ name, certificate: names }, 'mux link refused: its name is not one of its certificate\'s (CN or DNS subjectAltName)');
+          this.close();
+          return;
+        }
+      }
+      // One link per name: the first stays, a second one is refused.
+      if ([...this.owner.links].some((l) => l !== this && l.name === name)) {
+        this.log.warn({ name }, 'mux link refused: a mux of that name is already linked');
+        this.close();
+        return;
+      }
       this.authenticated = true;
       this.name = name;
+      this.onAuthenticated();
       this.decoder.maxPayload = MAX_FRAME_PAYLOAD;
       this.send(encodeJson(FrameType.AUTH_OK, 0, { proof: authProof(this.owner.secret, 'parley-server-auth', muxNonce, this.nonce).toString('base64') }));
       this.owner.linkUp(this);
@@ -383,6 +407,18 @@ export class MuxLink {
   }
 }
 
+/** The names a link's client certificate carries: its CN, then its DNS subjectAltNames. */
+function peerCertificateNames(sock: TLSSocket): string[] {
+  if (!(sock instanceof tls.TLSSocket)) return [];
+  const cert = sock.getPeerCertificate();
+  if (!cert || !cert.subject) return [];
+  const names: string[] = [];
+  const cn = cert.subject.CN as string | string[] | undefined;
+  for (const n of Array.isArray(cn) ? cn : cn ? [cn] : []) names.push(n);
+  for (const part of (cert.subjectaltname ?? '').split(', ')) if (part.startsWith('DNS:')) names.push(part.slice(4));
+  return names;
+}
+
 /** How a link listener protects its links (docs/mux-protocol.md, "Link security"). */
 export interface LinkListenOptions {
   /**
@@ -408,6 +444,12 @@ export class MuxLinkServer {
   readonly log: Logger;
   /** How long a new link has to authenticate (tests shorten it). */
   authTimeoutMs = AUTH_TIMEOUT_MS;
+  /** Raw connections not yet authenticated (TLS handshake or waiting for AUTH), oldest first. */
+  private readonly pending = new Set<net.Socket>();
+  /** Counters behind the rate-limited warnings. */
+  tlsFailures = 0;
+  evicted = 0;
+  private readonly lastWarn = new Map<string, { at: number; count: number }>();
 
   constructor(
     readonly server: Server,
@@ -438,20 +480,35 @@ export class MuxLinkServer {
     if (auth !== 'secret' && (plain || !opts.tls?.clientCa)) {
       return Promise.reject(new Error(`mux.auth: ${auth} needs a TLS link listener with mux.linkClientCa`));
     }
+    // Issue 16 §5: a bounded number of link connections may be waiting (in the TLS handshake or
+    // for AUTH), counted from the raw connection; the oldest makes room for a newcomer.
+    const onConnection = (raw: net.Socket) => {
+      raw.on('error', () => {});
+      if (this.pending.size >= MAX_PENDING_LINKS) {
+        const oldest = this.pending.values().next().value as net.Socket;
+        this.pending.delete(oldest);
+        this.evicted++;
+        this.warnLimited('evict', { addr: raw.remoteAddress, waiting: MAX_PENDING_LINKS }, 'too many mux link connections waiting to authenticate: closing the oldest');
+        oldest.destroy();
+      }
+      this.pending.add(raw);
+      raw.once('close', () => this.pending.delete(raw));
+    };
     const accept = (sock: net.Socket) => {
+      // tls.Server wraps the raw socket it reported in 'connection' (a plaintext server hands it on as is).
+      const raw = (sock as net.Socket & { _parent?: net.Socket })._parent ?? sock;
+      if (!this.pending.has(raw)) {
+        // Closed for a newcomer during its handshake: gone already, or going.
+        sock.destroy();
+        return;
+      }
       // Defence in depth: a plaintext link must really arrive on a loopback address.
       if (plain && !opts.insecure && !path && !isLoopback(sock.localAddress ?? '')) {
         this.log.warn({ local: sock.localAddress }, 'plaintext mux link on a non-loopback address refused');
         sock.destroy();
         return;
       }
-      // Issue 16 §5: a bounded number of links may be waiting to authenticate; the oldest makes room.
-      const waiting = [...this.all].filter((l) => !l.authenticated);
-      if (waiting.length >= MAX_PREAUTH_LINKS) {
-        this.log.warn({ addr: sock.remoteAddress, waiting: waiting.length }, 'too many unauthenticated mux links: closing the oldest');
-        waiting[0]?.close();
-      }
-      const link = new MuxLink(this, sock, auth);
+      const link = new MuxLink(this, sock, auth, () => this.pending.delete(raw));
       // Every link, authenticated or not, so that close() need not wait for the auth timeout.
       this.all.add(link);
       sock.once('close', () => this.all.delete(link));
@@ -474,11 +531,14 @@ export class MuxLinkServer {
         accept,
       );
       srv.on('tlsClientError', (err, sock) => {
-        this.log.warn({ addr: sock.remoteAddress, err: err.message }, 'mux link TLS handshake failed');
+        this.tlsFailures++;
+        this.warnLimited('tls', { addr: sock.remoteAddress, err: err.message }, 'mux link TLS handshake failed');
       });
     } else {
       srv = net.createServer(accept);
     }
+    // 'connection' comes first, before 'secureConnection' (TLS) or the connection listener (plain).
+    srv.prependListener('connection', onConnection);
     this.listeners.push(srv);
     if (path) {
       // A Unix socket left by a previous run (never any other kind of file) is replaced.
@@ -503,6 +563,24 @@ export class MuxLinkServer {
       if (path) srv.listen({ path }, done);
       else srv.listen({ host: address, port }, done);
     });
+  }
+
+  /** Pending raw link connections now (tests). */
+  get pendingLinks(): number {
+    return this.pending.size;
+  }
+
+  /** A warning an attacker could repeat at will: at most one per WARN_EVERY_MS, with how many were folded into it. */
+  private warnLimited(key: string, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    const w = this.lastWarn.get(key) ?? { at: 0, count: 0 };
+    w.count++;
+    if (now - w.at >= WARN_EVERY_MS) {
+      this.log.warn({ ...fields, count: w.count }, msg);
+      w.at = now;
+      w.count = 0;
+    }
+    this.lastWarn.set(key, w);
   }
 
   linkUp(link: MuxLink): void {

@@ -9,7 +9,7 @@ import type { TlsMaterial } from '../core/tls.js';
 import { TLS_BASE_OPTIONS, channelBindingTypesFor, tlsServerEndPoint, tlsUnique } from '../core/tls.js';
 import type { Server } from '../core/server.js';
 import { normalizeAddress } from '../core/addresses.js';
-import { proxyGate, type PeerAddress, type ProxyProtocolOptions } from '../core/proxy-protocol.js';
+import { proxyGate, UntrustedHeaderFilter, type PeerAddress, type ProxyProtocolOptions } from '../core/proxy-protocol.js';
 
 export class TcpTransport implements Transport {
   readonly kind = 'tcp' as const;
@@ -27,6 +27,8 @@ export class TcpTransport implements Transport {
     private readonly handshakeTimeoutMs = 30_000,
     /** The client's address from a PROXY protocol header (the socket was read up to its end and paused). */
     peer?: PeerAddress,
+    /** An untrusted peer on a PROXY protocol listener: a stream starting with a header is closed. */
+    private headerFilter: UntrustedHeaderFilter | null = null,
   ) {
     this.remoteAddress = peer?.address ?? normalizeAddress(raw.remoteAddress ?? 'unknown');
     this.localPort = raw.localPort ?? 0;
@@ -36,6 +38,8 @@ export class TcpTransport implements Transport {
     if (directTls) {
       if (!material) throw new Error('direct TLS needs TLS material');
       this.socket = this.wrap(raw, undefined);
+      // A PROXY header here reaches the TLS layer, which fails the handshake.
+      this.headerFilter = null;
     }
     this.attach(this.socket);
     if (peer) raw.resume();
@@ -62,7 +66,18 @@ export class TcpTransport implements Transport {
 
   private attach(sock: net.Socket): void {
     sock.on('data', (chunk: Buffer) => {
-      if (this.socket === sock) this.events?.onTransportData(chunk);
+      if (this.socket !== sock) return;
+      if (this.headerFilter) {
+        try {
+          chunk = this.headerFilter.push(chunk);
+        } catch {
+          this.destroy(); // without a word: nobody but a trusted balancer may claim an address
+          return;
+        }
+        if (!chunk.length) return;
+        this.headerFilter = null;
+      }
+      this.events?.onTransportData(chunk);
     });
     sock.on('drain', () => this.events?.onTransportDrain());
     sock.on('error', () => {
@@ -174,11 +189,12 @@ export function listenC2S(server: Server, material: TlsMaterial | null, opts: Li
     sock.on('error', () => {});
     sockets.add(sock);
     sock.once('close', () => sockets.delete(sock));
-    if (!gate) {
-      start(sock);
+    // Only trusted balancers wait for a header; anyone else is counted by acceptConnection at once.
+    if (!gate?.trusts(sock)) {
+      start(sock, undefined, !!gate);
       return;
     }
-    gate(sock).then(
+    gate.read(sock).then(
       (peer) => {
         if (!sock.destroyed) start(sock, peer);
       },
@@ -188,10 +204,10 @@ export function listenC2S(server: Server, material: TlsMaterial | null, opts: Li
       },
     );
   });
-  const start = (sock: net.Socket, peer?: PeerAddress) => {
+  const start = (sock: net.Socket, peer?: PeerAddress, refuseHeader = false) => {
     let transport: TcpTransport;
     try {
-      transport = new TcpTransport(sock, material, opts.directTls, undefined, peer);
+      transport = new TcpTransport(sock, material, opts.directTls, undefined, peer, refuseHeader ? new UntrustedHeaderFilter() : null);
     } catch (err) {
       server.log.error({ err }, 'cannot set up connection');
       sock.destroy();
@@ -204,6 +220,7 @@ export function listenC2S(server: Server, material: TlsMaterial | null, opts: Li
   };
   srv.maxConnections = 1_000_000;
   (srv as C2SListener).destroyAll = () => {
+    gate?.destroyAll();
     for (const s of sockets) s.destroy();
   };
   return new Promise((resolve, reject) => {

@@ -1,11 +1,13 @@
 // PROXY protocol parser and listener gate (src/core/proxy-protocol.ts): headers built by another
 // implementation (proxy-protocol-js) parse to the same addresses, whole or split byte by byte;
 // malformed, oversized and truncated headers are refused; LOCAL keeps the socket's address; the
-// gate on real loopback sockets believes only trusted senders and hands back the bytes after it.
+// gate on real loopback sockets believes only trusted senders and hands back the bytes after it;
+// untrusted senders never wait in it (a header from them is refused by UntrustedHeaderFilter), and
+// the sockets waiting in it are capped.
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isLoopback, addressInList, compileAddressList } from '../../src/core/addresses.js';
-import { parseProxyHeader, proxyGate, ProxyHeaderError, V2_SIGNATURE, type PeerAddress } from '../../src/core/proxy-protocol.js';
+import { parseProxyHeader, proxyGate, ProxyHeaderError, UntrustedHeaderFilter, V2_SIGNATURE, type PeerAddress } from '../../src/core/proxy-protocol.js';
 import { proxyV1, proxyV2, proxyV2Local } from '../helpers/proxy.js';
 
 const STREAM = Buffer.from("<?xml version='1.0'?><stream:stream to='localhost'>");
@@ -75,6 +77,46 @@ describe('parseProxyHeader', () => {
     expect(() => parseProxyHeader(Buffer.from(`PROXY TCP4 ${'1'.repeat(120)}`))).toThrow(/107/);
     expect(() => parseProxyHeader(Buffer.concat([V2_SIGNATURE.subarray(0, 5), Buffer.from('x')]))).toThrow(ProxyHeaderError);
   });
+
+  it('v1 TCP6 addresses in the same canonical form as v2; zone ids refused', () => {
+    const v1 = parseProxyHeader(Buffer.from('PROXY TCP6 2001:DB8:0:0::7 2001:0db8::0001 40000 5222\r\n'));
+    expect(v1?.header.source?.address).toBe('2001:db8::7');
+    expect(v1?.header.destination?.address).toBe('2001:db8::1');
+    expect(v1?.header.source?.address).toBe(parseProxyHeader(proxyV2('2001:db8::7', 1, '::1', 2))?.header.source?.address);
+    expect(parseProxyHeader(Buffer.from('PROXY TCP6 ::ffff:192.0.2.5 ::1 1 2\r\n'))?.header.source?.address).toBe('192.0.2.5');
+    expect(() => parseProxyHeader(Buffer.from('PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n'))).toThrow(/zone/);
+    expect(() => parseProxyHeader(Buffer.from('PROXY TCP6 ::1 fe80::2%1 1 2\r\n'))).toThrow(/zone/);
+  });
+});
+
+describe('UntrustedHeaderFilter (connections from untrusted addresses)', () => {
+  const run = (chunks: Buffer[]) => {
+    const f = new UntrustedHeaderFilter();
+    let out = '';
+    try {
+      for (const c of chunks) out += f.push(c).toString('latin1');
+    } catch (err) {
+      return { error: (err as Error).message, out };
+    }
+    return { out };
+  };
+
+  it('a v1 or v2 header is refused, whole or in pieces, before any byte is passed on', () => {
+    const v2 = Buffer.concat([proxyV2('203.0.113.7', 1, '198.51.100.1', 2), STREAM]);
+    const v1 = Buffer.concat([proxyV1('203.0.113.7', 1, '198.51.100.1', 2), STREAM]);
+    for (const h of [v2, v1]) {
+      expect(run([h]).error).toMatch(/untrusted/);
+      const pieces = run([...h.subarray(0, 12)].map((b) => Buffer.from([b])));
+      expect(pieces.error).toMatch(/untrusted/);
+      expect(pieces.out).toBe('');
+    }
+  });
+
+  it('a stream passes unchanged, also one starting with line breaks; after the first bytes the filter is a no-op', () => {
+    expect(run([STREAM])).toEqual({ out: STREAM.toString() });
+    expect(run([Buffer.from('\r\n'), STREAM])).toEqual({ out: `\r\n${STREAM.toString()}` });
+    expect(run([Buffer.from('<'), Buffer.from('PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n')]).error).toBeUndefined();
+  });
 });
 
 describe('addresses', () => {
@@ -98,25 +140,47 @@ describe('proxyGate on loopback sockets', () => {
     for (const f of cleanup.splice(0)) f();
   });
 
-  /** A listener running the gate; resolves each connection's outcome and the bytes read after it. */
-  async function gateServer(opts: Parameters<typeof proxyGate>[0]) {
-    const gate = proxyGate(opts);
-    const outcomes: Promise<{ peer?: PeerAddress; error?: string; rest: string }>[] = [];
+  /**
+   * A listener running the gate as tcp.ts does (trusted senders through `read`, others at once
+   * behind the filter); resolves each connection's outcome and the bytes read after the header.
+   */
+  async function gateServer(opts: Parameters<typeof proxyGate>[0], maxWaiting?: number) {
+    const gate = proxyGate(opts, maxWaiting);
+    const outcomes: Promise<{ peer?: PeerAddress; error?: string; rest: string; waited: boolean }>[] = [];
     const srv = net.createServer((sock) => {
+      if (!gate.trusts(sock)) {
+        const filter = new UntrustedHeaderFilter();
+        outcomes.push(
+          new Promise((resolve) => {
+            let rest = '';
+            sock.on('data', (d: Buffer) => {
+              try {
+                rest += filter.push(d).toString();
+              } catch (err) {
+                sock.destroy();
+                resolve({ error: (err as Error).message, rest: '', waited: false });
+                return;
+              }
+              if (rest.length >= STREAM.length) resolve({ peer: { address: sock.remoteAddress ?? '', port: sock.remotePort }, rest, waited: false });
+            });
+          }),
+        );
+        return;
+      }
       outcomes.push(
-        gate(sock).then(
+        gate.read(sock).then(
           (peer) =>
             new Promise((resolve) => {
               let rest = '';
               sock.on('data', (d) => {
                 rest += d;
-                if (rest.length >= STREAM.length) resolve({ peer, rest });
+                if (rest.length >= STREAM.length) resolve({ peer, rest, waited: true });
               });
               sock.resume();
             }),
           (err: Error) => {
             sock.destroy();
-            return { error: err.message, rest: '' };
+            return { error: err.message, rest: '', waited: true };
           },
         ),
       );
@@ -125,6 +189,20 @@ describe('proxyGate on loopback sockets', () => {
     cleanup.push(() => srv.close());
     const port = (srv.address() as net.AddressInfo).port;
     return {
+      gate,
+      /** The outcome of the oldest connection not yet looked at. */
+      async next() {
+        while (!outcomes.length) await new Promise((r) => setTimeout(r, 5));
+        return outcomes.shift() as (typeof outcomes)[number];
+      },
+      /** Connects without sending anything. */
+      async silent() {
+        const c = net.connect(port, '127.0.0.1');
+        c.on('error', () => {});
+        cleanup.push(() => c.destroy());
+        await new Promise<void>((r) => c.once('connect', () => r()));
+        return c;
+      },
       async send(chunks: Buffer[], gapMs = 0) {
         const c = net.connect(port, '127.0.0.1');
         c.on('error', () => {});
@@ -197,5 +275,34 @@ describe('proxyGate on loopback sockets', () => {
     const plain = await s.send([STREAM]);
     expect(plain.peer?.address).toBe('127.0.0.1');
     expect(plain.rest).toBe(STREAM.toString());
+    expect(plain.waited).toBe(false);
+  });
+
+  it('untrusted senders never wait in the gate, however many (review: 1,900 sockets held from one address)', async () => {
+    const s = await gateServer({ trusted: ['10.0.0.0/8'], required: true, timeoutMs: 60_000 });
+    const socks = await Promise.all(Array.from({ length: 50 }, () => s.silent()));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(socks.length).toBe(50);
+    expect(s.gate.waiting).toBe(0);
+  });
+
+  it('at most maxWaiting trusted sockets wait for their header: the oldest is closed for a newcomer; destroyAll closes the rest', async () => {
+    const s = await gateServer({ trusted: ['127.0.0.1'], required: true, timeoutMs: 60_000 }, 3);
+    const first = await s.silent();
+    const firstClosed = new Promise<void>((r) => first.once('close', () => r()));
+    for (let i = 0; i < 3; i++) await s.silent();
+    expect((await s.next()).error).toMatch(/more than 3 connections waiting for a PROXY protocol header/);
+    await firstClosed;
+    await waitFor(() => s.gate.waiting === 3);
+    s.gate.destroyAll();
+    expect(s.gate.waiting).toBe(0);
   });
 });
+
+async function waitFor(cond: () => boolean, timeoutMs = 3000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

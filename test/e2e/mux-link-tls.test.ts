@@ -5,18 +5,19 @@
 // pin, wrong name) never links; a plaintext mux never reaches a TLS listener; certificate
 // authentication; embedded muxes over a pinned TLS link; a Unix socket link; plaintext off
 // loopback refused by the configuration and at connect/listen time.
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TLSSocket } from 'node:tls';
+import tls, { TLSSocket } from 'node:tls';
 import pino from 'pino';
 import { generate } from 'selfsigned';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, validateConfig } from '../../src/core/config.js';
 import { runMux, type RunningMux } from '../../src/mux/index.js';
 import { MuxLinkServer } from '../../src/transports/mux-link.js';
+import { FrameDecoder, FrameType, authProof, encodeJson } from '../../src/xmpp/muxframe.js';
 import { RawClient, plainPayload, elementWith, sleep, waitUntil } from '../helpers/raw.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { freePort } from '../helpers/ports.js';
@@ -214,12 +215,12 @@ describe('client certificate authentication of the link (auth: certificate)', ()
     const started: RunningMux[] = [];
     try {
       await srv.addUser('dave', PASSWORD);
-      const mk = async (name: string, server: Record<string, unknown>, secret: string) => {
+      const mk = async (name: string, server: Record<string, unknown>, secret: string, auth = 'certificate') => {
         const config = validateConfig({
           hosts: ['localhost'],
           dataDir: join(dir, name),
           listen: { address: '127.0.0.1', c2s: 0, c2sDirectTls: null },
-          mux: { auth: 'certificate', server: { host: '127.0.0.1', port: linkPort, tls: 'on', ca: serverCa(srv), ...server }, secret },
+          mux: { auth, server: { host: '127.0.0.1', port: linkPort, tls: 'on', ca: serverCa(srv), ...server }, secret },
           log: { level: 'silent' },
         });
         const m = await runMux({ config, link: { host: '127.0.0.1', port: linkPort }, secret: Buffer.from(secret), name, log: pino({ level: 'silent' }) });
@@ -229,11 +230,37 @@ describe('client certificate authentication of the link (auth: certificate)', ()
       // Another secret than the server's: only the certificate authenticates this mux.
       const good = await mk('with-cert', { cert: join(dir, 'client.pem'), key: join(dir, 'client.key') }, 'not-the-servers-secret-at-all');
       await Promise.race([good.waitLink(), sleep(10_000).then(() => Promise.reject(new Error('no link')))]);
+      // Its name is its certificate's (CN dmz-mux-1), not the one it was given.
+      expect([...(srv.muxLink?.links ?? [])].map((l) => l.name)).toEqual(['dmz-mux-1']);
       const dave = await RawClient.login(good.ports.c2s as number, 'dave', PASSWORD);
       await dave.ping();
       dave.destroy();
-      const none = await mk('without-cert', {}, SECRET);
+      // A mux presenting no certificate is refused by the TLS layer.
+      const none = await mk('without-cert', {}, SECRET, 'secret');
       expect(await Promise.race([none.waitLink().then(() => true), sleep(1500).then(() => false)])).toBe(false);
+
+      // The same certificate claiming another name, or the name of the mux already linked: refused.
+      const claim = async (name: string): Promise<number[]> => {
+        const sock = tls.connect({ host: '127.0.0.1', port: linkPort, ca: readFileSync(serverCa(srv)), servername: 'localhost', cert: client.cert, key: client.private });
+        sock.on('error', () => {});
+        const types: number[] = [];
+        const d = new FrameDecoder((type, _c, payload) => {
+          types.push(type);
+          if (type === FrameType.HELLO) {
+            const nonce = randomBytes(32).toString('base64');
+            sock.write(encodeJson(FrameType.AUTH, 0, { name, nonce, proof: authProof(Buffer.from(SECRET), 'parley-mux-auth', JSON.parse(payload.toString()).nonce, nonce, name).toString('base64') }));
+          }
+        });
+        sock.on('data', (c: Buffer) => d.push(c));
+        await new Promise<void>((r) => sock.once('close', () => r()));
+        return types;
+      };
+      expect(await claim('ceo-laptop')).toEqual([FrameType.HELLO]);
+      expect(await claim('dmz-mux-1')).toEqual([FrameType.HELLO]); // taken: the first stays
+      expect([...(srv.muxLink?.links ?? [])].map((l) => l.name)).toEqual(['dmz-mux-1']);
+      const again = await RawClient.login(good.ports.c2s as number, 'dave', PASSWORD);
+      await again.ping();
+      again.destroy();
 
       // The embedded muxes of such a server link over their own loopback listener, with the secret.
       const withEmbedded = await startTestServer({ mux: { count: 1, linkPort: await freePort(), linkTls: 'on', auth: 'certificate', linkClientCa: join(dir, 'mux-ca.pem') } });
@@ -248,6 +275,42 @@ describe('client certificate authentication of the link (auth: certificate)', ()
     } finally {
       for (const m of started) await m.stop();
       await srv.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('auth: certificate on a mux needs a verified TLS link and a client certificate (security review)', () => {
+  const problems = (raw: Record<string, unknown>): string[] => {
+    try {
+      validateConfig(raw);
+      return [];
+    } catch (err) {
+      return (err as ConfigError).problems;
+    }
+  };
+
+  it('is refused by the configuration over a plaintext link or without server.cert/key; a server with linkClientCa is fine', () => {
+    const plain = problems({ mux: { auth: 'certificate', server: { host: '127.0.0.1', cert: '/c.pem', key: '/k.pem' } } });
+    expect(plain.join('\n')).toMatch(/mux\.auth: certificate on a mux needs a TLS link to the server/);
+    const noCert = problems({ mux: { auth: 'certificate', server: { host: '127.0.0.1', tls: 'on', fingerprint: 'AB'.repeat(32) } } });
+    expect(noCert.join('\n')).toMatch(/needs mux\.server\.cert and mux\.server\.key/);
+    expect(problems({ mux: { auth: 'secret+certificate', server: { host: '127.0.0.1' } } }).length).toBe(2);
+    expect(problems({ mux: { auth: 'certificate', server: { host: '127.0.0.1', tls: 'on', cert: '/c.pem', key: '/k.pem' } } })).toEqual([]);
+    expect(problems({ mux: { auth: 'certificate', linkTls: 'on', linkClientCa: '/ca.pem' } })).toEqual([]);
+  });
+
+  it('a standalone mux without mux.server.ca or fingerprint fails at start with the clear error, before generating a CA of its own', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-mux-noca-'));
+    try {
+      const config = validateConfig({ hosts: ['localhost'], dataDir: dir, listen: { address: '127.0.0.1', c2s: 0, c2sDirectTls: null }, mux: { server: { host: '127.0.0.1', port: 1, tls: 'on' }, secret: SECRET } });
+      for (let i = 0; i < 2; i++) {
+        await expect(runMux({ config, link: { host: '127.0.0.1', port: 1 }, secret: Buffer.from(SECRET), name: 'noca', log: pino({ level: 'silent' }) })).rejects.toThrow(
+          /mux\.server\.ca or mux\.server\.fingerprint is needed/,
+        );
+        expect(existsSync(join(dir, 'tls', 'ca.pem'))).toBe(false);
+      }
+    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -14,6 +14,7 @@ import { runMux, type RunningMux } from '../../src/mux/index.js';
 import { proxyV1, proxyV2 } from '../helpers/proxy.js';
 import { RawClient, sleep, waitUntil } from '../helpers/raw.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { freePort } from '../helpers/ports.js';
 
 const PASSWORD = 'secret-password';
 const SECRET = 'a-shared-link-secret-for-tests';
@@ -137,6 +138,114 @@ describe('PROXY protocol from an untrusted address', () => {
       c.destroy();
     } finally {
       await srv.close();
+    }
+  });
+});
+
+describe('PROXY protocol: untrusted peers never wait for a header (security review)', () => {
+  /** Opens n connections that send nothing; resolves how many are still open after `ms`. */
+  async function silentOpen(port: number, n: number, ms: number): Promise<{ open: () => number; destroy: () => void }> {
+    const socks: net.Socket[] = [];
+    let open = 0;
+    await Promise.all(
+      Array.from({ length: n }, () => {
+        const s = net.connect({ host: '127.0.0.1', port });
+        socks.push(s);
+        s.on('error', () => {});
+        s.on('data', () => {});
+        return new Promise<void>((r) => {
+          s.once('connect', () => {
+            open++;
+            s.once('close', () => open--);
+            r();
+          });
+          s.once('close', () => r());
+        });
+      }),
+    );
+    await sleep(ms);
+    return { open: () => open, destroy: () => socks.forEach((s) => s.destroy()) };
+  }
+
+  it('the server: silent connections from an untrusted address are counted by the per-address caps at once', async () => {
+    const srv = await startTestServer({
+      mux: { count: 0 },
+      listen: { address: '127.0.0.1', c2s: 0, c2sDirectTls: null, proxyProtocol: { trusted: ['10.0.0.0/8'], timeoutMs: 60_000 } },
+      limits: { preAuthPerAddress: 3 },
+    });
+    try {
+      // Before the fix all 40 waited in the gate (up to timeoutMs), unseen by the caps.
+      const socks = await silentOpen(srv.ports.c2s as number, 40, 300);
+      await waitUntil(() => socks.open() <= 3, 5000, 'pre-authentication cap applied');
+      expect(srv.server.connectionCount).toBeLessThanOrEqual(3);
+      socks.destroy();
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a mux: an untrusted client is OPENed on the server at once (the server counts it), and its header is refused', async () => {
+    const linkPort = await freePort();
+    const srv = await startTestServer({ mux: { count: 0, linkPort, secret: SECRET }, limits: { preAuthPerAddress: 3 } });
+    const dir = mkdtempSync(join(tmpdir(), 'parley-proxy-mux-'));
+    let mux: RunningMux | null = null;
+    try {
+      await srv.addUser('gil', PASSWORD);
+      const config = validateConfig({
+        hosts: ['localhost'],
+        dataDir: dir,
+        listen: { address: '127.0.0.1', c2s: 0, c2sDirectTls: null, proxyProtocol: { trusted: ['10.0.0.0/8'], timeoutMs: 60_000 } },
+        mux: { server: { host: '127.0.0.1', port: linkPort }, secret: SECRET },
+      });
+      mux = await runMux({ config, link: { host: '127.0.0.1', port: linkPort }, secret: Buffer.from(SECRET), name: 'edge2', log: pino({ level: 'silent' }) });
+      await mux.waitLink();
+      const socks = await silentOpen(mux.ports.c2s as number, 40, 300);
+      await waitUntil(() => socks.open() <= 3, 5000, 'the server’s pre-authentication cap applied through the mux');
+      socks.destroy();
+      await waitUntil(() => srv.server.connectionCount === 0, 5000, 'silent ones gone');
+      const spoof = await rawWithHeader(mux.ports.c2s as number, proxyV2('203.0.113.7', 1, '198.51.100.1', 5222));
+      await spoof.closed(3000);
+      expect(spoof.text).toBe('');
+      const c = await RawClient.connect(mux.ports.c2s as number);
+      const jid = await c.login('gil', PASSWORD);
+      expect(sessionOf(srv, jid)?.remoteAddress).toBe('127.0.0.1');
+      c.destroy();
+    } finally {
+      await mux?.stop();
+      await srv.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('mux stop() closes clients waiting in the PROXY gate and resolves; they are never OPENed', async () => {
+    const linkPort = await freePort();
+    const srv = await startTestServer({ mux: { count: 0, linkPort, secret: SECRET } });
+    const dir = mkdtempSync(join(tmpdir(), 'parley-proxy-mux-'));
+    try {
+      const config = validateConfig({
+        hosts: ['localhost'],
+        dataDir: dir,
+        // A deadline longer than the test: had stop() waited for the gate, the test would time out.
+        listen: { address: '127.0.0.1', c2s: 0, c2sDirectTls: null, proxyProtocol: { trusted: ['127.0.0.1'], required: false, timeoutMs: 60_000 } },
+        mux: { server: { host: '127.0.0.1', port: linkPort }, secret: SECRET },
+      });
+      const mux = await runMux({ config, link: { host: '127.0.0.1', port: linkPort }, secret: Buffer.from(SECRET), name: 'stopping', log: pino({ level: 'silent' }) });
+      await mux.waitLink();
+      const waiting = net.connect({ host: '127.0.0.1', port: mux.ports.c2s as number });
+      waiting.on('error', () => {});
+      await new Promise<void>((r) => waiting.once('connect', () => r()));
+      const closed = new Promise<void>((r) => waiting.once('close', () => r()));
+      await sleep(100);
+      const stopped = mux.stop();
+      // The header arriving while stop() runs must not get the client OPENed on the server.
+      waiting.write(proxyV2('203.0.113.9', 1, '198.51.100.1', 5222));
+      await stopped;
+      await closed;
+      await sleep(100);
+      expect(srv.server.connectionCount).toBe(0);
+    } finally {
+      await srv.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -12,7 +12,9 @@ import { silentLogger } from '../../src/core/logger.js';
 import type { Server } from '../../src/core/server.js';
 import type { Transport } from '../../src/core/transport.js';
 import { runMux, type RunningMux } from '../../src/mux/index.js';
-import { MuxLinkServer } from '../../src/transports/mux-link.js';
+import { MAX_PENDING_LINKS, MuxLinkServer } from '../../src/transports/mux-link.js';
+import pino from 'pino';
+import { generate } from 'selfsigned';
 import {
   FrameDecoder,
   FrameError,
@@ -436,9 +438,9 @@ describe('mux link authentication (MuxLinkServer)', () => {
     expect(ok.closed).toBe(false);
   });
 
-  it('at most 16 links wait to authenticate: the oldest makes room for a newcomer, which can still link', async () => {
+  it(`at most ${MAX_PENDING_LINKS} links wait to authenticate: the oldest makes room for a newcomer, which can still link`, async () => {
     const waiting: LinkPeer[] = [];
-    for (let i = 0; i < 16; i++) {
+    for (let i = 0; i < MAX_PENDING_LINKS; i++) {
       const p = await peer();
       await p.hello();
       waiting.push(p);
@@ -448,6 +450,26 @@ describe('mux link authentication (MuxLinkServer)', () => {
     expect(waiting.slice(1).every((p) => !p.closed)).toBe(true);
     await late.authenticate(SECRET, 'late');
     await late.frame(FrameType.AUTH_OK);
+  });
+
+  it('a second mux with the name of a linked one is refused; the first stays', async () => {
+    const first = await peer();
+    await first.authenticate(SECRET, 'twin');
+    await first.frame(FrameType.AUTH_OK);
+    const second = await peer();
+    await second.authenticate(SECRET, 'twin');
+    await second.waitClosed();
+    expect(second.frames.map((f) => f.type)).toEqual([FrameType.HELLO]);
+    first.send(encodeFrame(FrameType.PING, 0));
+    await first.frame(FrameType.PONG);
+    expect(first.closed).toBe(false);
+    expect(link.status().filter((x) => x.name === 'twin')).toHaveLength(1);
+    // Once the first is gone, the name is free again.
+    first.destroy();
+    await waitFor(() => !link.status().some((x) => x.name === 'twin'));
+    const third = await peer();
+    await third.authenticate(SECRET, 'twin');
+    await third.frame(FrameType.AUTH_OK);
   });
 
   it('garbage bytes are disconnected', async () => {
@@ -540,6 +562,91 @@ describe('mux link authentication (MuxLinkServer)', () => {
   });
 });
 
+describe('a mux with auth: certificate on a plaintext link (security review)', () => {
+  it('still checks the server proof: an impostor answering AUTH_OK with a bogus proof never gets a client', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'parley-muxlink-'));
+    let seen = 0;
+    const impostor = net.createServer((s) => {
+      s.on('error', () => {});
+      const d = new FrameDecoder((type) => {
+        if (type === FrameType.AUTH) s.write(encodeJson(FrameType.AUTH_OK, 0, { proof: 'AAAA' }));
+        if (type === FrameType.OPEN || type === FrameType.DATA) seen++;
+      });
+      s.on('data', (c: Buffer) => d.push(c));
+      s.write(encodeJson(FrameType.HELLO, 0, { nonce: randomBytes(32).toString('base64'), version: 1 }));
+    });
+    await new Promise<void>((r) => impostor.listen(0, '127.0.0.1', () => r()));
+    let m: RunningMux | null = null;
+    try {
+      // The configuration check refuses this setting; a configuration built around it must still be safe.
+      const base = validateConfig({ hosts: ['localhost'], dataDir, listen: { address: '127.0.0.1', c2s: 0, c2sDirectTls: null }, log: { level: 'silent' } });
+      const config = { ...base, mux: { ...base.mux, auth: 'certificate' as const } };
+      m = await runMux({ config, link: { host: '127.0.0.1', port: (impostor.address() as net.AddressInfo).port }, secret: randomBytes(32), name: 'm', log: silentLogger() });
+      expect(await Promise.race([m.waitLink().then(() => true), new Promise((r) => setTimeout(() => r(false), 1000))])).toBe(false);
+      const c = net.connect({ host: '127.0.0.1', port: m.ports.c2s as number }, () => c.write("<auth mechanism='PLAIN'>AGFsaWNlAHNlY3JldA==</auth>"));
+      c.on('error', () => {});
+      await new Promise<void>((r) => c.once('close', () => r()));
+      expect(seen).toBe(0);
+    } finally {
+      await m?.stop();
+      await new Promise<void>((r) => impostor.close(() => r()));
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('link connections still in the TLS handshake (security review)', () => {
+  it(`count against one cap of ${MAX_PENDING_LINKS} with those waiting for AUTH; failed handshakes are logged at most once per period, with a count`, async () => {
+    const cert = await generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', curve: 'P-256', algorithm: 'sha256' });
+    const records: Record<string, unknown>[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void records.push(JSON.parse(l) as Record<string, unknown>) });
+    const srv = new MuxLinkServer({ log, acceptConnection: () => null } as unknown as Server, Buffer.from('z'.repeat(32)));
+    const port = (await srv.listen('127.0.0.1', 0, { tls: { cert: cert.cert, key: cert.private } })).port;
+    const listener = (srv as unknown as { listeners: net.Server[] }).listeners[0] as net.Server;
+    const socks: net.Socket[] = [];
+    try {
+      // 300 connections that start a ClientHello and never finish it (before the fix all were held).
+      await Promise.all(
+        Array.from({ length: 300 }, () => {
+          const s = net.connect({ host: '127.0.0.1', port });
+          socks.push(s);
+          s.on('error', () => {});
+          return new Promise<void>((r) => {
+            s.once('connect', () => {
+              s.write(Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00]));
+              r();
+            });
+            s.once('close', () => r());
+          });
+        }),
+      );
+      // Every one reached the listener, and all but the newest MAX_PENDING_LINKS were closed.
+      await waitFor(() => srv.evicted >= 300 - MAX_PENDING_LINKS, 10_000);
+      expect(srv.pendingLinks).toBe(MAX_PENDING_LINKS);
+      await waitFor(async () => (await new Promise<number>((r) => listener.getConnections((_e, n) => r(n)))) <= MAX_PENDING_LINKS, 5000);
+      // 30 failed handshakes (garbage instead of a ClientHello): at most one warning now, with a count.
+      const before = records.length;
+      await Promise.all(
+        Array.from({ length: 30 }, () => {
+          const s = net.connect({ host: '127.0.0.1', port }, () => s.write('GET / HTTP/1.1\r\n\r\n'));
+          socks.push(s);
+          s.on('error', () => {});
+          return new Promise<void>((r) => s.once('close', () => r()));
+        }),
+      );
+      await waitFor(() => srv.tlsFailures >= 30);
+      const warned = records.slice(before).filter((r) => r.msg === 'mux link TLS handshake failed');
+      expect(warned.length).toBeLessThanOrEqual(1);
+      const evictions = records.filter((r) => /waiting to authenticate: closing the oldest/.test(String(r.msg)));
+      expect(evictions.length).toBeLessThanOrEqual(1);
+      expect(evictions[0]?.count).toBeGreaterThanOrEqual(1);
+    } finally {
+      for (const s of socks) s.destroy();
+      await srv.close();
+    }
+  });
+});
+
 describe('mux link shutdown', () => {
   it('MuxLinkServer.close() drops links that have not authenticated yet, without waiting for the auth timeout', async () => {
     const srv = new MuxLinkServer({ log: silentLogger(), acceptConnection: () => null } as unknown as Server, Buffer.from('x'.repeat(32)));
@@ -582,9 +689,9 @@ describe('mux link shutdown', () => {
   });
 });
 
-async function waitFor(cond: () => boolean, timeoutMs = 3000): Promise<void> {
+async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error('timed out');
     await new Promise((r) => setTimeout(r, 10));
   }
