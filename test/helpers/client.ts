@@ -1,4 +1,5 @@
 // Real XMPP clients (@xmpp/client) for integration tests, with small helpers to await stanzas.
+import { randomBytes } from 'node:crypto';
 import { client, xml, type Client } from '@xmpp/client';
 import type { Element } from 'ltx';
 
@@ -72,7 +73,8 @@ export async function barrier(sender: TestClient, recipient: TestClient = sender
     await sender.iq(xml('iq', { type: 'get', to: domain }, xml('ping', { xmlns: 'urn:xmpp:ping' })), timeoutMs);
     return;
   }
-  const token = `barrier-${++barriers}-${Math.random().toString(36).slice(2)}`;
+  // Upper case only: tests look for their own lower-case markers in what a client received.
+  const token = `BARRIER-${++barriers}-${randomBytes(6).toString('hex').toUpperCase()}`;
   const reply = await sender.iq(xml('iq', { type: 'get', to: opts.via ?? recipient.jid }, xml('barrier', { xmlns: NS_BARRIER, token })), timeoutMs);
   // Only the recipient's client can echo the token: a result from the server proves nothing.
   if (reply.getChild('barrier', NS_BARRIER)?.attrs.token !== token) {

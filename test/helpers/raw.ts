@@ -489,7 +489,7 @@ export async function barrier(sender: RawClient, recipient?: RawClient, timeoutM
     await sender.ping(timeoutMs);
     return;
   }
-  const token = `barrier-${++barriers}-${randomBytes(4).toString('hex')}`;
+  const token = `BARRIER-${++barriers}-${randomBytes(4).toString('hex').toUpperCase()}`;
   const since = recipient.mark();
   await sender.send(`<message to='${recipient.jid}' id='${token}'><barrier xmlns='urn:parley:test:barrier' token='${token}'/></message>`);
   await recipient.waitFor(new RegExp(`<message\\b[^>]*\\bid=(['"])${token}\\1`), timeoutMs, since);
