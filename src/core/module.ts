@@ -83,7 +83,12 @@ export interface ModuleHost {
   /** Routes a stanza that already carries `from` and `to`. */
   route(stanza: Element): Promise<void>;
   /** Sends an iq from the server and resolves its result (rejects with StanzaError on an error reply or timeout). */
-  request(iq: Element, timeoutMs?: number): Promise<Element>;
+  /**
+   * Sends an iq and resolves its result (rejects with its error, or on timeout). `onRouted` is
+   * called once the request has been routed (written to a local session or handed to the remote
+   * path), before any answer: a caller may wait for that without waiting for the answer.
+   */
+  request(iq: Element, timeoutMs?: number, onRouted?: () => void): Promise<Element>;
   /** Whether an account exists (cached briefly). */
   accountExists(bare: string): Promise<boolean>;
   /** Forgets the cached existence of an account (after a module created or removed it). */

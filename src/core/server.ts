@@ -277,7 +277,7 @@ export class Server implements ModuleHost {
       isLocalHost: (d) => this.isLocalHost(d),
       hostNames: () => this.hostNames(),
       route: (st) => this.route(st),
-      request: (iq, t) => this.request(iq, t),
+      request: (iq, t, onRouted) => this.request(iq, t, onRouted),
       accountExists: (b) => this.accountExists(b),
       invalidateAccount: (b) => this.invalidateAccount(b),
       directory: (h) => this.directory(h),
@@ -650,7 +650,7 @@ export class Server implements ModuleHost {
   }
 
   /** Sends an iq from the server and resolves its result. */
-  request(iq: Element, timeoutMs = 30_000): Promise<Element> {
+  request(iq: Element, timeoutMs = 30_000, onRouted?: () => void): Promise<Element> {
     if (!iq.attrs.id) iq.attrs.id = randomBytes(8).toString('hex');
     const from = Jid.tryParse(iq.attrs.from);
     if (!from) return Promise.reject(new Error('request needs a from address'));
@@ -662,11 +662,14 @@ export class Server implements ModuleHost {
       }, timeoutMs);
       timer.unref();
       this.pending.set(key, { resolve, reject, timer });
-      this.route(iq).catch((err) => {
-        clearTimeout(timer);
-        this.pending.delete(key);
-        reject(err);
-      });
+      this.route(iq).then(
+        () => onRouted?.(),
+        (err) => {
+          clearTimeout(timer);
+          this.pending.delete(key);
+          reject(err);
+        },
+      );
     });
   }
 }

@@ -55,8 +55,10 @@ export default defineModule({
         throw new StanzaError('wait', 'internal-server-error', 'the message could not be stored');
       }
       if (id === null) throw new StanzaError('wait', 'resource-constraint', 'offline storage for this user is full');
-      // Not awaited: the sender's next stanza waits for the write only, not for what others do with it.
-      void ctx.fire('offline.stored', { stanza, to, redelivery: redelivery === true }).catch((err: unknown) => ctx.log.error({ err, user: to.bare }, 'offline.stored hook failed'));
+      // Awaited: handlers (push notifications) only start what they do, e.g. route a publish, and do
+      // not wait for anyone's answer; so once the sender's stanza is handled, its consequences are
+      // on their way, in order with what the sender does next.
+      await ctx.fire('offline.stored', { stanza, to, redelivery: redelivery === true }).catch((err: unknown) => ctx.log.error({ err, user: to.bare }, 'offline.stored hook failed'));
       return HANDLED;
     });
 

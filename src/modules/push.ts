@@ -213,14 +213,22 @@ export default defineModule({
       return iq;
     }
 
+    /** Sends the notification; resolves once it is routed (the app server's answer is handled later). */
     async function publish(user: string, reg: Registration): Promise<void> {
       const p = pending.get(user);
       if (!p) return; // the user came online meanwhile
       lastSent.delete(`${user}\u0000${reg.id}`);
       cap(lastSent);
       lastSent.set(`${user}\u0000${reg.id}`, Date.now());
+      let routed: () => void = () => {};
+      const sent = new Promise<void>((r) => (routed = r));
+      const answer = answered(user, reg, ctx.request(notification(user, reg, p), opts.timeoutMs, routed));
+      await Promise.race([sent, answer]);
+    }
+
+    async function answered(user: string, reg: Registration, reply: Promise<Element>): Promise<void> {
       try {
-        await ctx.request(notification(user, reg, p), opts.timeoutMs);
+        await reply;
       } catch (err) {
         // "If a publish request is returned with an IQ-error, then the server SHOULD consider the
         // particular JID and node combination to be disabled." A timeout, a 'wait' error or an
@@ -234,12 +242,13 @@ export default defineModule({
       }
     }
 
-    function schedule(user: string, reg: Registration): void {
+    /** Publishes now (resolving once routed) or arms the trailing notification of the interval. */
+    async function schedule(user: string, reg: Registration): Promise<void> {
       const key = `${user}\u0000${reg.id}`;
       const last = lastSent.get(key);
       const now = Date.now();
       if (last === undefined || opts.minIntervalMs === 0 || now - last >= opts.minIntervalMs) {
-        void publish(user, reg);
+        await publish(user, reg);
         return;
       }
       if (trailing.has(key)) return; // it will carry this message's count too
@@ -269,7 +278,7 @@ export default defineModule({
       const body = stanza.getChildText('body');
       p.body = body ? body.slice(0, opts.maxBodyChars) : undefined;
       pending.set(user, p);
-      for (const reg of regs) schedule(user, reg);
+      await Promise.all(regs.map((reg) => schedule(user, reg)));
     }
 
     function online(user: string): void {
@@ -281,18 +290,19 @@ export default defineModule({
       }
     }
 
-    // The publish runs in the background so that nothing waits for a slow app server.
-    ctx.hook('offline.stored', ({ stanza, to, redelivery }) => {
+    // Awaited until the publish is routed, never for the app server's answer (a slow app server
+    // delays nobody): the sender's next stanza comes after the notification it caused.
+    ctx.hook('offline.stored', async ({ stanza, to, redelivery }) => {
       if (redelivery && notifiedHeld.has(stanza)) return undefined;
-      void notify(to.bare, stanza).catch((err: unknown) => ctx.log.error({ err, user: to.bare }, 'push notification failed'));
+      await notify(to.bare, stanza).catch((err: unknown) => ctx.log.error({ err, user: to.bare }, 'push notification failed'));
       return undefined;
     });
 
-    ctx.hook('session.held', ({ session, stanza }) => {
+    ctx.hook('session.held', async ({ session, stanza }) => {
       const user = session.jid?.bare;
       if (!user) return undefined;
       notifiedHeld.add(stanza);
-      void notify(user, stanza).catch((err: unknown) => ctx.log.error({ err, user }, 'push notification failed'));
+      await notify(user, stanza).catch((err: unknown) => ctx.log.error({ err, user }, 'push notification failed'));
       return undefined;
     });
 

@@ -15,9 +15,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Element } from 'ltx';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type TestClient, xml } from '../helpers/client.js';
+import { barrier, connect, type TestClient, xml } from '../helpers/client.js';
 import { iqReplyPattern, RawClient, waitUntil } from '../helpers/raw.js';
-import { startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
+import { afterSessionClosed, startTestServer, type TestServer, uniqueUser } from '../helpers/server.js';
 
 const NS_PUSH = 'urn:xmpp:push:0';
 const NS_PUBSUB = 'http://jabber.org/protocol/pubsub';
@@ -214,7 +214,9 @@ describe('push notifications (XEP-0357)', () => {
     expect(s.node).toBe('held');
     expect(s.fields['message-count']).toEqual(['1']);
     expect(s.fields['last-message-sender']).toEqual([`${alice}/desk`]);
-    await sleep(300);
+    // The hooks above resolved once their notifications were routed: bob's iq to the app server
+    // arrives after any of them.
+    await barrier(b, app);
     expect(publishCount(app)).toBe(1);
   });
 
@@ -232,7 +234,8 @@ describe('push notifications (XEP-0357)', () => {
     await say(a, bob, 'first');
     const iq = await nextPublish(app);
     expect(summary(iq).node).toBe('n2');
-    await sleep(300);
+    // Alice's message was handled (and its notifications routed) before her barrier iq.
+    await barrier(a, app);
     expect(publishCount(app)).toBe(1);
 
     b = await login(bob, 'phone');
@@ -479,7 +482,7 @@ describe('push with offline storage limits and stream management', () => {
     await say(a, bob, 'q3');
     const bounce = await a.waitFor((el) => el.name === 'message' && el.attrs.type === 'error' && el.attrs.id === 'm-q3');
     expect(bounce.getChild('error')?.getChild('resource-constraint')).toBeDefined();
-    await sleep(500);
+    await barrier(a, service);
     expect(publishes(service)).toHaveLength(2);
     expect(summary(publishes(service)[1] as Element).fields['message-count']).toEqual(['2']);
     expect(await srv.storage.offline.count(bob)).toBe(2);
@@ -489,6 +492,7 @@ describe('push with offline storage limits and stream management', () => {
     const service = await app();
     const a = await login('alice', 'desk');
     const { raw, bare } = await phone(service.jid);
+    const closed = afterSessionClosed(srv, raw.jid);
     await dropAndWaitHibernated(raw, bare);
 
     await say(a, bare, 'held');
@@ -498,7 +502,10 @@ describe('push with offline storage limits and stream management', () => {
 
     // Not resumed: the session ends and the unacknowledged message is stored offline (redelivery).
     await waitOffline(bare, 1);
-    await sleep(500);
+    // The session's close handlers (redelivery, and the notification it might cause) are done;
+    // then alice's iq reaches the app server after anything they routed to it.
+    await closed;
+    await barrier(a, service);
     expect(publishes(service)).toHaveLength(1);
   });
 
@@ -506,6 +513,7 @@ describe('push with offline storage limits and stream management', () => {
     const service = await app();
     const a = await login('alice', 'desk');
     const { raw, bare } = await phone(service.jid);
+    const closed = afterSessionClosed(srv, raw.jid);
     await say(a, bare, 'live');
     await raw.waitFor(/<body>live<\/body>/);
     await dropAndWaitHibernated(raw, bare); // 'live' was never acknowledged
@@ -516,7 +524,8 @@ describe('push with offline storage limits and stream management', () => {
     await waitOffline(bare, 2);
     await waitUntil(() => publishes(service).length >= 2, 5000, 'the notification for the unannounced message');
     expect(summary(publishes(service)[1] as Element).fields['message-count']).toEqual(['2']);
-    await sleep(500);
+    await closed;
+    await barrier(a, service);
     expect(publishes(service)).toHaveLength(2);
   });
 });
