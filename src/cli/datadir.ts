@@ -19,7 +19,10 @@ interface Exposed {
   ino: number;
 }
 
-/** Paths under `dir` (itself included) that group or others may access, with their modes. Symlinks are not followed. */
+/**
+ * Paths under `dir` (itself included) that group or others may access, with their modes, when
+ * `dir` itself lets them in; none when it does not. Symlinks are not followed.
+ */
 export function exposedPaths(dir: string): Exposed[] {
   const out: Exposed[] = [];
   const walk = (path: string) => {
@@ -35,6 +38,10 @@ export function exposedPaths(dir: string): Exposed[] {
   } catch {
     return out; // does not exist yet
   }
+  // A private directory keeps everything below it private (others cannot get in): only when the
+  // directory itself is open is the tree walked, so a start does not stat every uploaded file.
+  const st = lstatSync(root);
+  if ((st.mode & 0o077) === 0) return out;
   walk(root);
   return out;
 }

@@ -75,25 +75,15 @@ function parseV2(buf: Buffer): { header: ProxyHeader; length: number } | null {
   }
   if (proto === 2) throw new ProxyHeaderError('a datagram (UDP) header on a stream connection');
   const body = buf.subarray(16, length);
-  if (family === 1) {
-    if (len < 12) throw new ProxyHeaderError('address block too short for TCP over IPv4');
-    return {
-      header: {
-        version: 2,
-        command: 'PROXY',
-        source: { address: ipv4(body.subarray(0, 4)), port: body.readUInt16BE(8) },
-        destination: { address: ipv4(body.subarray(4, 8)), port: body.readUInt16BE(10) },
-      },
-      length,
-    };
-  }
-  if (len < 36) throw new ProxyHeaderError('address block too short for TCP over IPv6');
+  // Source address, destination address, source port, destination port (§2.2).
+  const [size, text, name] = family === 1 ? [4, ipv4, 'IPv4'] : [16, ipv6, 'IPv6'];
+  if (len < 2 * size + 4) throw new ProxyHeaderError(`address block too short for TCP over ${name}`);
   return {
     header: {
       version: 2,
       command: 'PROXY',
-      source: { address: ipv6(body.subarray(0, 16)), port: body.readUInt16BE(32) },
-      destination: { address: ipv6(body.subarray(16, 32)), port: body.readUInt16BE(34) },
+      source: { address: text(body.subarray(0, size)), port: body.readUInt16BE(2 * size) },
+      destination: { address: text(body.subarray(size, 2 * size)), port: body.readUInt16BE(2 * size + 2) },
     },
     length,
   };

@@ -1,6 +1,7 @@
 // The server kernel: hosts, sessions, routing (RFC 6121 §8), iq dispatch, modules and connection
 // accounting. Listeners live in src/transports and hand connections to `acceptConnection`.
 import { randomBytes } from 'node:crypto';
+import type { BlockList } from 'node:net';
 import type { Element } from 'ltx';
 import { StanzaError, StreamError, stanzaError } from '../xmpp/errors.js';
 import { Jid } from '../xmpp/jid.js';
@@ -12,7 +13,7 @@ import { withDirectoryRosters } from '../auth/ldap/roster-store.js';
 import { AccountService, directoriesFor, type LdapDirectory, LoginThrottle, saslMechanisms, type SaslMechanism, TokenService } from '../auth/index.js';
 import type { ResolvedConfig } from './config.js';
 import { every } from './every.js';
-import { NetworkSet } from './netset.js';
+import { addressInList, compileAddressList } from './addresses.js';
 import { HookBus } from './hooks.js';
 import type { Logger } from './logger.js';
 import { IqDispatcher } from './iq.js';
@@ -90,7 +91,7 @@ export class Server implements ModuleHost {
   /** Per client address: open connections, and the unauthenticated ones among them (oldest first). */
   private readonly connections = new Map<string, { total: number; preAuth: Set<C2SSession> }>();
   /** limits.trustedNetworks: their addresses get the trusted quotas. */
-  readonly trustedNetworks: NetworkSet;
+  private readonly trustedNetworks: BlockList;
   private readonly allConnections = new Set<C2SSession>();
   /** Bound sessions without a connection, waiting for XEP-0198 resumption. */
   private readonly hibernating = new Set<C2SSession>();
@@ -112,14 +113,15 @@ export class Server implements ModuleHost {
     this.auth = new AccountService(opts.storage, opts.config.auth.scramIterations, directories, tokens);
     // Hosts with `ldap.roster: directory` keep contact lists in their directory, for every feature.
     this.storage = withDirectoryRosters(opts.storage, opts.config, (h) => directories.get(h), opts.log);
-    this.trustedNetworks = new NetworkSet(opts.config.limits.trustedNetworks);
+    this.trustedNetworks = compileAddressList(opts.config.limits.trustedNetworks);
     const ban = opts.config.auth.banSeconds * 1000;
     this.throttle = new LoginThrottle({
       perAddress: { maxFailures: opts.config.auth.maxFailuresPerAddress, windowMs: ban, banMs: ban },
       trustedPerAddress: { maxFailures: opts.config.auth.trustedMaxFailuresPerAddress, windowMs: ban, banMs: ban },
       perPair: { maxFailures: opts.config.auth.maxFailuresPerPair, windowMs: ban, banMs: ban },
-      // Keys of addresses a remote mux reported carry its name (addressKey): never trusted.
-      isTrusted: (addr) => !addr.includes('|') && this.trustedNetworks.has(addr),
+      // Keys of addresses a remote mux reported carry its name (addressKey), so they are not
+      // addresses and never match.
+      isTrusted: (key) => addressInList(this.trustedNetworks, key),
     });
     this.moduleDefs = opts.modules;
     // Unknown users are shown the same iteration count as real ones (no account enumeration).
@@ -375,7 +377,7 @@ export class Server implements ModuleHost {
     const c = this.connections.get(addr) ?? { total: 0, preAuth: new Set<C2SSession>() };
     const l = this.config.limits;
     // An address a remote mux reports is not believed to be in a trusted network.
-    const trusted = !transport.reportedBy && this.trustedNetworks.has(transport.remoteAddress);
+    const trusted = !transport.reportedBy && addressInList(this.trustedNetworks, transport.remoteAddress);
     const maxTotal = trusted ? l.trustedConnectionsPerAddress : l.connectionsPerAddress;
     const maxPreAuth = trusted ? l.trustedPreAuthPerAddress : l.preAuthPerAddress;
     const session = new C2SSession(this, transport);

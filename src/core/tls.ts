@@ -591,6 +591,19 @@ export function tlsUnique(tls: TLSSocket): Buffer | null {
   return v && v.length > 0 ? v : null;
 }
 
+/** Channel-binding data of one type for a TLS connection (the server's side), or null when it has none. */
+export function channelBindingData(tls: TLSSocket, type: ChannelBindingType): Buffer | null {
+  if (type === 'tls-exporter') {
+    // RFC 9266: only defined for TLS 1.3 (or 1.2 with extended master secret, which we do not assume).
+    if (tls.getProtocol() !== 'TLSv1.3') return null;
+    return tls.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0));
+  }
+  if (type === 'tls-unique') return tlsUnique(tls);
+  const cert = tls.getCertificate();
+  if (!cert || !('raw' in cert) || !cert.raw) return null;
+  return tlsServerEndPoint(cert.raw);
+}
+
 /** Channel-binding types a TLS connection can provide, in the server's preference order. */
 export function channelBindingTypesFor(protocol: string | null): ChannelBindingType[] {
   // tls-exporter is only defined for TLS 1.3 here (RFC 9266 allows 1.2 only with the extended

@@ -144,7 +144,8 @@ export default defineModule({
 
     // ---- offers (see the banner) -------------------------------------------------------------
 
-    const proxyJids = () => new Set(ctx.hostNames().map((h) => `${opts.subdomain}.${h}`));
+    // The hosts are fixed for the server's life: this proxy's JIDs are computed once, not per iq.
+    const mine = new Set(ctx.hostNames().map((h) => `${opts.subdomain}.${h}`));
 
     function dropOffer(hash: string): void {
       const o = offered.get(hash);
@@ -162,7 +163,6 @@ export default defineModule({
 
     /** The sids of this proxy's streams that an iq offers: XEP-0065 §6.1 or XEP-0260 §2.2 proxy candidates. */
     function offeredSids(iq: Element): string[] {
-      const mine = proxyJids();
       const q = iq.getChild('query', NS_BYTESTREAMS);
       if (q) {
         const sid = q.attrs.sid;

@@ -10,7 +10,7 @@ import type { ResolvedConfig } from '../core/config.js';
 import { proxyGate, UntrustedHeaderFilter, type PeerAddress } from '../core/proxy-protocol.js';
 import { writeCoalesced } from '../core/cork.js';
 import type { Logger } from '../core/logger.js';
-import { loadTlsMaterial, TLS_BASE_OPTIONS, tlsServerEndPoint, tlsUnique, type TlsMaterial } from '../core/tls.js';
+import { channelBindingData, channelBindingTypesFor, loadTlsMaterial, TLS_BASE_OPTIONS, type TlsMaterial } from '../core/tls.js';
 import { FrameDecoder, FrameType, authProof, encodeFrame, encodeJson, parseJson, proofMatches } from '../xmpp/muxframe.js';
 import { certificateNames, linkTlsFromConfig, openLink, type LinkTlsClient } from './link-tls.js';
 
@@ -359,13 +359,13 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
   }
 
   function cbData(tls: TLSSocket): { protocol: string | null; cb: Record<string, string> } {
+    // The same data, computed the same way, as a direct connection's (core/tls.ts).
     const protocol = tls.getProtocol();
     const cb: Record<string, string> = {};
-    if (protocol === 'TLSv1.3') cb['tls-exporter'] = tls.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0)).toString('base64');
-    const cert = tls.getCertificate();
-    if (cert && 'raw' in cert && cert.raw) cb['tls-server-end-point'] = tlsServerEndPoint(cert.raw).toString('base64');
-    const unique = tlsUnique(tls);
-    if (unique) cb['tls-unique'] = unique.toString('base64');
+    for (const type of channelBindingTypesFor(protocol)) {
+      const data = channelBindingData(tls, type);
+      if (data) cb[type] = data.toString('base64');
+    }
     return { protocol, cb };
   }
 

@@ -335,9 +335,6 @@ async function withDeadline<T>(fn: () => Promise<T>, ms: number): Promise<{ ok: 
   }
 }
 
-/** The allow list of /metrics: addresses and CIDR ranges (validated by the config schema). */
-export { compileAddressList as compileAllowList, addressInList as addressAllowed };
-
 /**
  * Constant-time bearer token comparison: both sides are hashed first, so timingSafeEqual always
  * compares 32 bytes and neither the length nor a matching prefix of the secret shows in the timing.

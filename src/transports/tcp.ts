@@ -6,7 +6,7 @@ import type { ChannelBindingType } from '../core/transport.js';
 import type { Transport, TransportEvents } from '../core/transport.js';
 import { writeCoalesced } from '../core/cork.js';
 import type { TlsMaterial } from '../core/tls.js';
-import { TLS_BASE_OPTIONS, channelBindingTypesFor, tlsServerEndPoint, tlsUnique } from '../core/tls.js';
+import { TLS_BASE_OPTIONS, channelBindingData, channelBindingTypesFor } from '../core/tls.js';
 import type { Server } from '../core/server.js';
 import { normalizeAddress } from '../core/addresses.js';
 import { proxyGate, UntrustedHeaderFilter, type PeerAddress, type ProxyProtocolOptions } from '../core/proxy-protocol.js';
@@ -136,17 +136,8 @@ export class TcpTransport implements Transport {
   }
 
   channelBinding(type: ChannelBindingType): Buffer | null {
-    const tls = this.tls;
-    if (!this.secure || !tls) return null;
-    if (type === 'tls-exporter') {
-      // RFC 9266: only defined for TLS 1.3 (or 1.2 with extended master secret, which we do not assume).
-      if (tls.getProtocol() !== 'TLSv1.3') return null;
-      return tls.exportKeyingMaterial(32, 'EXPORTER-Channel-Binding', Buffer.alloc(0));
-    }
-    if (type === 'tls-unique') return tlsUnique(tls);
-    const cert = tls.getCertificate();
-    if (!cert || !('raw' in cert) || !cert.raw) return null;
-    return tlsServerEndPoint(cert.raw);
+    if (!this.secure || !this.tls) return null;
+    return channelBindingData(this.tls, type);
   }
 
   pause(): void {

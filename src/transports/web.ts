@@ -19,6 +19,7 @@ import type { SecureContext } from 'node:tls';
 import { resolve } from 'node:path';
 import express, { type Express, type Request, type RequestHandler, type Router } from 'express';
 import proxyaddr from 'proxy-addr';
+import { isLoopback } from '../core/addresses.js';
 import type { Server } from '../core/server.js';
 import type { TlsMaterial } from '../core/tls.js';
 import { TLS_BASE_OPTIONS } from '../core/tls.js';
@@ -48,7 +49,6 @@ export interface WebContainer {
   close(): Promise<void>;
 }
 
-const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
 /** Headers a proxy adds to say who the client is or how it came. */
 const FORWARDING_HEADERS = [
@@ -72,7 +72,6 @@ export async function startWebContainer(server: Server, tls: TlsMaterial): Promi
   const cfg = server.config.http;
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', cfg.trustedProxies.length ? cfg.trustedProxies : false);
   // Issue 16 §7: a Content-Security-Policy on everything (pages load only their own scripts,
   // styles and connections; nothing received is ever script), framing only by configured origins
   // (clickjacking), and HSTS on HTTPS. A route may set a stricter policy (uploads do).
@@ -89,7 +88,9 @@ export async function startWebContainer(server: Server, tls: TlsMaterial): Promi
     next();
   });
 
+  // One compiled trust function, for express (req.ip) and for requestInfo (upgrades too).
   const trust = cfg.trustedProxies.length ? proxyaddr.compile(cfg.trustedProxies) : null;
+  app.set('trust proxy', trust ?? false);
   // Issue 16 §3: a reverse proxy on this machine that is not in http.trustedProxies would make
   // every web user look like 127.0.0.1 (one address's quotas and bans, /metrics, "secure" ws://).
   // Its requests (loopback peer + forwarding headers) are refused with a text saying what to
@@ -98,7 +99,7 @@ export async function startWebContainer(server: Server, tls: TlsMaterial): Promi
   let lastProxyWarning = 0;
   const untrustedLocalProxy = (req: http.IncomingMessage): boolean => {
     const peer = req.socket.remoteAddress ?? '';
-    if (!LOOPBACK.test(peer) || !forwarded(req) || (trust && trust(peer, 0))) return false;
+    if (!isLoopback(peer) || !forwarded(req) || (trust && trust(peer, 0))) return false;
     if (Date.now() - lastProxyWarning > 60_000) {
       lastProxyWarning = Date.now();
       server.log.warn({ peer }, `refusing requests with forwarding headers from ${peer}: add it to http.trustedProxies if it is your reverse proxy`);
@@ -147,7 +148,7 @@ export async function startWebContainer(server: Server, tls: TlsMaterial): Promi
     }
     // secureLoopback stands for "a TLS-terminating proxy on this machine that adds no headers";
     // a request with forwarding headers is a proxy's, and only a trusted one may say it was TLS.
-    const secure = viaTls || forwardedTls || (cfg.secureLoopback && LOOPBACK.test(socketAddr) && LOOPBACK.test(remoteAddress) && !forwarded(req));
+    const secure = viaTls || forwardedTls || (cfg.secureLoopback && isLoopback(socketAddr) && isLoopback(remoteAddress) && !forwarded(req));
     return { remoteAddress: normalize(remoteAddress), secure };
   };
 
