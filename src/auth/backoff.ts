@@ -135,22 +135,31 @@ export class LoginThrottle {
     return verdict;
   }
 
+  /** What a refused client is told (in the SASL failure): what is banned and for how long. */
+  refusalText(verdict: ThrottleVerdict): string {
+    const minutes = Math.max(1, Math.ceil(verdict.retryAfterMs / 60_000));
+    const when = `try again in ${minutes} minute${minutes === 1 ? '' : 's'}`;
+    return verdict.scope === 'pair'
+      ? `too many failed logins for this account from your address; ${when} (or from another network)`
+      : `too many failed logins from your address; ${when}`;
+  }
+
   /** Records wrong credentials (and only those). */
   fail(address: string, account?: string): void {
     const now = this.now();
-    const keys: [string, ThrottleLimits][] = [...this.banKeys(address, account)].map(([k, l]) => [k, l]);
-    if (account) keys.push([accountKey(account), this.accountLimits]);
-    for (const [key, limits] of keys) {
+    const count = (key: string, limits: ThrottleLimits) => {
       let e = this.live(key, limits, now);
       // A banned key stays banned until its deadline; more failures do not extend it, so a third
       // party cannot keep a ban going at a cheaper rate than banMs.
-      if (e && e.bannedUntil > now) continue;
+      if (e && e.bannedUntil > now) return;
       e ??= { failures: 0, windowStart: now, bannedUntil: 0 };
       e.failures++;
       if (e.failures >= limits.maxFailures) e.bannedUntil = now + limits.banMs;
       this.entries.delete(key);
       this.entries.set(key, e);
-    }
+    };
+    for (const [key, limits] of this.banKeys(address, account)) count(key, limits);
+    if (account) count(accountKey(account), this.accountLimits);
     this.evict();
   }
 

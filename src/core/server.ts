@@ -381,7 +381,7 @@ export class Server implements ModuleHost {
     const maxTotal = trusted ? l.trustedConnectionsPerAddress : l.connectionsPerAddress;
     const maxPreAuth = trusted ? l.trustedPreAuthPerAddress : l.preAuthPerAddress;
     const session = new C2SSession(this, transport);
-    if (c.total >= maxTotal && !(c.preAuth.size >= maxPreAuth)) {
+    if (c.total >= maxTotal && c.preAuth.size < maxPreAuth) {
       this.log.warn({ addr, limit: maxTotal }, 'connection refused: per-address limit');
       session.fail(new StreamError('policy-violation', 'too many connections from your address'));
       return null;
@@ -390,7 +390,8 @@ export class Server implements ModuleHost {
       // Full (or at the total with room only for an unauthenticated one): make room.
       const victim = leastAdvanced(c.preAuth);
       if (victim) {
-        this.log.info({ addr, victim: victim.id, limit: maxPreAuth }, 'unauthenticated connection closed to admit a newer one');
+        // debug: under a slowloris this happens for every connection (parley_preauth_evicted_total counts them).
+        this.log.debug({ addr, victim: victim.id, limit: maxPreAuth }, 'unauthenticated connection closed to admit a newer one');
         this.stats.preAuthEvicted++;
         victim.fail(new StreamError('policy-violation', 'too many unauthenticated connections from your address'));
       }

@@ -106,7 +106,9 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
   ) {
     this.transport = transport;
     const limits = server.config.limits;
-    this.log = server.log.child({ session: this.id, addr: transport.remoteAddress, via: transport.reportedBy });
+    this.log = server.log.child(
+      transport.reportedBy ? { session: this.id, addr: transport.remoteAddress, via: transport.reportedBy } : { session: this.id, addr: transport.remoteAddress },
+    );
     this.parser = this.newParser();
     this.bytesBucket = new TokenBucket(limits.bytesPerSecond, limits.burstBytes);
     this.stanzaBucket = new TokenBucket(limits.stanzasPerSecond, limits.burstStanzas);
@@ -125,7 +127,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     return this.transport.remoteAddress;
   }
 
-  /** The key of this connection's address for quotas and login bans (see addressKey in server.ts). */
+  /** The key of this connection's address for quotas and login bans (see addressKey in transport.ts). */
   get addressKey(): string {
     return addressKey(this.transport);
   }
@@ -422,7 +424,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
       this.saslMechanism = ''; // a new exchange: a refusal before a mechanism is chosen is counted under "none"
       const throttle = this.server.throttle.check(this.addressKey);
       if (!throttle.allowed) {
-        this.saslFailure('temporary-auth-failure', banText(throttle.scope, throttle.retryAfterMs));
+        this.saslFailure('temporary-auth-failure', this.server.throttle.refusalText(throttle));
         return;
       }
       const mechName = el.attrs.mechanism ?? '';
@@ -468,7 +470,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
       if (banned.allowed) throttle.fail(addr, account);
       if (delay > 0) await sleep(delay);
       if (this.closed) return;
-      if (!banned.allowed) this.saslFailure('temporary-auth-failure', banText(banned.scope, banned.retryAfterMs));
+      if (!banned.allowed) this.saslFailure('temporary-auth-failure', throttle.refusalText(banned));
       else this.saslFailure(step.condition, step.text);
       return;
     }
@@ -489,7 +491,7 @@ export class C2SSession implements TransportEvents, StreamParserHandlers {
     }
     const banned = throttle.check(addr, jid.bare);
     if (!banned.allowed) {
-      this.saslFailure('temporary-auth-failure', banText(banned.scope, banned.retryAfterMs));
+      this.saslFailure('temporary-auth-failure', throttle.refusalText(banned));
       return;
     }
     throttle.succeed(addr, jid.bare);
@@ -843,11 +845,3 @@ declare module './hooks.js' {
   }
 }
 
-/** The text of a throttle refusal: what is banned and for how long, so a person knows what to do. */
-function banText(scope: 'address' | 'pair' | undefined, retryAfterMs: number): string {
-  const minutes = Math.max(1, Math.ceil(retryAfterMs / 60_000));
-  const when = `try again in ${minutes} minute${minutes === 1 ? '' : 's'}`;
-  return scope === 'pair'
-    ? `too many failed logins for this account from your address; ${when} (or from another network)`
-    : `too many failed logins from your address; ${when}`;
-}
