@@ -299,3 +299,28 @@ function readHeader(sock: net.Socket, timeoutMs: number, mode: 'required' | 'opt
     sock.resume();
   });
 }
+
+/**
+ * How a listener takes a connection under `listen.proxyProtocol` (or without it, `gate` null): a
+ * trusted balancer's waits in the gate for its header, then `start(peer)`; anyone else starts at
+ * once behind an UntrustedHeaderFilter (so the per-address limits count it); a refused or late
+ * header calls `refused` (the socket is destroyed). One path for the server's ports and the muxes'.
+ */
+export function admitThrough(
+  gate: ProxyGate | null,
+  sock: net.Socket,
+  start: (peer: PeerAddress | undefined, filter: UntrustedHeaderFilter | null) => void,
+  refused: (err: Error) => void,
+): void {
+  if (!gate) return start(undefined, null);
+  if (!gate.trusts(sock)) return start(undefined, new UntrustedHeaderFilter());
+  gate.read(sock).then(
+    (peer) => {
+      if (!sock.destroyed) start(peer, null);
+    },
+    (err: Error) => {
+      refused(err);
+      sock.destroy();
+    },
+  );
+}

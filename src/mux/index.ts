@@ -7,7 +7,7 @@ import net from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { isLocalLink, normalizeAddress } from '../core/addresses.js';
 import type { ResolvedConfig } from '../core/config.js';
-import { proxyGate, UntrustedHeaderFilter, type PeerAddress } from '../core/proxy-protocol.js';
+import { admitThrough, proxyGate, type PeerAddress, type UntrustedHeaderFilter } from '../core/proxy-protocol.js';
 import { writeCoalesced } from '../core/cork.js';
 import type { Logger } from '../core/logger.js';
 import { channelBindingData, channelBindingTypesFor, loadTlsMaterial, TLS_BASE_OPTIONS, type TlsMaterial } from '../core/tls.js';
@@ -86,8 +86,6 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
   const checkServerProof = !(linkVerified && config.mux.auth === 'certificate');
   const name = linkName(opts.name, config.mux.auth, linkTls, log);
   const gate = config.listen.proxyProtocol ? proxyGate(config.listen.proxyProtocol) : null;
-  /** Client sockets waiting in the PROXY gate (stop() closes them). */
-  const gated = new Set<net.Socket>();
   const conns = new Map<number, ClientConn>();
   let nextId = 1;
   let link: net.Socket | null = null;
@@ -398,30 +396,23 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
       raw.destroy();
       return;
     }
-    // Only trusted balancers wait for a PROXY header; anyone else is OPENed at once, so the server's
-    // per-address limits count it (a header it sends is refused by the filter, or by TLS).
-    if (!gate?.trusts(raw)) {
-      start(raw, directTls, localPort, undefined, !!gate);
-      return;
-    }
-    // PROXY protocol (listen.proxyProtocol): the real client address goes to the server in OPEN.
-    gated.add(raw);
-    gate.read(raw).then(
-      (peer) => {
-        gated.delete(raw);
-        if (raw.destroyed) return;
+    // PROXY protocol (listen.proxyProtocol): the real client address goes to the server in OPEN;
+    // only trusted balancers wait for their header (core/proxy-protocol.ts admitThrough).
+    admitThrough(
+      gate,
+      raw,
+      (peer, filter) => {
+        // A header that arrived after stop() began, or after the link went down, opens nothing.
         if (stopping || !linkReady) raw.destroy();
-        else start(raw, directTls, localPort, peer);
+        else start(raw, directTls, localPort, peer, filter);
       },
-      (err: Error) => {
-        gated.delete(raw);
+      (err) => {
         if (!stopping) log.info({ addr: normalizeAddress(raw.remoteAddress ?? 'unknown'), reason: err.message }, 'connection refused: PROXY protocol');
-        raw.destroy();
       },
     );
   }
 
-  function start(raw: net.Socket, directTls: boolean, localPort: number, peer?: PeerAddress, refuseHeader = false): void {
+  function start(raw: net.Socket, directTls: boolean, localPort: number, peer: PeerAddress | undefined, filter: UntrustedHeaderFilter | null): void {
     raw.setNoDelay(true);
     raw.setKeepAlive(true, 60_000);
     const remoteAddress = peer?.address ?? normalizeAddress(raw.remoteAddress ?? 'unknown');
@@ -429,7 +420,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
     conns.set(c.id, c);
     const open = { remoteAddress, remotePort: peer ? peer.port : raw.remotePort, localPort, starttls: true };
     if (!directTls) {
-      attach(c, raw, refuseHeader ? new UntrustedHeaderFilter() : null);
+      attach(c, raw, filter);
       sendLink(encodeJson(FrameType.OPEN, c.id, { ...open, tls: false }));
       if (linkPaused) raw.pause();
       else if (peer) raw.resume(); // the PROXY gate left it paused
@@ -501,9 +492,7 @@ export async function runMux(opts: MuxOptions): Promise<RunningMux> {
       const closed = listeners.map((l) => new Promise<void>((r) => l.close(() => r())));
       // Sockets still waiting for their PROXY header would keep the listeners open (and, resolved
       // later, be OPENed on the server): closed now.
-      gate?.destroyAll();
-      for (const s of gated) s.destroy();
-      gated.clear();
+      gate?.destroyAll(); // their waits are refused, which destroys them
       for (const c of [...conns.values()]) closeClient(c, true, c.streamOpen);
       await Promise.all(closed);
       link?.end();

@@ -9,7 +9,7 @@ import type { TlsMaterial } from '../core/tls.js';
 import { TLS_BASE_OPTIONS, channelBindingData, channelBindingTypesFor } from '../core/tls.js';
 import type { Server } from '../core/server.js';
 import { normalizeAddress } from '../core/addresses.js';
-import { proxyGate, UntrustedHeaderFilter, type PeerAddress, type ProxyProtocolOptions } from '../core/proxy-protocol.js';
+import { admitThrough, proxyGate, type PeerAddress, type ProxyProtocolOptions, type UntrustedHeaderFilter } from '../core/proxy-protocol.js';
 
 export class TcpTransport implements Transport {
   readonly kind = 'tcp' as const;
@@ -180,25 +180,17 @@ export function listenC2S(server: Server, material: TlsMaterial | null, opts: Li
     sock.on('error', () => {});
     sockets.add(sock);
     sock.once('close', () => sockets.delete(sock));
-    // Only trusted balancers wait for a header; anyone else is counted by acceptConnection at once.
-    if (!gate?.trusts(sock)) {
-      start(sock, undefined, !!gate);
-      return;
-    }
-    gate.read(sock).then(
-      (peer) => {
-        if (!sock.destroyed) start(sock, peer);
-      },
-      (err: Error) => {
-        server.log.info({ addr: normalizeAddress(sock.remoteAddress ?? 'unknown'), reason: err.message }, 'connection refused: PROXY protocol');
-        sock.destroy();
-      },
+    admitThrough(
+      gate,
+      sock,
+      (peer, filter) => start(sock, peer, filter),
+      (err) => server.log.info({ addr: normalizeAddress(sock.remoteAddress ?? 'unknown'), reason: err.message }, 'connection refused: PROXY protocol'),
     );
   });
-  const start = (sock: net.Socket, peer?: PeerAddress, refuseHeader = false) => {
+  const start = (sock: net.Socket, peer: PeerAddress | undefined, filter: UntrustedHeaderFilter | null) => {
     let transport: TcpTransport;
     try {
-      transport = new TcpTransport(sock, material, opts.directTls, undefined, peer, refuseHeader ? new UntrustedHeaderFilter() : null);
+      transport = new TcpTransport(sock, material, opts.directTls, undefined, peer, filter);
     } catch (err) {
       server.log.error({ err }, 'cannot set up connection');
       sock.destroy();
