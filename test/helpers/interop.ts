@@ -303,6 +303,13 @@ export const TLS_MODES: readonly TlsMode[] = ['starttls', 'directtls'];
 /** Every (path, TLS mode) pair: the interop matrix of one client. */
 export const COMBOS: readonly [Path, TlsMode][] = PATHS.flatMap((path) => TLS_MODES.map((mode) => [path, mode] as [Path, TlsMode]));
 
+/** The accounts of a file: the counterpart `peer`, and `<prefix>-<path>-<mode>` for every combination and prefix. */
+export function comboUsers(...prefixes: string[]): Record<string, string> {
+  const users: Record<string, string> = { peer: 'peer-Secret-0' };
+  for (const prefix of prefixes) for (const [path, mode] of COMBOS) users[`${prefix}-${path}-${mode}`] = `pw-${prefix}-${path}-${mode}-1`;
+  return users;
+}
+
 /**
  * `parley start --no-mux` (clients reach the server process itself) with its mux link on a fixed
  * loopback port, and one standalone `parley mux` process with the same configuration and data

@@ -14,6 +14,7 @@ import type { TestClient } from '../helpers/client.js';
 import {
   chat,
   COMBOS,
+  comboUsers,
   connectPeer,
   GoSendxmpp,
   type GoListener,
@@ -35,12 +36,7 @@ describe('interop: go-sendxmpp (go-xmpp) and sendxmpp (Net::XMPP)', () => {
   beforeAll(async () => {
     requireBinary('go-sendxmpp', 'go-sendxmpp');
     requireBinary('sendxmpp', 'sendxmpp');
-    const users: Record<string, string> = { peer: 'peer-Secret-0' };
-    for (const [path, mode] of COMBOS) {
-      users[`go-${path}-${mode}`] = `pw-go-${path}-${mode}-1`;
-      users[`sx-${path}-${mode}`] = `pw-sx-${path}-${mode}-1`;
-    }
-    srv = await InteropServer.start('cli', users);
+    srv = await InteropServer.start('cli', comboUsers('go', 'sx'));
     peer = await connectPeer(srv, 'peer');
   });
 

@@ -14,7 +14,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestClient } from '../helpers/client.js';
-import { chat, COMBOS, connectPeer, InteropServer, peerGot, requireBinary, tempDir, TmuxSession, waitFor } from '../helpers/interop.js';
+import { chat, COMBOS, comboUsers, connectPeer, InteropServer, peerGot, requireBinary, tempDir, TmuxSession, waitFor } from '../helpers/interop.js';
 
 describe('interop: finch (libpurple)', () => {
   let srv: InteropServer;
@@ -26,9 +26,7 @@ describe('interop: finch (libpurple)', () => {
   beforeAll(async () => {
     finch = requireBinary('finch', 'finch');
     requireBinary('tmux', 'tmux');
-    const users: Record<string, string> = { peer: 'peer-Secret-0' };
-    for (const [path, mode] of COMBOS) users[`finch-${path}-${mode}`] = `pw-${path}-${mode}-1`;
-    srv = await InteropServer.start('finch', users);
+    srv = await InteropServer.start('finch', comboUsers('finch'));
     peer = await connectPeer(srv, 'peer');
   });
 

@@ -9,7 +9,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestClient } from '../helpers/client.js';
-import { chat, COMBOS, connectPeer, InteropServer, peerGot, requireBinary, tempDir, TmuxSession, uniqueBody, waitFor } from '../helpers/interop.js';
+import { chat, COMBOS, comboUsers, connectPeer, InteropServer, peerGot, requireBinary, tempDir, TmuxSession, uniqueBody, waitFor } from '../helpers/interop.js';
 
 describe('interop: mcabber (loudmouth)', () => {
   let srv: InteropServer;
@@ -21,9 +21,7 @@ describe('interop: mcabber (loudmouth)', () => {
   beforeAll(async () => {
     mcabber = requireBinary('mcabber', 'mcabber');
     requireBinary('tmux', 'tmux');
-    const users: Record<string, string> = { peer: 'peer-Secret-0' };
-    for (const [path, mode] of COMBOS) users[`mc-${path}-${mode}`] = `pw-${path}-${mode}-1`;
-    srv = await InteropServer.start('mcabber', users);
+    srv = await InteropServer.start('mcabber', comboUsers('mc'));
     peer = await connectPeer(srv, 'peer');
   });
 

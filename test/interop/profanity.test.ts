@@ -10,6 +10,7 @@ import type { TestClient } from '../helpers/client.js';
 import {
   chat,
   COMBOS,
+  comboUsers,
   connectPeer,
   CutRelay,
   InteropServer,
@@ -33,8 +34,7 @@ describe('interop: profanity (libstrophe)', () => {
   beforeAll(async () => {
     requireBinary('profanity', 'profanity');
     requireBinary('tmux', 'tmux');
-    const users: Record<string, string> = { peer: 'peer-Secret-0' };
-    for (const [path, mode] of COMBOS) users[`prof-${path}-${mode}`] = `pw-${path}-${mode}-1`;
+    const users = comboUsers('prof');
     for (const path of PATHS) users[`prof-resume-${path}`] = `pw-resume-${path}-2`;
     srv = await InteropServer.start('profanity', users);
     peer = await connectPeer(srv, 'peer');
