@@ -55,6 +55,16 @@ async function captureRelay(targetPort: number) {
   };
 }
 
+/** The problems validateConfig reports for `raw` (none when it is valid). */
+function problems(raw: Record<string, unknown>): string[] {
+  try {
+    validateConfig(raw);
+    return [];
+  } catch (err) {
+    return (err as ConfigError).problems;
+  }
+}
+
 /** A pino logger whose records land in `records`. */
 function recordingLogger(records: Record<string, unknown>[]) {
   return pino({ level: 'info' }, { write: (line: string) => void records.push(JSON.parse(line) as Record<string, unknown>) });
@@ -281,14 +291,6 @@ describe('client certificate authentication of the link (auth: certificate)', ()
 });
 
 describe('auth: certificate on a mux needs a verified TLS link and a client certificate (security review)', () => {
-  const problems = (raw: Record<string, unknown>): string[] => {
-    try {
-      validateConfig(raw);
-      return [];
-    } catch (err) {
-      return (err as ConfigError).problems;
-    }
-  };
 
   it('is refused by the configuration over a plaintext link or without server.cert/key; a server with linkClientCa is fine', () => {
     const plain = problems({ mux: { auth: 'certificate', server: { host: '127.0.0.1', cert: '/c.pem', key: '/k.pem' } } });
@@ -373,14 +375,6 @@ describe('a link over a Unix domain socket', () => {
 });
 
 describe('a plaintext link off loopback is refused', () => {
-  const problems = (raw: Record<string, unknown>): string[] => {
-    try {
-      validateConfig(raw);
-      return [];
-    } catch (err) {
-      return (err as ConfigError).problems;
-    }
-  };
 
   it('by the configuration, on both sides, unless mux.insecure says so', () => {
     const listener = problems({ mux: { linkAddress: '10.20.30.40', linkPort: 5270, linkTls: 'off' } });
